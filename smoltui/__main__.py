@@ -1,0 +1,3 @@
+from smoltui.cli import main
+
+raise SystemExit(main())

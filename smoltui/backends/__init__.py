@@ -1,0 +1,1 @@
+"""Model runtimes behind one async streaming protocol (see base.py)."""

@@ -1,0 +1,142 @@
+"""The backend protocol: messages in, a stream of deltas and one stats record out.
+
+Every runtime (llama.cpp, transformers, an OpenAI-compatible server, the scripted test backend)
+implements :class:`Backend`. Generation runs off the event loop; ``stream`` is an async iterator the
+caller can stop at any time by setting the :class:`CancelToken`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+    thinking: str | None = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: int = 1024
+    temperature: float = 0.6
+    top_p: float = 0.95
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+    think: bool = False
+    tools: Sequence[dict] | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+    kind: Literal["text"] = "text"
+
+
+@dataclass(frozen=True)
+class ThinkingDelta:
+    text: str
+    kind: Literal["thinking"] = "thinking"
+
+
+StopReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    ttft_s: float
+    prefill_tok_s: float
+    decode_tok_s: float
+    context_used: int
+    context_size: int
+    total_s: float
+    stop_reason: StopReason = "stop"
+
+    @property
+    def new_prompt_tokens(self) -> int:
+        """Prompt tokens this reply actually had to prefill (the rest came from the KV cache)."""
+        return self.prompt_tokens - self.cached_tokens
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "ttft_s": round(self.ttft_s, 4),
+            "prefill_tok_s": round(self.prefill_tok_s, 2),
+            "decode_tok_s": round(self.decode_tok_s, 2),
+            "context_used": self.context_used,
+            "context_size": self.context_size,
+            "total_s": round(self.total_s, 4),
+            "stop_reason": self.stop_reason,
+        }
+
+
+@dataclass(frozen=True)
+class Finished:
+    stats: GenerationStats
+    kind: Literal["done"] = "done"
+
+
+StreamEvent = TextDelta | ThinkingDelta | Finished
+
+
+@dataclass
+class CancelToken:
+    """Set from any thread; the generating thread checks it between tokens."""
+
+    _event: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class LoadProgress:
+    fraction: float
+    message: str
+
+
+ProgressCallback = Callable[[LoadProgress], None]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the orchestrator needs from a model runtime."""
+
+    name: str
+    """Short runtime name for the status bar ("llama.cpp", "scripted", ...)."""
+
+    model_name: str
+    """Human name of the loaded model."""
+
+    @property
+    def context_size(self) -> int: ...
+
+    async def load(self, progress: ProgressCallback | None = None) -> None:
+        """Load the model off the event loop; report progress as it goes."""
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], params: GenerationParams) -> int:
+        """Tokens the rendered prompt for ``messages`` takes, generation prompt included."""
+
+    def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+    ) -> AsyncIterator[StreamEvent]:
+        """Yield text and thinking deltas, then exactly one :class:`Finished`."""
+
+    async def close(self) -> None:
+        """Release the model."""

@@ -1,0 +1,375 @@
+"""The default backend: GGUF models on the CPU through llama-cpp-python.
+
+Three things make it fast on a laptop:
+
+* the KV cache is kept between turns: the prompt of a follow-up shares its first tokens with what the
+  context already holds, and ``Llama.generate`` only evaluates the tokens after that shared prefix;
+* the prefilled system prompt (SmolLM3's header plus any tool block) is saved to disk per model, so a
+  new chat with the same system prompt loads it instead of prefilling it again;
+* everything touching the llama context runs on one dedicated thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smoltui.backends.base import (
+    CancelToken,
+    ChatMessage,
+    Finished,
+    GenerationParams,
+    GenerationStats,
+    LoadProgress,
+    ProgressCallback,
+    StreamEvent,
+    TextDelta,
+)
+from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
+from smoltui.backends.gguf_file import GGUFInfo, read_gguf
+from smoltui.backends.think_parser import ThinkParser
+from smoltui.errors import BackendError, ModelError
+
+if TYPE_CHECKING:
+    from llama_cpp import Llama
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class LlamaSettings:
+    n_ctx: int = 4096
+    n_threads: int = 2
+    n_batch: int = 512
+    prompt_cache_dir: Path | None = None
+    # Shorter system prefixes prefill in well under a second; not worth a file.
+    prompt_cache_min_tokens: int = 32
+    prompt_cache_keep: int = 16
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    tokens: list[int]
+    prefix_tokens: int
+    """How many leading tokens are the system prefix worth caching on disk (0: none)."""
+
+
+class LlamaCppBackend:
+    name = "llama.cpp"
+
+    def __init__(self, model_path: Path, settings: LlamaSettings, *, model_name: str | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.settings = settings
+        self.model_name = model_name or self.model_path.name
+        self.info: GGUFInfo | None = None
+        self.template: ChatTemplate | None = None
+        self._llm: Llama | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
+        self._eog: set[int] = set()
+        self._bos_text = ""
+        self._add_bos = False
+        self._model_key = ""
+        self.last_prompt_cache: str = "none"
+        """What the last reply did with the on-disk system prompt state: none/hit/saved/kv."""
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @property
+    def context_size(self) -> int:
+        return self._llm.n_ctx() if self._llm is not None else self.settings.n_ctx
+
+    @property
+    def llama(self) -> Llama:
+        """The loaded ``llama_cpp.Llama`` (for benchmarks comparing against raw llama-cpp-python)."""
+        if self._llm is None:
+            raise BackendError("the model is not loaded yet")
+        return self._llm
+
+    async def load(self, progress: ProgressCallback | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._load, progress or (lambda _: None))
+
+    def _load(self, progress: ProgressCallback) -> None:
+        progress(LoadProgress(0.05, f"reading {self.model_path.name}"))
+        self.info = info = read_gguf(self.model_path)
+        try:
+            import llama_cpp
+        except ImportError:
+            raise ModelError(
+                "llama-cpp-python is not installed: run `pip install 'smoltui[cpu]'`"
+            ) from None
+        progress(LoadProgress(0.15, f"loading {info.name} ({info.file_size / 1e6:,.0f} MB)"))
+        n_ctx = self.settings.n_ctx
+        if info.context_length:
+            n_ctx = min(n_ctx, info.context_length)
+        try:
+            self._llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_threads=self.settings.n_threads,
+                n_threads_batch=self.settings.n_threads,
+                n_batch=self.settings.n_batch,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ModelError(f"llama.cpp could not load {self.model_path}: {error}") from None
+        progress(LoadProgress(0.9, "preparing chat template"))
+        llm = self._llm
+        vocab = llm._model.vocab
+        self._eog = {t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        bos = llm.token_bos()
+        self._bos_text = llm.detokenize([bos], special=True).decode("utf-8", "replace") if bos >= 0 else ""
+        self._add_bos = bool(llm._model.add_bos_token()) and bos >= 0
+        eos_text = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+        self.template = ChatTemplate(info.chat_template or CHATML_TEMPLATE, bos_token=self._bos_text, eos_token=eos_text)
+        stat = self.model_path.stat()
+        identity = f"{self.model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{n_ctx}"
+        self._model_key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        progress(LoadProgress(1.0, "ready"))
+
+    async def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, llm.close)
+        self._executor.shutdown(wait=False)
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def _tokenize(self, text: str) -> list[int]:
+        tokens = self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and not text.startswith(self._bos_text):
+            tokens.insert(0, self.llama.token_bos())
+        return tokens
+
+    def prepare(self, messages: Sequence[ChatMessage], params: GenerationParams) -> PreparedPrompt:
+        """Render and tokenize the prompt; find the system prefix worth caching."""
+        assert self.template is not None
+        prompt = self.template.render(messages, think=params.think, tools=params.tools)
+        tokens = self._tokenize(prompt)
+        prefix_text = self.template.system_prefix(messages, think=params.think, tools=params.tools)
+        prefix = 0
+        if prefix_text:
+            prefix_tokens = self._tokenize(prefix_text)
+            prefix = _common_prefix(prefix_tokens, tokens)
+        if prefix < self.settings.prompt_cache_min_tokens or prefix >= len(tokens):
+            prefix = 0
+        return PreparedPrompt(tokens, prefix)
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], params: GenerationParams) -> int:
+        loop = asyncio.get_running_loop()
+        prepared = await loop.run_in_executor(self._executor, self.prepare, messages, params)
+        return len(prepared.tokens)
+
+    # -- on-disk system prompt states ---------------------------------------------------------------
+
+    def _state_path(self, tokens: Sequence[int]) -> Path | None:
+        folder = self.settings.prompt_cache_dir
+        if folder is None:
+            return None
+        digest = hashlib.sha256(",".join(map(str, tokens)).encode()).hexdigest()[:24]
+        return folder / f"{self._model_key}-{digest}.kvstate"
+
+    def _restore_prefix(self, prepared: PreparedPrompt) -> str:
+        """Make the KV cache hold the system prefix: reuse it, load it from disk, or prefill and save it."""
+        llm = self.llama
+        prefix = prepared.prefix_tokens
+        if prefix == 0:
+            return "none"
+        head = prepared.tokens[:prefix]
+        if llm.n_tokens >= prefix and list(llm.input_ids[:prefix]) == head:
+            return "kv"
+        path = self._state_path(head)
+        if path is None:
+            return "none"
+        if path.exists() and self._load_state(path, head):
+            os.utime(path)  # most recently used files survive pruning
+            return "hit"
+        # Prefill just the prefix first, so the saved state ends exactly at the system prompt.
+        shared = _common_prefix(list(llm.input_ids[: llm.n_tokens]), head)
+        llm.n_tokens = shared
+        llm.eval(head[shared:])
+        self._save_state(path, head)
+        return "saved"
+
+    def _load_state(self, path: Path, head: list[int]) -> bool:
+        import llama_cpp
+
+        llm = self.llama
+        llm.reset()
+        llm._ctx.kv_cache_clear()
+        capacity = len(head) + 1
+        tokens_out = (llama_cpp.llama_token * capacity)()
+        count = ctypes.c_size_t(0)
+        read = llama_cpp.llama_state_seq_load_file(
+            llm._ctx.ctx, str(path).encode(), 0, tokens_out, capacity, ctypes.byref(count)
+        )
+        if read == 0 or list(tokens_out[: count.value]) != head:
+            log.warning("discarding unreadable prompt state %s", path)
+            llm._ctx.kv_cache_clear()
+            path.unlink(missing_ok=True)
+            return False
+        llm.input_ids[: len(head)] = head
+        llm.n_tokens = len(head)
+        return True
+
+    def _save_state(self, path: Path, head: list[int]) -> None:
+        import llama_cpp
+
+        llm = self.llama
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            array = (llama_cpp.llama_token * len(head))(*head)
+            written = llama_cpp.llama_state_seq_save_file(llm._ctx.ctx, str(tmp).encode(), 0, array, len(head))
+            if not written:
+                raise OSError("llama.cpp wrote nothing")
+            os.replace(tmp, path)
+        except OSError as error:  # a full disk only costs us the cache, never the chat
+            log.warning("could not save prompt state to %s: %s", path, error)
+            tmp.unlink(missing_ok=True)
+            return
+        self._prune_states()
+
+    def _prune_states(self) -> None:
+        folder = self.settings.prompt_cache_dir
+        if folder is None:
+            return
+        files = sorted(folder.glob("*.kvstate"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for stale in files[self.settings.prompt_cache_keep :]:
+            stale.unlink(missing_ok=True)
+
+    # -- generation ------------------------------------------------------------------------------
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+    ) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            try:
+                self._generate(messages, params, cancel, emit)
+            except BaseException as error:  # surfaced on the loop side
+                emit(error)
+            finally:
+                emit(_DONE)
+
+        future = loop.run_in_executor(self._executor, run)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, (BackendError, ModelError)):
+                        raise item
+                    raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
+                yield item
+        finally:
+            # The consumer stopped early (or raised): stop the thread before anyone reuses the context.
+            cancel.cancel()
+            await future
+
+    def _generate(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        cancel: CancelToken,
+        emit: Any,
+    ) -> None:
+        llm = self.llama
+        started = time.perf_counter()
+        prepared = self.prepare(messages, params)
+        tokens = prepared.tokens
+        n_ctx = llm.n_ctx()
+        if len(tokens) >= n_ctx:
+            raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
+        self.last_prompt_cache = self._restore_prefix(prepared)
+        cached = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+        cached = min(cached, len(tokens) - 1)  # generate() always re-evaluates at least one token
+        if params.seed is not None:
+            llm.set_seed(params.seed)
+        parser = ThinkParser(start_in_thinking=params.think and self._opens_think(tokens))
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        completion = 0
+        first_at: float | None = None
+        stop = "stop"
+        generator = llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=0.05,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        )
+        try:
+            for token in generator:
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if cancel.cancelled:
+                    stop = "cancelled"
+                    break
+                if token in self._eog:
+                    break
+                completion += 1
+                piece = decoder.decode(llm.detokenize([token], special=False))
+                for delta in parser.feed(piece) if piece else ():
+                    emit(delta)
+                if completion >= params.max_tokens or len(tokens) + completion >= n_ctx - 1:
+                    stop = "length"
+                    break
+        finally:
+            generator.close()
+        for delta in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
+            emit(delta)
+        ended = time.perf_counter()
+        first_at = first_at or ended
+        ttft = first_at - started
+        new_tokens = len(tokens) - cached
+        decode_s = ended - first_at
+        emit(
+            Finished(
+                GenerationStats(
+                    prompt_tokens=len(tokens),
+                    completion_tokens=completion,
+                    cached_tokens=cached,
+                    ttft_s=ttft,
+                    prefill_tok_s=new_tokens / ttft if ttft > 0 else 0.0,
+                    decode_tok_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0 else 0.0,
+                    context_used=len(tokens) + completion,
+                    context_size=n_ctx,
+                    total_s=ended - started,
+                    stop_reason=stop,  # type: ignore[arg-type]
+                )
+            )
+        )
+
+    def _opens_think(self, tokens: Sequence[int]) -> bool:
+        """True when the generation prompt itself ends inside an open ``<think>`` block."""
+        tail = self.llama.detokenize(list(tokens[-8:]), special=True).decode("utf-8", "replace")
+        return tail.rstrip().endswith("<think>")
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+

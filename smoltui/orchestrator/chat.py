@@ -1,0 +1,211 @@
+"""Chat sessions: turn a user's message into a streamed, persisted reply.
+
+The TUI and the one-shot CLI drive the same :class:`ChatService`. It loads the backend, keeps the
+prompt inside the model's context (trimming the oldest turns with a visible notice), streams the
+reply as events and commits both messages to the store before announcing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from smoltui.backends.base import (
+    Backend,
+    CancelToken,
+    ChatMessage,
+    Finished,
+    GenerationParams,
+    GenerationStats,
+    LoadProgress,
+    TextDelta,
+    ThinkingDelta,
+)
+from smoltui.errors import BackendError, SmoltuiError
+from smoltui.orchestrator.events import (
+    ContextTrimmed,
+    EventBus,
+    ModelFailed,
+    ModelLoading,
+    ModelReady,
+    ReplyFailed,
+    ReplyFinished,
+    ReplyStarted,
+    ThinkingTokenDelta,
+    TokenDelta,
+)
+from smoltui.orchestrator.store import Store, StoredMessage
+
+_THINK_FLAG = re.compile(r"(?:^|\s)/(think|no_think)\s*$|^\s*/(think|no_think)(?:\s|$)")
+
+
+def split_think_flag(text: str) -> tuple[str, bool | None]:
+    """Strip a leading or trailing ``/think`` / ``/no_think`` flag; return the text and the flag."""
+    match = _THINK_FLAG.search(text)
+    if not match:
+        return text, None
+    flag = match.group(1) or match.group(2)
+    stripped = (text[: match.start()] + " " + text[match.end() :]).strip()
+    return stripped, flag == "think"
+
+
+@dataclass
+class ChatSettings:
+    system_prompt: str = ""
+    params: GenerationParams = GenerationParams()
+    # Trim down to this share of the prompt budget so that trimming (which invalidates the KV
+    # cache from the first dropped turn on) happens once every few turns rather than every turn.
+    trim_target: float = 0.75
+
+
+class ChatService:
+    def __init__(self, backend: Backend, store: Store, settings: ChatSettings | None = None) -> None:
+        self.backend = backend
+        self.store = store
+        self.settings = settings or ChatSettings()
+        self.bus = EventBus()
+        self.ready = asyncio.Event()
+        self.load_error: str | None = None
+        self._cancel: CancelToken | None = None
+        self._reply_lock = asyncio.Lock()
+
+    # -- model -----------------------------------------------------------------------------------
+
+    async def load_model(self) -> bool:
+        """Load the backend, publishing progress; returns False (and publishes why) on failure."""
+        loop = asyncio.get_running_loop()
+
+        def progress(update: LoadProgress) -> None:
+            # Called from the loading thread: hop back onto the loop before publishing.
+            loop.call_soon_threadsafe(self.bus.publish, ModelLoading(update.fraction, update.message))
+
+        started = time.perf_counter()
+        self.bus.publish(ModelLoading(0.0, f"loading {self.backend.model_name}"))
+        try:
+            await self.backend.load(progress)
+        except SmoltuiError as error:
+            self.load_error = str(error)
+            self.bus.publish(ModelFailed(self.load_error))
+            return False
+        self.ready.set()
+        self.bus.publish(
+            ModelReady(
+                self.backend.model_name,
+                self.backend.name,
+                self.backend.context_size,
+                time.perf_counter() - started,
+            )
+        )
+        return True
+
+    # -- replies ---------------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._reply_lock.locked()
+
+    def cancel(self) -> bool:
+        """Stop the reply in progress, keeping what was generated; False if nothing was running."""
+        if self._cancel is None:
+            return False
+        self._cancel.cancel()
+        return True
+
+    async def send(self, session_id: int, text: str, *, think: bool | None = None) -> ReplyFinished | None:
+        """Store ``text`` as the user's turn, stream a reply, store it; None if the reply failed."""
+        text, flag = split_think_flag(text)
+        if flag is not None:
+            think = flag
+        if think is None:
+            think = self.settings.params.think
+        if not text:
+            raise SmoltuiError("nothing to send: the message is empty")
+        async with self._reply_lock:
+            if not self.ready.is_set():
+                if self.load_error:
+                    raise BackendError(f"the model is not loaded: {self.load_error}")
+                await self.ready.wait()
+            user = await asyncio.to_thread(self.store.add_message, session_id, "user", text)
+            return await self._reply(session_id, user, think)
+
+    async def _reply(self, session_id: int, user: StoredMessage, think: bool) -> ReplyFinished | None:
+        params = replace(self.settings.params, think=think)
+        history = await asyncio.to_thread(self.store.messages, session_id)
+        try:
+            messages = await self._fit_context(session_id, _to_chat(history, self.settings.system_prompt), params)
+        except SmoltuiError as error:
+            self.bus.publish(ReplyFailed(session_id, str(error)))
+            return None
+        self.bus.publish(ReplyStarted(session_id, user.id, think))
+        cancel = self._cancel = CancelToken()
+        content: list[str] = []
+        thinking: list[str] = []
+        stats: GenerationStats | None = None
+        try:
+            async for event in self.backend.stream(messages, params, cancel):
+                if isinstance(event, TextDelta):
+                    content.append(event.text)
+                    self.bus.publish(TokenDelta(session_id, event.text))
+                elif isinstance(event, ThinkingDelta):
+                    thinking.append(event.text)
+                    self.bus.publish(ThinkingTokenDelta(session_id, event.text))
+                elif isinstance(event, Finished):
+                    stats = event.stats
+        except SmoltuiError as error:
+            self.bus.publish(ReplyFailed(session_id, str(error)))
+            return None
+        finally:
+            self._cancel = None
+        if stats is None:  # a backend that ended without stats is a bug, but keep the text
+            stats = GenerationStats(0, 0, 0, 0.0, 0.0, 0.0, 0, self.backend.context_size, 0.0, "cancelled")
+        reply_text, reply_thinking = "".join(content), "".join(thinking)
+        stored = await asyncio.to_thread(
+            self.store.add_message,
+            session_id,
+            "assistant",
+            reply_text,
+            reply_thinking or None,
+            stats.as_dict(),
+        )
+        finished = ReplyFinished(session_id, stored.id, reply_text, reply_thinking, stats)
+        self.bus.publish(finished)
+        return finished
+
+    async def _fit_context(
+        self, session_id: int, messages: list[ChatMessage], params: GenerationParams
+    ) -> list[ChatMessage]:
+        """Drop the oldest turns until prompt + reply room fits the context; announce any drop."""
+        context = self.backend.context_size
+        reserve = min(params.max_tokens, context // 2)
+        budget = context - reserve
+        used = await self.backend.count_tokens(messages, params)
+        if used <= budget:
+            return messages
+        system = [m for m in messages[:1] if m.role == "system"]
+        turns = messages[len(system) :]
+        dropped = 0
+        target = int(budget * self.settings.trim_target)
+        while len(turns) > 1 and used > target:
+            # Drop a whole exchange so the history never starts with an orphaned assistant turn.
+            cut = 1
+            while cut < len(turns) - 1 and turns[cut].role != "user":
+                cut += 1
+            turns = turns[cut:]
+            dropped += cut
+            used = await self.backend.count_tokens(system + turns, params)
+        if used > budget:
+            raise SmoltuiError(
+                f"this message needs {used} tokens but the model's context holds {context} "
+                f"(with {reserve} kept for the reply); shorten it or raise model.n_ctx in the config"
+            )
+        self.bus.publish(ContextTrimmed(session_id, dropped, context))
+        return system + turns
+
+
+def _to_chat(history: Sequence[StoredMessage], system_prompt: str) -> list[ChatMessage]:
+    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+    messages.extend(ChatMessage(m.role, m.content, m.thinking) for m in history)
+    return messages

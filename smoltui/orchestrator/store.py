@@ -1,0 +1,501 @@
+"""The SQLite store: chat sessions and their messages, with full-text search.
+
+One connection per process, in WAL mode so a reader (the TUI listing sessions) never waits for a
+writer (a streaming reply being saved). The connection is shared between threads behind a lock:
+SQLite serialises writes anyway, and one connection keeps the FTS triggers and the schema check in
+one place. Schema changes are numbered SQL scripts in ``MIGRATIONS``; the applied number lives in
+``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smoltui.errors import StoreError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+# Append only: a released migration is never edited, because databases in the wild already ran it.
+MIGRATIONS: list[tuple[int, str]] = [
+    (
+        1,
+        """
+        CREATE TABLE sessions (
+            id          INTEGER PRIMARY KEY,
+            title       TEXT    NOT NULL,
+            model       TEXT,
+            created_at  REAL    NOT NULL,
+            updated_at  REAL    NOT NULL
+        );
+        CREATE INDEX sessions_updated ON sessions(updated_at);
+
+        CREATE TABLE messages (
+            id          INTEGER PRIMARY KEY,
+            session_id  INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            role        TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant', 'tool')),
+            content     TEXT    NOT NULL,
+            thinking    TEXT,
+            stats       TEXT,
+            created_at  REAL    NOT NULL
+        );
+        CREATE INDEX messages_session ON messages(session_id, id);
+
+        -- External content: the text is stored once, in `messages`; the index only holds tokens.
+        -- remove_diacritics 2 lets "cafe" find "café".
+        CREATE VIRTUAL TABLE messages_fts USING fts5(
+            content, thinking,
+            content='messages', content_rowid='id',
+            tokenize='unicode61 remove_diacritics 2'
+        );
+        -- An external-content index must be told the old values to forget them, hence the
+        -- 'delete' commands. Cascade deletes from `sessions` fire these triggers too.
+        CREATE TRIGGER messages_ai AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts(rowid, content, thinking)
+            VALUES (new.id, new.content, new.thinking);
+        END;
+        CREATE TRIGGER messages_ad AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content, thinking)
+            VALUES ('delete', old.id, old.content, old.thinking);
+        END;
+        CREATE TRIGGER messages_au AFTER UPDATE OF content, thinking ON messages BEGIN
+            INSERT INTO messages_fts(messages_fts, rowid, content, thinking)
+            VALUES ('delete', old.id, old.content, old.thinking);
+            INSERT INTO messages_fts(rowid, content, thinking)
+            VALUES (new.id, new.content, new.thinking);
+        END;
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+# snippet() wraps each matched token in these; the UI turns them into highlights.
+HIGHLIGHT_OPEN = "["
+HIGHLIGHT_CLOSE = "]"
+
+
+@dataclass(frozen=True)
+class Session:
+    id: int
+    title: str
+    model: str | None
+    created_at: float
+    updated_at: float
+    message_count: int
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    session_id: int
+    role: str
+    content: str
+    thinking: str | None
+    stats: dict[str, Any] | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result.
+
+    ``snippet`` marks each matched term as ``[term]``. A hit on a session's title (rather than on
+    a message) has ``message_id`` and ``role`` set to None and the whole title as its snippet.
+    """
+
+    session_id: int
+    session_title: str
+    message_id: int | None
+    role: str | None
+    snippet: str
+
+
+_SESSION_COLUMNS = """
+    s.id, s.title, s.model, s.created_at, s.updated_at,
+    (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id)
+"""
+_MESSAGE_COLUMNS = "id, session_id, role, content, thinking, stats, created_at"
+
+
+class Store:
+    """Chat sessions and messages in one SQLite file. Safe to share between threads."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        # Use Store.open(); this only wires up an already-migrated connection.
+        self.path = path
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating if needed) the store at ``path`` and bring its schema up to date."""
+        path = Path(path).expanduser()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(
+                f"cannot create the data directory {path.parent}: {_mkdir_reason(path.parent, err)}; "
+                "fix that or use --home to point elsewhere"
+            ) from err
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory, not a database file; use --home to point elsewhere")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a migration script and
+            # its user_version bump commit together and nothing is committed behind our back.
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as err:
+            raise _open_error(path, err) from err
+        try:
+            # The first statement is where SQLite actually reads the file header.
+            conn.execute("PRAGMA busy_timeout = 5000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"cannot use write-ahead logging for {path} (got {mode!r}); "
+                    "put the data directory on a local disk or use --home to point elsewhere"
+                )
+            conn.execute("PRAGMA foreign_keys = ON")
+            # In WAL mode NORMAL is durable across application crashes and much faster than FULL.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _migrate(conn, path)
+        except StoreError:
+            conn.close()
+            raise
+        except sqlite3.Error as err:
+            conn.close()
+            raise _open_error(path, err) from err
+        return cls(path, conn)
+
+    def close(self) -> None:
+        """Close the connection. Safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        """The migration number this database is at (``PRAGMA user_version``)."""
+        with self._read() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def create_session(self, title: str = "New chat", model: str | None = None) -> Session:
+        now = time.time()
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT INTO sessions (title, model, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (title, model, now, now),
+            )
+            session_id = cur.lastrowid
+        assert session_id is not None
+        return Session(session_id, title, model, now, now, 0)
+
+    def list_sessions(self) -> list[Session]:
+        """All sessions, most recently updated first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions s ORDER BY s.updated_at DESC, s.id DESC"
+            ).fetchall()
+        return [Session(*row) for row in rows]
+
+    def get_session(self, session_id: int) -> Session:
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.id = ?", (session_id,)
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"no chat session {session_id}")
+        return Session(*row)
+
+    def rename_session(self, session_id: int, title: str) -> Session:
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?",
+                (title, time.time(), session_id),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no chat session {session_id}")
+        return self.get_session(session_id)
+
+    def delete_session(self, session_id: int) -> None:
+        """Delete a session with its messages (and their search entries). Missing ids are ignored."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+
+    # -- messages --------------------------------------------------------------------------------
+
+    def add_message(
+        self,
+        session_id: int,
+        role: str,
+        content: str,
+        thinking: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> StoredMessage:
+        """Append a message to a session and mark the session as just updated."""
+        _check_role(role)
+        now = time.time()
+        with self._write() as conn:
+            # Bump first: it doubles as the existence check, so a missing session becomes a clear
+            # StoreError instead of a foreign-key IntegrityError.
+            cur = conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"no chat session {session_id}")
+            cur = conn.execute(
+                "INSERT INTO messages (session_id, role, content, thinking, stats, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session_id, role, content, thinking, _dump_stats(stats), now),
+            )
+            message_id = cur.lastrowid
+        assert message_id is not None
+        return StoredMessage(message_id, session_id, role, content, thinking, stats, now)
+
+    def update_message(
+        self,
+        message_id: int,
+        content: str,
+        thinking: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> StoredMessage:
+        """Replace a message's text, thinking and stats (all three, as given).
+
+        Meant for a reply that was saved early and finished streaming later.
+        """
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
+                (content, thinking, _dump_stats(stats), message_id),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no chat message {message_id}")
+            row = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), row[1]))
+        return _message(row)
+
+    def messages(self, session_id: int) -> list[StoredMessage]:
+        """A session's messages in the order they were added."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY id",
+                (session_id,),
+            ).fetchall()
+        return [_message(row) for row in rows]
+
+    # -- search ----------------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+        """Find sessions whose title, or messages whose content or thinking, contain every term.
+
+        ``query`` is taken as plain words, never as FTS5 syntax: quotes, ``AND``, ``-x``, ``a:b``
+        and ``*`` are searched for as text. The last word also matches as a prefix, so results
+        appear while the user is still typing. Title hits come first, then messages by relevance.
+        Matched terms in a snippet are wrapped in ``[`` and ``]``.
+        """
+        terms = _terms(query)
+        if not terms or limit <= 0:
+            return []
+        with self._read() as conn:
+            hits = self._search_titles(conn, terms, limit)
+            rows = conn.execute(
+                """
+                SELECT m.session_id, s.title, m.id, m.role,
+                       snippet(messages_fts, -1, ?, ?, '…', 16)
+                FROM messages_fts
+                JOIN messages m ON m.id = messages_fts.rowid
+                JOIN sessions s ON s.id = m.session_id
+                WHERE messages_fts MATCH ?
+                ORDER BY rank
+                LIMIT ?
+                """,
+                (HIGHLIGHT_OPEN, HIGHLIGHT_CLOSE, _fts_query(terms), limit - len(hits)),
+            ).fetchall()
+        hits.extend(SearchHit(*row) for row in rows)
+        return hits
+
+    @staticmethod
+    def _search_titles(conn: sqlite3.Connection, terms: list[str], limit: int) -> list[SearchHit]:
+        # Titles are short and few, so a LIKE scan is cheap and saves a second FTS index.
+        # LIKE is substring-based and case-insensitive for ASCII only; good enough for titles.
+        where = " AND ".join("s.title LIKE ? ESCAPE '\\'" for _ in terms)
+        params = [f"%{_escape_like(term)}%" for term in terms]
+        rows = conn.execute(
+            f"SELECT s.id, s.title FROM sessions s WHERE {where} ORDER BY s.updated_at DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [SearchHit(sid, title, None, None, _highlight(title, terms)) for sid, title in rows]
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._conn
+            except sqlite3.OperationalError as err:
+                raise StoreError(
+                    f"cannot read {self.path}: {err}; check the file or use --home to point elsewhere"
+                ) from err
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; SQLite write failures (disk full, read-only) become StoreError."""
+        with self._lock:
+            self._check_open()
+            conn = self._conn
+            try:
+                # IMMEDIATE takes the write lock up front, so busy_timeout applies to the whole
+                # transaction instead of failing half-way on a lock upgrade.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as err:
+                raise _write_error(self.path, err) from err
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store at {self.path} is closed")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if current > LATEST_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer smoltui (schema {current}, this version knows "
+            f"{LATEST_VERSION}); upgrade smoltui or use --home to point elsewhere"
+        )
+    for version, script in MIGRATIONS:
+        if version <= current:
+            continue
+        # executescript runs the whole script, so BEGIN/COMMIT go inside it; user_version is
+        # part of the database header and commits (or rolls back) with the script.
+        try:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            # Two processes opening a fresh file race here: both read the old version, one waits
+            # on BEGIN IMMEDIATE, then finds the tables already made. The winner's work stands.
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= version:
+                continue
+            if isinstance(err, sqlite3.OperationalError) and _is_write_failure(err):
+                raise _write_error(path, err) from err
+            raise StoreError(
+                f"cannot upgrade {path} to schema {version}: {err}; "
+                "back the file up and report this, or use --home to point elsewhere"
+            ) from err
+
+
+def _mkdir_reason(directory: Path, err: OSError) -> str:
+    # mkdir says "File exists" or "Not a directory" when a file sits where a folder should be;
+    # naming that file tells the user what to move.
+    for parent in (directory, *directory.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            break
+    return str(err.strerror or err)
+
+
+def _open_error(path: Path, err: sqlite3.Error) -> StoreError:
+    text = str(err)
+    if "not a database" in text or "malformed" in text:
+        return StoreError(
+            f"{path} is not a smoltui database ({text}); move it away or use --home to point elsewhere"
+        )
+    if isinstance(err, sqlite3.OperationalError) and _is_write_failure(err):
+        return _write_error(path, err)
+    return StoreError(
+        f"cannot open {path} ({text}); check that the file and its directory are writable "
+        "or use --home to point elsewhere"
+    )
+
+
+def _is_write_failure(err: sqlite3.OperationalError) -> bool:
+    text = str(err).lower()
+    return any(s in text for s in ("full", "readonly", "read-only", "locked", "busy", "disk i/o"))
+
+
+def _write_error(path: Path, err: sqlite3.OperationalError) -> StoreError:
+    text = str(err).lower()
+    if "full" in text:
+        hint = "the disk is full; free some space and try again"
+    elif "readonly" in text or "read-only" in text:
+        hint = "the file or its directory is read-only; fix the permissions or use --home"
+    elif "locked" in text or "busy" in text:
+        hint = "another process is holding it; close other smoltui windows and try again"
+    else:
+        hint = f"{err}; check the disk and the file's permissions or use --home"
+    return StoreError(f"cannot write to {path}: {hint}")
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        # A bug in the caller, not something the user can fix, hence not a StoreError.
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+
+
+def _dump_stats(stats: dict[str, Any] | None) -> str | None:
+    return None if stats is None else json.dumps(stats, sort_keys=True)
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    mid, session_id, role, content, thinking, stats, created_at = row
+    return StoredMessage(
+        mid, session_id, role, content, thinking, None if stats is None else json.loads(stats), created_at
+    )
+
+
+def _terms(query: str) -> list[str]:
+    # A term with no letter or digit indexes to nothing; dropping it keeps `*` or `-` alone from
+    # matching everything in the title scan.
+    return [term for term in query.split() if any(ch.isalnum() for ch in term)]
+
+
+def _fts_query(terms: list[str]) -> str:
+    # Each term becomes an FTS5 string ("..." with " doubled), so operators and punctuation are
+    # just text. Terms are ANDed implicitly. The trailing * outside the quotes is the one piece of
+    # syntax we add: prefix match on the word being typed.
+    quoted = ['"' + term.replace('"', '""') + '"' for term in terms]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _highlight(text: str, terms: list[str]) -> str:
+    pattern = "|".join(re.escape(term) for term in sorted(terms, key=len, reverse=True))
+    return re.sub(
+        pattern, lambda m: f"{HIGHLIGHT_OPEN}{m.group(0)}{HIGHLIGHT_CLOSE}", text, flags=re.IGNORECASE
+    )

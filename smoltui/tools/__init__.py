@@ -1,0 +1,1 @@
+"""Typed tools the model and workflows can call (issue 3)."""
