@@ -33,7 +33,6 @@ from smoltui.backends.base import (
     LoadProgress,
     ProgressCallback,
     StreamEvent,
-    TextDelta,
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
@@ -299,8 +298,10 @@ class LlamaCppBackend:
         n_ctx = llm.n_ctx()
         if len(tokens) >= n_ctx:
             raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
-        self.last_prompt_cache = self._restore_prefix(prepared)
         cached = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+        self.last_prompt_cache = self._restore_prefix(prepared)
+        if self.last_prompt_cache == "hit":  # a prefix prefilled in this call ("saved") is not cached
+            cached = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
         cached = min(cached, len(tokens) - 1)  # generate() always re-evaluates at least one token
         if params.seed is not None:
             llm.set_seed(params.seed)

@@ -19,11 +19,11 @@ from smoltui.backends.base import (
     Finished,
     GenerationParams,
     GenerationStats,
+    LoadProgress,
     ProgressCallback,
     StreamEvent,
     TextDelta,
     ThinkingDelta,
-    LoadProgress,
 )
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
