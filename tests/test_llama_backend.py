@@ -120,3 +120,46 @@ async def test_unreadable_state_file_is_discarded_not_fatal(bundled_model: Path,
     assert text and stats.cached_tokens == 0
     assert backend.last_prompt_cache == "saved"  # replaced by a good one
     await backend.close()
+
+
+async def test_generation_never_blocks_the_event_loop(llama_backend) -> None:  # noqa: ANN001
+    """A ticker on the loop keeps running while a long prompt is prefilled and decoded."""
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            lags.append(loop.time() - before - 0.01)
+
+    task = asyncio.create_task(ticker())
+    long_prompt = [ChatMessage("user", "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 60)]
+    _, stats = await reply(llama_backend, long_prompt, GenerationParams(max_tokens=16, temperature=0.0))
+    stop.set()
+    await task
+    assert stats.prompt_tokens > 500
+    # Prefilling 500+ tokens takes seconds on two cores; the loop never waited on it.
+    assert len(lags) > 20
+    assert max(lags) < 0.5
+
+
+async def test_cached_tokens_are_kept_even_when_the_text_would_tokenize_differently(llama_backend) -> None:  # noqa: ANN001
+    """A reply the model generated as unusual tokens must not cost a re-prefill on the next turn."""
+    llm = llama_backend.llama
+    messages = [ChatMessage("user", "Tell me about lighthouses and their keepers.")]
+    text = llama_backend.template.render(messages)
+    canonical = llama_backend._tokenize(text)
+    # Spell the longest-text token out character by character: same text, other tokens.
+    index = max(range(len(canonical)), key=lambda i: len(llm.detokenize([canonical[i]])))
+    word = llm.detokenize([canonical[index]]).decode()
+    spelled = [t for ch in word for t in llm.tokenize(ch.encode(), add_bos=False, special=False)]
+    assert len(spelled) > 1
+    unusual = canonical[:index] + spelled + canonical[index + 1 :]
+    await asyncio.get_running_loop().run_in_executor(llama_backend._executor, lambda: (llm.reset(), llm.eval(unusual)))
+    follow_up = [*messages, ChatMessage("assistant", "They guide ships."), ChatMessage("user", "Thanks")]
+    prepared = llama_backend.prepare(follow_up, GREEDY)
+    assert prepared.tokens[: len(unusual)] == unusual
+    _, stats = await reply(llama_backend, follow_up, GenerationParams(max_tokens=2, temperature=0.0))
+    assert stats.cached_tokens >= len(unusual)

@@ -80,6 +80,7 @@ class LlamaCppBackend:
         self._bos_text = ""
         self._add_bos = False
         self._model_key = ""
+        self._byte_level_vocab = False
         self.last_prompt_cache: str = "none"
         """What the last reply did with the on-disk system prompt state: none/hit/saved/kv."""
 
@@ -133,6 +134,9 @@ class LlamaCppBackend:
         self._add_bos = bool(llm._model.add_bos_token()) and bos >= 0
         eos_text = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
         self.template = ChatTemplate(info.chat_template or CHATML_TEMPLATE, bos_token=self._bos_text, eos_token=eos_text)
+        # Splitting a prompt and tokenizing the pieces separately is only exact for byte-level BPE
+        # (SentencePiece vocabularies add a space prefix to every piece).
+        self._byte_level_vocab = llm.metadata.get("tokenizer.ggml.model") == "gpt2"
         stat = self.model_path.stat()
         identity = f"{self.model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{n_ctx}"
         self._model_key = hashlib.sha256(identity.encode()).hexdigest()[:16]
@@ -152,11 +156,39 @@ class LlamaCppBackend:
             tokens.insert(0, self.llama.token_bos())
         return tokens
 
+    def _tokenize_reusing_cache(self, prompt: str) -> list[int]:
+        """Tokenize ``prompt``, keeping the tokens the KV cache already holds for its leading text.
+
+        A reply the model generated does not always re-tokenize to the tokens it was generated as
+        (BPE prefers other splits); tokenizing the whole rendered history again would then throw
+        away the cache from the first such reply on. So the longest run of cached tokens whose text
+        starts the prompt is kept as is, and only the text after it is tokenized.
+        """
+        llm = self.llama
+        if not self._byte_level_vocab or llm.n_tokens == 0:
+            return self._tokenize(prompt)
+        data = prompt.encode("utf-8")
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        offsets = [0]
+        for token in cached:
+            piece = llm.detokenize([token], special=True)
+            if not piece or not data.startswith(piece, offsets[-1]):
+                break
+            offsets.append(offsets[-1] + len(piece))
+        keep = len(offsets) - 1
+        # Never split a UTF-8 character between the kept tokens and the freshly tokenized tail.
+        while keep > 0 and offsets[keep] < len(data) and data[offsets[keep]] & 0xC0 == 0x80:
+            keep -= 1
+        if keep == 0:
+            return self._tokenize(prompt)
+        tail = data[offsets[keep] :]
+        return cached[:keep] + (llm.tokenize(tail, add_bos=False, special=True) if tail else [])
+
     def prepare(self, messages: Sequence[ChatMessage], params: GenerationParams) -> PreparedPrompt:
         """Render and tokenize the prompt; find the system prefix worth caching."""
         assert self.template is not None
         prompt = self.template.render(messages, think=params.think, tools=params.tools)
-        tokens = self._tokenize(prompt)
+        tokens = self._tokenize_reusing_cache(prompt)
         prefix_text = self.template.system_prefix(messages, think=params.think, tools=params.tools)
         prefix = 0
         if prefix_text:
