@@ -140,16 +140,18 @@ class Reply:
         return {**self.stats.as_dict(), "prompt_cache": self.prompt_cache, "wall_s": round(self.wall_s, 4)}
 
 
-def params(max_tokens: int) -> GenerationParams:
-    return GenerationParams(max_tokens=max_tokens, temperature=0.0, seed=0, think=False)
+def params(max_tokens: int, think: bool = False) -> GenerationParams:
+    return GenerationParams(max_tokens=max_tokens, temperature=0.0, seed=0, think=think)
 
 
-async def chat(backend: LlamaCppBackend, messages: Sequence[ChatMessage], max_tokens: int) -> Reply:
+async def chat(
+    backend: LlamaCppBackend, messages: Sequence[ChatMessage], max_tokens: int, think: bool = False
+) -> Reply:
     text: list[str] = []
     thinking: list[str] = []
     stats: GenerationStats | None = None
     started = time.perf_counter()
-    async for event in backend.stream(messages, params(max_tokens), CancelToken()):
+    async for event in backend.stream(messages, params(max_tokens, think), CancelToken()):
         if isinstance(event, TextDelta):
             text.append(event.text)
         elif isinstance(event, ThinkingDelta):
@@ -325,10 +327,22 @@ async def bench_followup(
     history_tokens = await backend.count_tokens(history, params(1))
     diverge = kv_divergence(backend, conversation, sizes.probe_max_tokens)
     follow = await chat(backend, conversation, sizes.probe_max_tokens)
-    await backend.close()
     print(
         f"  (b) follow-up: prompt {follow.stats.prompt_tokens}, cached {follow.stats.cached_tokens}, "
         f"prefilled {follow.stats.new_prompt_tokens}, ttft {follow.stats.ttft_s:.2f}s",
+        flush=True,
+    )
+    # (d) The cost of switching think mode mid-chat: SmolLM3's template writes the mode into the
+    # system header and renders every earlier reply differently, so the cache is lost from there.
+    switched = conversation + [
+        ChatMessage("assistant", follow.text, thinking=follow.thinking),
+        ChatMessage("user", "And in one sentence?"),
+    ]
+    switch = await chat(backend, switched, sizes.probe_max_tokens, think=True)
+    await backend.close()
+    print(
+        f"  (d) think switched on: prompt {switch.stats.prompt_tokens}, cached {switch.stats.cached_tokens}, "
+        f"prefilled {switch.stats.new_prompt_tokens}, ttft {switch.stats.ttft_s:.2f}s",
         flush=True,
     )
 
@@ -349,6 +363,7 @@ async def bench_followup(
         "followup": {**follow.summary(), "kv_divergence": diverge},
         "first_turn": first.summary(),
         "ratio": round(ratio, 3),
+        "think_switch": switch.summary(),
     }
 
 
@@ -504,6 +519,14 @@ def build_report(results: dict[str, Any]) -> Report:
         "(b) follow-up tokens: prompt/cached/new",
         f"{f['prompt_tokens']}/{f['cached_tokens']}/{f['prompt_tokens'] - f['cached_tokens']}",
         f"1st turn {first['prompt_tokens']}/-/{first['prompt_tokens']}",
+    )
+    d = b["think_switch"]
+    rep.add(
+        "(d) TTFT after switching think on",
+        f"{d['ttft_s']:.2f} s",
+        f"follow-up {f['ttft_s']:.2f} s",
+        f"{d['ttft_s'] / f['ttft_s']:.1f}x",
+        f"prefilled {d['prompt_tokens'] - d['cached_tokens']} of {d['prompt_tokens']}",
     )
     c = results["cached_system"]
     size = sum(s["bytes"] for s in c["state_files"])

@@ -91,23 +91,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from smoltui.config import Config, load_config
+    from smoltui.errors import ConfigError
     from smoltui.paths import Paths
 
     paths = Paths.resolve(getattr(args, "home", None))
-    if args.command == "models":
-        from smoltui.config import load_config
-
+    if args.command in ("models", "chat"):
         config = load_config(paths.config_file)
-        return _models(args, config, paths)
-    from smoltui.config import load_config
-
-    config = load_config(paths.config_file)
+        _apply_overrides(config, args)
+        return _models(args, config, paths) if args.command == "models" else _chat(args, config, paths)
+    # The app still opens on a broken config file (with defaults) and says what is wrong in it.
+    problems: list[str] = []
+    try:
+        config = load_config(paths.config_file)
+    except ConfigError as error:
+        config = Config()
+        problems.append(f"{error} (using default settings)")
     _apply_overrides(config, args)
-    if args.command == "chat":
-        return _chat(args, config, paths)
     from smoltui.app import run_tui
 
-    return run_tui(config, paths, model_spec=getattr(args, "model", None))
+    return run_tui(config, paths, model_spec=getattr(args, "model", None), startup_errors=problems)
 
 
 def _apply_overrides(config: Config, args: argparse.Namespace) -> None:

@@ -134,3 +134,39 @@ async def test_load_failure_is_published_and_sending_explains_it(store: Store) -
     assert events[-1].kind == "model_failed" and "not a GGUF" in events[-1].message
     with pytest.raises(BackendError, match="the model is not loaded: .*not a GGUF"):
         await service.send(store.create_session().id, "hello")
+
+
+class SlowBrokenBackend(ScriptedBackend):
+    async def load(self, progress=None) -> None:  # noqa: ANN001
+        await asyncio.sleep(0.05)
+        raise ModelError("the model file vanished")
+
+
+async def test_a_message_waiting_for_a_model_that_then_fails_gets_an_error(store: Store) -> None:
+    service = ChatService(SlowBrokenBackend(), store)
+    session = store.create_session()
+    loading = asyncio.create_task(service.load_model())
+    with pytest.raises(BackendError, match="the model file vanished"):
+        await asyncio.wait_for(service.send(session.id, "hello"), 5)
+    assert await loading is False
+
+
+async def test_a_reply_that_cannot_be_saved_is_reported_not_raised(store: Store, monkeypatch) -> None:  # noqa: ANN001
+    from smoltui.errors import StoreError
+
+    service = ChatService(ScriptedBackend(["fine"], delay_s=0), store)
+    await service.load_model()
+    session = store.create_session()
+    events = record(service)
+    real_add = store.add_message
+
+    def add_message(session_id, role, *args, **kwargs):  # noqa: ANN001, ANN202
+        if role == "assistant":
+            raise StoreError(f"cannot write to {store.path}: database or disk is full")
+        return real_add(session_id, role, *args, **kwargs)
+
+    monkeypatch.setattr(store, "add_message", add_message)
+    assert await service.send(session.id, "hello") is None
+    failed = [e for e in events if e.kind == "reply_failed"]
+    assert failed and "the reply was not saved" in failed[0].message and "disk is full" in failed[0].message
+    assert "".join(e.text for e in events if e.kind == "token") == "fine"

@@ -135,12 +135,12 @@ async def test_generation_never_blocks_the_event_loop(llama_backend) -> None:  #
             lags.append(loop.time() - before - 0.01)
 
     task = asyncio.create_task(ticker())
-    long_prompt = [ChatMessage("user", "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 60)]
+    long_prompt = [ChatMessage("user", "Summarise this: " + "the quick brown fox jumps over the lazy dog. " * 30)]
     _, stats = await reply(llama_backend, long_prompt, GenerationParams(max_tokens=16, temperature=0.0))
     stop.set()
     await task
-    assert stats.prompt_tokens > 500
-    # Prefilling 500+ tokens takes seconds on two cores; the loop never waited on it.
+    assert stats.prompt_tokens > 250
+    # Prefilling hundreds of tokens takes a while on two cores; the loop never waited on it.
     assert len(lags) > 20
     assert max(lags) < 0.5
 

@@ -173,8 +173,10 @@ def pull_target(name: str) -> tuple[str, str]:
 def pull_model(name: str) -> Path:
     """Download a known model (or ``owner/repo:file.gguf``) into the Hugging Face cache."""
     repo_id, filename = pull_target(name)
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
+    if not constants.HF_HUB_OFFLINE:
+        _check_reachable(constants.ENDPOINT, repo_id, filename)
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except KeyboardInterrupt:
@@ -184,4 +186,17 @@ def pull_model(name: str) -> Path:
         raise NetworkError(
             f"could not download {filename} from Hugging Face ({repo_id}): {reason} "
             "(check your connection, or HF_ENDPOINT / HF_HUB_OFFLINE)"
+        ) from None
+
+
+def _check_reachable(endpoint: str, repo_id: str, filename: str) -> None:
+    """Fail in seconds when the hub cannot be reached: the hub client retries for ~25 s first."""
+    import httpx
+
+    try:
+        httpx.head(f"{endpoint}/api/models/{repo_id}", timeout=8.0, follow_redirects=True)
+    except httpx.HTTPError as error:
+        raise NetworkError(
+            f"could not download {filename} from Hugging Face ({repo_id}): cannot reach {endpoint} "
+            f"({type(error).__name__}); check your connection, or HF_ENDPOINT / HF_HUB_OFFLINE"
         ) from None

@@ -68,6 +68,7 @@ class ChatService:
         self.settings = settings or ChatSettings()
         self.bus = EventBus()
         self.ready = asyncio.Event()
+        self._settled = asyncio.Event()  # set once loading has either succeeded or failed
         self.load_error: str | None = None
         self._cancel: CancelToken | None = None
         self._reply_lock = asyncio.Lock()
@@ -88,9 +89,11 @@ class ChatService:
             await self.backend.load(progress)
         except SmoltuiError as error:
             self.load_error = str(error)
+            self._settled.set()
             self.bus.publish(ModelFailed(self.load_error))
             return False
         self.ready.set()
+        self._settled.set()
         self.bus.publish(
             ModelReady(
                 self.backend.model_name,
@@ -124,10 +127,9 @@ class ChatService:
         if not text:
             raise SmoltuiError("nothing to send: the message is empty")
         async with self._reply_lock:
-            if not self.ready.is_set():
-                if self.load_error:
-                    raise BackendError(f"the model is not loaded: {self.load_error}")
-                await self.ready.wait()
+            await self._settled.wait()
+            if self.load_error:
+                raise BackendError(f"the model is not loaded: {self.load_error}")
             user = await asyncio.to_thread(self.store.add_message, session_id, "user", text)
             return await self._reply(session_id, user, think)
 
@@ -162,14 +164,19 @@ class ChatService:
         if stats is None:  # a backend that ended without stats is a bug, but keep the text
             stats = GenerationStats(0, 0, 0, 0.0, 0.0, 0.0, 0, self.backend.context_size, 0.0, "cancelled")
         reply_text, reply_thinking = "".join(content), "".join(thinking)
-        stored = await asyncio.to_thread(
-            self.store.add_message,
-            session_id,
-            "assistant",
-            reply_text,
-            reply_thinking or None,
-            stats.as_dict(),
-        )
+        try:
+            stored = await asyncio.to_thread(
+                self.store.add_message,
+                session_id,
+                "assistant",
+                reply_text,
+                reply_thinking or None,
+                stats.as_dict(),
+            )
+        except SmoltuiError as error:
+            # The streamed text is still on screen; say plainly that it is not in the history.
+            self.bus.publish(ReplyFailed(session_id, f"the reply was not saved: {error}"))
+            return None
         finished = ReplyFinished(session_id, stored.id, reply_text, reply_thinking, stats)
         self.bus.publish(finished)
         return finished

@@ -1,0 +1,156 @@
+"""One line under the chat: model and backend, load progress, think mode, speed, context fill."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.reactive import reactive
+from textual.widgets import Label, ProgressBar
+
+ModelState = Literal["loading", "ready", "failed", "missing"]
+
+
+class StatusBar(Horizontal):
+    """Attributes down: the chat screen sets these reactives, the bar only renders them."""
+
+    DEFAULT_CSS = """
+    StatusBar {
+        height: 1;
+        background: $panel;
+        color: $text-muted;
+        padding: 0 1;
+        & > Label {
+            width: auto;
+            height: 1;
+        }
+        & > #sb-model {
+            color: $text;
+            text-style: bold;
+            max-width: 50%;
+            text-overflow: ellipsis;
+            text-wrap: nowrap;
+        }
+        & > #sb-state {
+            width: 1fr;
+            padding: 0 0 0 1;
+            text-overflow: ellipsis;
+            text-wrap: nowrap;
+        }
+        & > ProgressBar {
+            width: 16;
+            height: 1;
+            display: none;
+            & > Bar {
+                width: 10;
+            }
+        }
+        &.-loading > ProgressBar {
+            display: block;
+        }
+        &.-loading > #sb-model {
+            max-width: 30%;
+        }
+        &.-loading > #sb-state {
+            width: auto;
+            max-width: 32;
+            color: $warning;
+        }
+        /* While loading there is no speed or context to show; the progress bar needs the room. */
+        &.-loading > #sb-speed, &.-loading > #sb-context, &.-loading > .sep {
+            display: none;
+        }
+        &.-failed > #sb-state, &.-missing > #sb-state {
+            color: $error;
+            text-style: bold;
+        }
+        & > #sb-fill {
+            width: 1fr;
+        }
+        & > #sb-think.-on {
+            color: $accent;
+            text-style: bold;
+        }
+        & > .sep {
+            color: $text-disabled;
+        }
+    }
+    """
+
+    model_name: reactive[str] = reactive("")
+    backend_name: reactive[str] = reactive("")
+    state: reactive[ModelState] = reactive("loading")
+    message: reactive[str] = reactive("")
+    """Load progress text while loading; the reason when the model failed or is missing."""
+    load_fraction: reactive[float] = reactive(0.0)
+    think: reactive[bool] = reactive(False)
+    tok_s: reactive[float | None] = reactive(None)
+    context_used: reactive[int | None] = reactive(None)
+    context_size: reactive[int | None] = reactive(None)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        # Attributes, not queries: events may still arrive while the screen is being torn down.
+        self._model_label = Label(id="sb-model", markup=False)
+        self._state_label = Label(id="sb-state", markup=False)
+        self.progress = ProgressBar(total=1.0, show_eta=False, id="sb-progress")
+        self._think_label = Label(id="sb-think")
+        self._speed_label = Label(id="sb-speed")
+        self._context_label = Label(id="sb-context")
+
+    def compose(self) -> ComposeResult:
+        yield self._model_label
+        yield self._state_label
+        yield self.progress
+        yield Label(id="sb-fill")
+        yield self._think_label
+        yield Label(" │ ", classes="sep")
+        yield self._speed_label
+        yield Label(" │ ", classes="sep")
+        yield self._context_label
+
+    def on_mount(self) -> None:
+        self._render_all()
+
+    def _watch_any(self) -> None:
+        if self.is_mounted:
+            self._render_all()
+
+    watch_model_name = watch_backend_name = watch_state = watch_message = _watch_any
+    watch_load_fraction = watch_think = watch_tok_s = watch_context_used = watch_context_size = _watch_any
+
+    @property
+    def state_text(self) -> str:
+        """What the model part of the bar says, for tests and screen readers alike."""
+        match self.state:
+            case "loading":
+                return self.message or "loading the model…"
+            case "ready":
+                return ""
+            case "failed":
+                return f"✖ model failed: {self.message}"
+            case "missing":
+                return f"✖ no model: {self.message}"
+
+    def _render_all(self) -> None:
+        for state in ("loading", "ready", "failed", "missing"):
+            self.set_class(self.state == state, f"-{state}")
+        backend = (
+            f" ({self.backend_name})" if self.backend_name and self.backend_name != self.model_name else ""
+        )
+        self._model_label.update(f"{self.model_name}{backend}")
+        self._state_label.update(self.state_text)
+        self.progress.update(progress=self.load_fraction)
+        self._think_label.update("think on" if self.think else "think off")
+        self._think_label.set_class(self.think, "-on")
+        self._speed_label.update("— tok/s" if self.tok_s is None else f"{self.tok_s:.1f} tok/s")
+        self._context_label.update(self._context_text())
+
+    def _context_text(self) -> str:
+        if not self.context_size:
+            return "ctx —"
+        if self.context_used is None:
+            return f"ctx —/{self.context_size}"
+        percent = 100 * self.context_used / self.context_size
+        return f"ctx {self.context_used}/{self.context_size} {percent:.0f}%"

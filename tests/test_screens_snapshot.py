@@ -1,0 +1,75 @@
+"""Snapshots of the chat screen (80x24 and wide) and of the search dialog.
+
+Deterministic by construction: the conversation is seeded in the store with fixed stats (the screen
+shows no clock or dates), the scripted model loads instantly, and the cursor does not blink.
+Update with ``pytest tests/test_screens_snapshot.py --snapshot-update`` and look at the SVGs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest_tui import FIXED_STATS, SIZE, WIDE, build_app, ready, scripted, settle, wait_until
+from textual.pilot import Pilot
+
+from smoltui.orchestrator.store import Store
+from smoltui.screens.search import SearchScreen
+
+
+def _seeded_store(tmp_path: Path) -> tuple[Store, int]:
+    store = Store.open(tmp_path / "smoltui.db")
+    garden = store.create_session("Garden plans", "scripted")
+    store.add_message(garden.id, "user", "When should I sow basil?")
+    store.add_message(garden.id, "assistant", "After the last frost, in warm soil.", stats=FIXED_STATS)
+    tea = store.create_session("A good cup of tea", "scripted")
+    store.add_message(tea.id, "user", "How do I make a good cup of tea?")
+    store.add_message(
+        tea.id,
+        "assistant",
+        "1. Boil fresh water.\n2. Steep for **3–4 minutes**.\n3. Add milk *after*, if at all.",
+        thinking="The user wants practical steps. Keep it short.",
+        stats=FIXED_STATS,
+    )
+    store.add_message(tea.id, "user", "Green tea too?")
+    store.add_message(
+        tea.id, "assistant", "Use cooler water, about `80 °C`, and steep for 2 minutes.", stats=FIXED_STATS
+    )
+    return store, tea.id
+
+
+async def _settled_chat(pilot: Pilot) -> None:
+    screen = await ready(pilot)
+    await settle(pilot)
+    await wait_until(pilot, lambda: len(screen.message_views()) == 4, "the seeded chat")
+    screen.prompt.cursor_blink = False
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [SIZE, WIDE], ids=["80x24", "140x40"])
+def test_chat_screen(snap_compare, tmp_path: Path, size: tuple[int, int]) -> None:
+    store, session_id = _seeded_store(tmp_path)
+    try:
+        app = build_app(store, scripted("unused"), tmp_path, initial_session=session_id)
+        assert snap_compare(app, terminal_size=size, run_before=_settled_chat)
+    finally:
+        store.close()
+
+
+def test_search_dialog(snap_compare, tmp_path: Path) -> None:
+    store, _ = _seeded_store(tmp_path)
+
+    async def search_for_water(pilot: Pilot) -> None:
+        await ready(pilot)
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, SearchScreen), "the search dialog")
+        await pilot.press(*"water")
+        await wait_until(pilot, lambda: len(pilot.app.screen.hits) == 2, "two hits")
+        pilot.app.screen.query_one("Input").cursor_blink = False
+        await pilot.pause()
+
+    try:
+        app = build_app(store, scripted("unused"), tmp_path)
+        assert snap_compare(app, terminal_size=SIZE, run_before=search_for_water)
+    finally:
+        store.close()
