@@ -12,15 +12,25 @@ fi
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 
-# llama.cpp is compiled from source. A portable x86-64-v3 build (AVX2, no AVX-512/AMX): the native
-# build dies with SIGILL on virtual machines that advertise AMX without enabling it, and pip's wheel
-# cache would hand that broken wheel to every later install on the machine.
-if [ "$(uname -m)" = "x86_64" ]; then
-    export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}"
+# llama.cpp is compiled from source, for the instruction sets this CPU has (read from
+# /proc/cpuinfo) but never AMX: a build with AMX dies with SIGILL on virtual machines that advertise
+# it, and pip's wheel cache would hand that broken wheel to every later install on the machine.
+if [ -z "${CMAKE_ARGS:-}" ] && [ "$(uname -m)" = "x86_64" ] && [ -r /proc/cpuinfo ]; then
+    cpu_flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    has() { for f in "$@"; do [[ "$cpu_flags" == *" $f "* ]] || return 1; done; }
+    args="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
+                avx512f,avx512cd,avx512vl,avx512dq,avx512bw:AVX512 avx512vbmi:AVX512_VBMI \
+                avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+        IFS=, read -r -a need <<<"${pair%%:*}"
+        if has "${need[@]}"; then args+=" -DGGML_${pair#*:}=ON"; else args+=" -DGGML_${pair#*:}=OFF"; fi
+    done
+    export CMAKE_ARGS="$args"
 fi
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
 if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
     echo "setup: compiling llama-cpp-python (about 5 minutes the first time; pip caches the wheel)" >&2
+    echo "setup: CMAKE_ARGS=${CMAKE_ARGS:-}" >&2
 fi
 .venv/bin/python -m pip install --quiet -e ".[cpu,dev]"
 

@@ -64,3 +64,18 @@ def test_physical_cores_is_positive_and_at_most_logical() -> None:
 
     cores = physical_cores()
     assert 1 <= cores <= (os.cpu_count() or cores)
+
+
+def test_backend_threads_default_to_physical_cores_and_follow_the_config(tmp_path: Path) -> None:
+    from smoltui.backends.models import ModelRef
+    from smoltui.cli import build_backend
+    from smoltui.config import Config
+
+    ref = ModelRef("m.gguf", "path", tmp_path / "m.gguf")
+    paths = Paths.resolve(tmp_path)
+    backend = build_backend(ref, Config(), paths)
+    assert backend.settings.n_threads == physical_cores()
+    assert backend.settings.prompt_cache_dir == paths.prompt_cache_dir
+    config = Config.model_validate({"model": {"threads": 3, "prompt_cache": False}})
+    backend = build_backend(ref, config, paths)
+    assert backend.settings.n_threads == 3 and backend.settings.prompt_cache_dir is None
