@@ -1,0 +1,121 @@
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from smoltui.tools.base import ToolContext, tool
+from smoltui.tools.registry import MAX_RESULT_CHARS, ToolRegistry
+
+
+@tool(risk="read")
+def add(a: int, b: int = 2, *, ctx: ToolContext) -> int:
+    """Add two integers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+@tool(risk="network", name="fetch_later", timeout_s=0.2)
+async def slow(seconds: float) -> str:
+    """Sleep, then answer."""
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+@tool(risk="execute")
+def explode(message: str) -> None:
+    """Always fails."""
+    raise RuntimeError(message)
+
+
+@tool(risk="read")
+def flood() -> str:
+    """Returns far too much."""
+    return "x" * (MAX_RESULT_CHARS * 3)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ToolContext:
+    return ToolContext(workspace=tmp_path, artifacts_dir=tmp_path / "artifacts")
+
+
+@pytest.fixture
+def registry() -> ToolRegistry:
+    return ToolRegistry([add, slow, explode, flood])
+
+
+def test_schema_comes_from_signature_and_docstring() -> None:
+    assert add.name == "add" and add.risk == "read" and add.description == "Add two integers."
+    assert add.parameters == {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer", "description": "The first number."},
+            "b": {"type": "integer", "description": "The second number.", "default": 2},
+        },
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    assert add.schema()["function"]["name"] == "add"
+    assert slow.name == "fetch_later" and slow.is_async and slow.risk == "network"
+
+
+def test_risk_must_be_known() -> None:
+    with pytest.raises(ValueError, match="risk must be one of"):
+        tool(risk="dangerous")  # type: ignore[arg-type]
+
+
+async def test_valid_call_and_context_injection(registry: ToolRegistry, ctx: ToolContext) -> None:
+    result = await registry.call("add", {"a": 40}, ctx)
+    assert result.ok and result.content == 42
+    assert result.for_model() == {"result": 42}
+
+
+async def test_unknown_tool(registry: ToolRegistry, ctx: ToolContext) -> None:
+    result = await registry.call("rm_rf", {}, ctx)
+    assert not result.ok and result.error_kind == "unknown_tool"
+    assert "no tool named 'rm_rf'" in result.error and "add" in result.error
+
+
+@pytest.mark.parametrize(
+    ("arguments", "fragment"),
+    [
+        ({"a": "forty"}, "a: Input should be a valid integer"),
+        ({}, "a: Field required"),
+        ({"a": 1, "c": 3}, "c: Extra inputs are not permitted"),
+        (["a", 1], "must be a JSON object"),
+    ],
+)
+async def test_bad_arguments_are_a_structured_error(registry, ctx, arguments, fragment) -> None:  # noqa: ANN001
+    result = await registry.call("add", arguments, ctx)
+    assert not result.ok and result.error_kind == "invalid_arguments"
+    assert fragment in result.error
+
+
+async def test_a_tool_that_raises(registry: ToolRegistry, ctx: ToolContext) -> None:
+    result = await registry.call("explode", {"message": "boom"}, ctx)
+    assert not result.ok and result.error_kind == "failed" and "RuntimeError: boom" in result.error
+
+
+async def test_a_tool_that_hangs(registry: ToolRegistry, ctx: ToolContext) -> None:
+    result = await registry.call("fetch_later", {"seconds": 30}, ctx)
+    assert not result.ok and result.error_kind == "timeout" and "0.2 s" in result.error
+    assert result.duration_s < 5
+
+
+async def test_a_tool_that_floods_is_truncated(registry: ToolRegistry, ctx: ToolContext) -> None:
+    result = await registry.call("flood", {}, ctx)
+    assert result.ok and len(result.content) < MAX_RESULT_CHARS + 100
+    assert result.content.endswith("characters in all]")
+
+
+def test_duplicate_names_are_refused(registry: ToolRegistry) -> None:
+    @tool(risk="read", name="add")
+    def other(a: int) -> int:
+        """Not the same."""
+        return a
+
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(other)
