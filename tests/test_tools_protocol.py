@@ -119,3 +119,30 @@ def test_duplicate_names_are_refused(registry: ToolRegistry) -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         registry.register(other)
+
+
+def test_third_party_tools_register_through_the_entry_point_group(tmp_path: Path, monkeypatch, ctx) -> None:  # noqa: ANN001
+    package = tmp_path / "site"
+    (package / "weather_tools").mkdir(parents=True)
+    (package / "weather_tools" / "__init__.py").write_text(
+        "from smoltui.tools.base import tool\n\n"
+        "@tool(risk='network')\n"
+        "def forecast(city: str) -> str:\n"
+        "    '''Tomorrow's weather.\n\n    Args:\n        city: Where.\n    '''\n"
+        "    return f'sunny in {city}'\n\n"
+        "def broken():\n    raise ImportError('needs the weather SDK')\n",
+        encoding="utf-8",
+    )
+    dist = package / "weather_tools-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: weather-tools\nVersion: 1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text(
+        "[smoltui.tools]\nforecast = weather_tools:forecast\nbroken = weather_tools:broken\n", encoding="utf-8"
+    )
+    monkeypatch.syspath_prepend(str(package))
+    registry = ToolRegistry()
+    problems = registry.load_entry_points()
+    assert "forecast" in registry and registry.get("forecast").risk == "network"
+    assert len(problems) == 1 and "'broken'" in problems[0] and "needs the weather SDK" in problems[0]
+    result = asyncio.run(registry.call("forecast", {"city": "Lyon"}, ctx))
+    assert result.content == "sunny in Lyon"
