@@ -1,0 +1,100 @@
+"""Fetch a web page and hand the model its readable text.
+
+Guards, in order: the URL must be http(s) and its host allowed by the allow/deny lists; the response
+must be a text type; at most ``max_bytes`` are read (the stream is cut there, never buffered whole);
+redirects are followed only to hosts that pass the same check.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from smoltui.errors import SmoltuiError
+from smoltui.tools.base import Tool, make_tool
+
+TEXT_TYPES = ("text/html", "text/plain", "application/xhtml+xml", "application/json", "text/markdown", "text/csv")
+DEFAULT_MAX_BYTES = 2_000_000
+MAX_TEXT_CHARS = 20_000
+
+
+class WebFetchError(SmoltuiError):
+    pass
+
+
+def host_allowed(host: str, allow: Sequence[str], deny: Sequence[str]) -> bool:
+    """Deny wins; an empty allow list allows every host not denied. Patterns: fnmatch (*.example.org)."""
+    host = host.lower().rstrip(".")
+    if any(fnmatch.fnmatch(host, pattern.lower()) for pattern in deny):
+        return False
+    return not allow or any(fnmatch.fnmatch(host, pattern.lower()) for pattern in allow)
+
+
+def extract_text(html: str) -> tuple[str, str]:
+    """(title, readable text) of an HTML page: scripts, styles and navigation chrome dropped."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    title = soup.title.get_text(strip=True) if soup.title else ""
+    for tag in soup(["script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg"]):
+        tag.decompose()
+    root = soup.find("main") or soup.find("article") or soup.body or soup
+    lines = (line.strip() for line in root.get_text("\n").splitlines())
+    return title, "\n".join(line for line in lines if line)
+
+
+def make_web_fetch(
+    *, allow: Sequence[str] = (), deny: Sequence[str] = (), timeout_s: float = 15.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Tool:
+    """The ``web_fetch`` tool bound to a host policy (from the config)."""
+
+    def check(url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise WebFetchError(f"only http(s) URLs can be fetched, not {url!r}")
+        if not host_allowed(parts.hostname, allow, deny):
+            raise WebFetchError(f"{parts.hostname} is not on the allowed host list")
+
+    async def web_fetch(url: str) -> dict[str, Any]:
+        """Download a web page and return its readable text.
+
+        Args:
+            url: The http or https address to fetch.
+        """
+        check(url)
+        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+            for _ in range(6):
+                async with client.stream("GET", url, headers={"User-Agent": "smoltui web_fetch"}) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        url = str(response.url.join(response.headers["location"]))
+                        check(url)
+                        continue
+                    if response.status_code >= 400:
+                        raise WebFetchError(f"{url} answered HTTP {response.status_code}")
+                    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                    if kind not in TEXT_TYPES:
+                        raise WebFetchError(f"{url} is {kind or 'of no declared type'}, not a text page")
+                    body, truncated = bytearray(), False
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > max_bytes:
+                            del body[max_bytes:]
+                            truncated = True
+                            break
+                    text = body.decode(response.encoding or "utf-8", errors="replace")
+                    break
+            else:
+                raise WebFetchError(f"too many redirects from {url}")
+        title = ""
+        if kind in ("text/html", "application/xhtml+xml"):
+            title, text = extract_text(text)
+        if len(text) > MAX_TEXT_CHARS:
+            text, truncated = text[:MAX_TEXT_CHARS], True
+        return {"url": url, "title": title, "content_type": kind, "text": text, "truncated": truncated}
+
+    return make_tool(web_fetch, risk="network", timeout_s=timeout_s + 5)
