@@ -124,7 +124,8 @@ class Tool:
         }
 
     async def invoke(self, arguments: BaseModel, ctx: ToolContext) -> Any:
-        kwargs = arguments.model_dump()
+        # Attributes, not model_dump(): nested pydantic arguments reach the tool as typed objects.
+        kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
         if self.context_param:
             kwargs[self.context_param] = ctx
         if self.is_async:
