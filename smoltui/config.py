@@ -15,6 +15,11 @@ Example ``config.toml``::
 
     [keymap]
     "chat.think" = "ctrl+k"
+
+    [[mcp.servers]]
+    name = "git"
+    command = "uvx"
+    args = ["mcp-server-git"]
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smoltui.errors import ConfigError
+from smoltui.tools.mcp_client import MCPServerConfig
 
 
 class _Section(BaseModel):
@@ -56,10 +62,22 @@ class UIConfig(_Section):
     theme: str = "smol-dusk"
 
 
+class ToolsConfig(_Section):
+    workspace: str | None = Field(None, description="folder the file/code tools may touch (default: cwd)")
+    web_allow: list[str] = Field(default_factory=list, description="hosts web_fetch may reach (empty: all)")
+    web_deny: list[str] = Field(default_factory=list, description="hosts web_fetch must not reach")
+
+
+class MCPConfig(_Section):
+    servers: list[MCPServerConfig] = Field(default_factory=list)
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    mcp: MCPConfig = Field(default_factory=MCPConfig)
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
 
 

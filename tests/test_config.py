@@ -79,3 +79,19 @@ def test_backend_threads_default_to_physical_cores_and_follow_the_config(tmp_pat
     config = Config.model_validate({"model": {"threads": 3, "prompt_cache": False}})
     backend = build_backend(ref, config, paths)
     assert backend.settings.n_threads == 3 and backend.settings.prompt_cache_dir is None
+
+
+def test_mcp_servers_and_tool_settings(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[tools]\nweb_deny = ["*.internal"]\n'
+        '[[mcp.servers]]\nname = "git"\ncommand = "uvx"\nargs = ["mcp-server-git"]\n',
+        encoding="utf-8",
+    )
+    config = load_config(path, environ={})
+    (server,) = config.mcp.servers
+    assert (server.name, server.command, server.args, server.risk) == ("git", "uvx", ["mcp-server-git"], "execute")
+    assert config.tools.web_deny == ["*.internal"]
+    path.write_text('[[mcp.servers]]\nname = "bad name"\ncommand = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mcp\.servers\.0\.name"):
+        load_config(path, environ={})

@@ -106,10 +106,15 @@ class Tool:
     context_param: str | None
     is_async: bool
     timeout_s: float = 60.0
+    json_schema: dict[str, Any] | None = None
+    """A schema given as is (MCP tools); otherwise it is derived from ``arguments``."""
+    origin: str = "builtin"
 
     @property
     def parameters(self) -> dict[str, Any]:
         """JSON schema of the arguments, as offered to the model."""
+        if self.json_schema is not None:
+            return self.json_schema
         schema = self.arguments.model_json_schema()
         schema.pop("title", None)
         for prop in schema.get("properties", {}).values():
@@ -126,6 +131,7 @@ class Tool:
     async def invoke(self, arguments: BaseModel, ctx: ToolContext) -> Any:
         # Attributes, not model_dump(): nested pydantic arguments reach the tool as typed objects.
         kwargs = {name: getattr(arguments, name) for name in type(arguments).model_fields}
+        kwargs.update(arguments.model_extra or {})  # schema-only tools (MCP) keep their raw arguments
         if self.context_param:
             kwargs[self.context_param] = ctx
         if self.is_async:

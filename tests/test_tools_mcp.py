@@ -1,0 +1,51 @@
+"""MCP servers contribute tools: a real stdio server of our own, called through the registry."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("mcp")
+
+from smoltui.tools.base import ToolContext  # noqa: E402
+from smoltui.tools.mcp_client import MCPServerConfig, connect_servers  # noqa: E402
+from smoltui.tools.registry import ToolRegistry  # noqa: E402
+
+SERVER = Path(__file__).parent / "fixtures" / "mcp_server.py"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ToolContext:
+    return ToolContext(workspace=tmp_path, artifacts_dir=tmp_path / "artifacts")
+
+
+async def test_tools_of_an_mcp_server_are_registered_and_called(ctx: ToolContext) -> None:
+    connections, problems = await connect_servers(
+        [MCPServerConfig(name="demo", command=sys.executable, args=[str(SERVER)])]
+    )
+    assert problems == []
+    try:
+        registry = ToolRegistry(connections[0].tools)
+        shout = registry.get("demo__shout")
+        assert shout is not None and shout.risk == "execute" and shout.origin == "mcp:demo"
+        assert shout.parameters["properties"]["text"]["type"] == "string"
+        assert "Upper-case" in shout.description
+        result = await registry.call("demo__shout", {"text": "hi", "times": 2}, ctx)
+        assert result.ok and result.content in ("HI HI", {"result": "HI HI"})
+        bad = await registry.call("demo__shout", {"times": "two"}, ctx)
+        assert not bad.ok and bad.error_kind == "invalid_arguments" and "text" in bad.error
+        failed = await registry.call("demo__fail", {"reason": "no disk"}, ctx)
+        assert not failed.ok and "no disk" in failed.error
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def test_a_server_that_cannot_start_is_one_clear_line() -> None:
+    connections, problems = await connect_servers(
+        [MCPServerConfig(name="ghost", command="/nonexistent/mcp-server")]
+    )
+    assert connections == []
+    assert len(problems) == 1 and problems[0].startswith("MCP server ghost (/nonexistent/mcp-server) could not start")
