@@ -1,0 +1,71 @@
+"""The ``python`` tool: run a snippet of Python in the sandbox, inside the workspace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import uuid
+from typing import Any
+
+from smoltui.tools.base import ToolContext, tool
+from smoltui.tools.sandbox import Limits, run_sandboxed, sandbox_status
+
+MAX_TIMEOUT_S = 300.0
+_notice_given = False  # reduced isolation is said once per process, not once per call
+
+
+def _limits(timeout_s: float) -> Limits:
+    wall = min(max(float(timeout_s), 0.5), MAX_TIMEOUT_S)
+    return Limits(cpu_s=max(1, int(wall + 0.999)), wall_s=wall)
+
+
+def _tell_once(ctx: ToolContext) -> None:
+    global _notice_given
+    if _notice_given:
+        return
+    _notice_given = True
+    isolated, detail = sandbox_status()
+    if not isolated:
+        why = detail.split(": commands run", 1)[0]
+        hint = "; install it with `apt install bubblewrap`" if "not installed" in why else ""
+        ctx.notice(f"{why}: Python code runs with resource limits only, without file-system and network "
+                   f"isolation{hint}")
+
+
+@tool(risk="execute", timeout_s=MAX_TIMEOUT_S + 30)
+async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[str, Any]:
+    """Run Python 3 code in a sandbox and return what it printed.
+
+    The code runs as a script with the workspace as the current directory; files it writes there
+    stay. There is no network, and CPU time, memory, processes and output are limited. Use print()
+    to show results.
+
+    Args:
+        code: The Python source to run.
+        timeout_s: Wall-clock limit in seconds (at most 300).
+    """
+    workspace = ctx.workspace.resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    script = workspace / f".smoltui-python-{uuid.uuid4().hex[:12]}.py"
+    script.write_text(code, encoding="utf-8")
+    try:
+        _tell_once(ctx)
+        # -I: no PYTHON* variables, no user site, no script dir on sys.path; site stays on so the
+        # venv's installed packages (read-only inside the sandbox) can be imported.
+        result = await run_sandboxed([sys.executable, "-I", str(script)], workspace=workspace,
+                                     limits=_limits(timeout_s))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(script)
+    return {
+        "exit_code": result.exit_code,
+        "stdout": result.stdout,
+        "stderr": result.stderr.replace(str(script), "<code>"),
+        "truncated": result.truncated,
+        "timed_out": result.timed_out,
+        "isolated": result.isolated,
+    }
+
+
+PYTHON_TOOLS = [python]
