@@ -38,6 +38,25 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
+def add_approve_option(parser: argparse.ArgumentParser) -> None:
+    """``--approve none|all|read|TOOL[,TOOL...]`` for commands that may run tools with nobody to ask.
+
+    Parsed as a plain string so ``--help`` stays light; :func:`approval_policy` validates it.
+    """
+    parser.add_argument(
+        "--approve", metavar="none|all|read|TOOL[,TOOL...]", default=None,
+        help="headless tool approvals: none (refuse anything that would ask; the default), all, "
+             "read (read-only tools only), or a comma-separated list of tools to allow",
+    )
+
+
+def approval_policy(args: argparse.Namespace, base=None, known_tools=None):  # noqa: ANN001, ANN201
+    """The headless approval policy for ``--approve`` (default ``none``); a bad value is a ConfigError."""
+    from smoltui.orchestrator.approval import Policy
+
+    return Policy.from_approve_flag(getattr(args, "approve", None) or "none", base, known_tools=known_tools)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     parser = argparse.ArgumentParser(
@@ -61,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this chat")
     chat.add_argument("--max-tokens", type=int, metavar="N", help="stop the reply after N tokens")
     chat.add_argument("--show-thinking", action="store_true", help="print thinking to stderr")
+    add_approve_option(chat)
+
+    audit = sub.add_parser("audit", parents=[common], help="list recorded tool calls and their approvals")
+    audit.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    audit.add_argument("--run", metavar="ID", help="only the calls of this workflow run")
+    audit.add_argument("--session", type=int, metavar="N", help="only the calls of this chat session")
+    audit.add_argument("--limit", type=int, metavar="N", default=200, help="at most N rows, newest first (200)")
 
     models = sub.add_parser("models", parents=[common], help="list or download models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -96,6 +122,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     from smoltui.paths import Paths
 
     paths = Paths.resolve(getattr(args, "home", None))
+    if args.command == "audit":
+        return _audit(args, paths)
+    if args.command == "chat":
+        # Validated up front so a typo fails before a model loads; chat has no tools yet.
+        args.approval_policy = approval_policy(args)
     if args.command in ("models", "chat"):
         config = load_config(paths.config_file)
         _apply_overrides(config, args)
@@ -297,3 +328,65 @@ def _models(args: argparse.Namespace, config: Config, paths: Paths) -> int:
         size = f"{m.size_bytes / 1e6:,.0f} MB" if m.size_bytes else "?"
         print(f"{m.name:<{width}}  {m.source:<8}  {size:>9}  {m.location}")
     return 0
+
+
+def _audit(args: argparse.Namespace, paths: Paths) -> int:
+    import json
+
+    if args.limit is not None and args.limit < 1:
+        from smoltui.errors import SmoltuiError
+
+        raise SmoltuiError("--limit must be at least 1")
+    if not paths.database.exists():  # nothing recorded yet; do not create a database just to say so
+        rows = []
+    else:
+        from smoltui.orchestrator.audit import AuditLog
+        from smoltui.orchestrator.store import Store
+
+        with Store.open(paths.database) as store:
+            rows = AuditLog(store).list(run_id=args.run, session_id=args.session, limit=args.limit)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no tool calls recorded")
+        return 0
+    print(_audit_table(rows))
+    return 0
+
+
+def _audit_table(rows) -> str:  # noqa: ANN001
+    import time
+
+    def ok(row) -> str:  # noqa: ANN001
+        return "-" if row.ok is None else ("ok" if row.ok else "error")
+
+    def where(row) -> str:  # noqa: ANN001
+        parts = []
+        if row.session_id is not None:
+            parts.append(f"session {row.session_id}")
+        if row.run_id:
+            parts.append(f"run {row.run_id}" + (f"/{row.task_id}" if row.task_id else ""))
+        return ", ".join(parts) or "-"
+
+    header = ("ID", "WHEN", "TOOL", "DECISION", "BY", "RESULT", "TIME", "WHERE", "SUMMARY")
+    table = [header]
+    for row in rows:
+        summary = " ".join((row.result_summary or "").split())
+        table.append((
+            str(row.id),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at)),
+            row.tool,
+            row.decision,
+            row.decided_by,
+            ok(row),
+            "-" if row.duration_s is None else f"{row.duration_s:.2f}s",
+            where(row),
+            summary if len(summary) <= 60 else summary[:59] + "…",
+        ))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
+        for line in table
+    )
+

@@ -278,15 +278,16 @@ def test_usable_from_several_threads(store: Store) -> None:
 def test_failed_migration_rolls_back_whole_step(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "smoltui.db"
     Store.open(path).close()
-    broken = (2, "CREATE TABLE runs (id INTEGER PRIMARY KEY); SELECT * FROM no_such_table;")
+    n = LATEST_VERSION + 1
+    broken = (n, "CREATE TABLE runs_broken (id INTEGER PRIMARY KEY); SELECT * FROM no_such_table;")
     monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, broken])
-    monkeypatch.setattr(store_module, "LATEST_VERSION", 2)
-    with pytest.raises(StoreError, match="cannot upgrade .* to schema 2"):
+    monkeypatch.setattr(store_module, "LATEST_VERSION", n)
+    with pytest.raises(StoreError, match=f"cannot upgrade .* to schema {n}"):
         Store.open(path)
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST_VERSION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "runs" not in tables
+    assert "runs_broken" not in tables
 
 
 def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:

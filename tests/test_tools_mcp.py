@@ -49,3 +49,34 @@ async def test_a_server_that_cannot_start_is_one_clear_line() -> None:
     )
     assert connections == []
     assert len(problems) == 1 and problems[0].startswith("MCP server ghost (/nonexistent/mcp-server) could not start")
+
+
+async def test_an_mcp_tool_goes_through_the_approval_gate_and_the_audit(ctx: ToolContext, tmp_path: Path) -> None:
+    from smoltui.orchestrator.approval import ApprovalGate, Decision, Policy, ToolCall
+    from smoltui.orchestrator.audit import AuditLog
+    from smoltui.orchestrator.events import EventBus
+    from smoltui.orchestrator.store import Store
+
+    connections, _ = await connect_servers([MCPServerConfig(name="demo", command=sys.executable, args=[str(SERVER)])])
+    store = Store.open(tmp_path / "db.sqlite")
+    bus = EventBus()
+    gate = ApprovalGate(ToolRegistry(connections[0].tools), Policy(), audit=AuditLog(store), bus=bus, timeout_s=10)
+    asked: list[str] = []
+
+    def approve(event) -> None:  # noqa: ANN001 - stands in for the approval UI
+        if event.kind == "approval_needed":
+            asked.append(event.pending.call.tool)
+            gate.answer(event.pending.call.id, Decision("once"))
+
+    bus.subscribe(approve)
+    try:
+        result = await gate.run(ToolCall.new("demo__shout", {"text": "ok"}, session_id=7), ctx)
+        assert result.ok and "OK" in str(result.content)
+        assert asked == ["demo__shout"]  # MCP tools are execute-risk: the default policy asks
+        (entry,) = AuditLog(store).list(session_id=7)
+        assert entry.tool == "demo__shout" and entry.decision == "once" and entry.decided_by == "user"
+        assert entry.ok
+    finally:
+        store.close()
+        for connection in connections:
+            await connection.close()

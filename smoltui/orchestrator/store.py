@@ -74,6 +74,32 @@ MIGRATIONS: list[tuple[int, str]] = [
         END;
         """,
     ),
+    (
+        2,
+        """
+        -- The audit trail of tool calls: one row per call, written when the decision is made and
+        -- completed with the result. No foreign keys: the trail outlives deleted chats and runs.
+        CREATE TABLE tool_calls (
+            id                  INTEGER PRIMARY KEY,
+            created_at          REAL    NOT NULL,
+            session_id          INTEGER,
+            run_id              TEXT,
+            task_id             TEXT,
+            call_id             TEXT,
+            tool                TEXT    NOT NULL,
+            arguments           TEXT    NOT NULL,
+            original_arguments  TEXT,
+            decision            TEXT    NOT NULL,
+            decided_by          TEXT    NOT NULL,
+            duration_s          REAL,
+            ok                  INTEGER,
+            error               TEXT,
+            result_summary      TEXT
+        );
+        CREATE INDEX tool_calls_run ON tool_calls(run_id, id);
+        CREATE INDEX tool_calls_session ON tool_calls(session_id, id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -119,11 +145,44 @@ class SearchHit:
     snippet: str
 
 
+@dataclass(frozen=True)
+class StoredToolCall:
+    """One row of the tool-call audit trail (arguments already redacted when written).
+
+    ``ok``, ``error``, ``result_summary`` and ``duration_s`` stay None while an approved call is
+    still running (or if the process died while it ran).
+    """
+
+    id: int
+    created_at: float
+    session_id: int | None
+    run_id: str | None
+    task_id: str | None
+    call_id: str | None
+    tool: str
+    arguments: Any
+    original_arguments: Any
+    decision: str
+    decided_by: str
+    duration_s: float | None
+    ok: bool | None
+    error: str | None
+    result_summary: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 _SESSION_COLUMNS = """
     s.id, s.title, s.model, s.created_at, s.updated_at,
     (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id)
 """
 _MESSAGE_COLUMNS = "id, session_id, role, content, thinking, stats, created_at"
+_TOOL_CALL_INSERT_COLUMNS = (
+    "created_at, session_id, run_id, task_id, call_id, tool, arguments, original_arguments,"
+    " decision, decided_by, duration_s, ok, error, result_summary"
+)
+_TOOL_CALL_COLUMNS = "id, " + _TOOL_CALL_INSERT_COLUMNS
 
 
 class Store:
@@ -345,6 +404,83 @@ class Store:
         ).fetchall()
         return [SearchHit(sid, title, None, None, _highlight(title, terms)) for sid, title in rows]
 
+    # -- tool-call audit trail -------------------------------------------------------------------
+
+    def add_tool_call(
+        self,
+        *,
+        tool: str,
+        arguments: Any,
+        decision: str,
+        decided_by: str,
+        created_at: float | None = None,
+        session_id: int | None = None,
+        run_id: str | None = None,
+        task_id: str | None = None,
+        call_id: str | None = None,
+        original_arguments: Any = None,
+        duration_s: float | None = None,
+        ok: bool | None = None,
+        error: str | None = None,
+        result_summary: str | None = None,
+    ) -> int:
+        """Append one audit row; returns its id. Arguments are stored as JSON, as given."""
+        with self._write() as conn:
+            cur = conn.execute(
+                f"INSERT INTO tool_calls ({_TOOL_CALL_INSERT_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time() if created_at is None else created_at,
+                    session_id,
+                    run_id,
+                    task_id,
+                    call_id,
+                    tool,
+                    _dump_json(arguments),
+                    None if original_arguments is None else _dump_json(original_arguments),
+                    decision,
+                    decided_by,
+                    duration_s,
+                    None if ok is None else int(ok),
+                    error,
+                    result_summary,
+                ),
+            )
+            row_id = cur.lastrowid
+        assert row_id is not None
+        return row_id
+
+    def finish_tool_call(
+        self, row_id: int, *, duration_s: float, ok: bool, error: str | None, result_summary: str
+    ) -> None:
+        """Fill in the result of a call whose row was written before it ran."""
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE tool_calls SET duration_s = ?, ok = ?, error = ?, result_summary = ? WHERE id = ?",
+                (duration_s, int(ok), error, result_summary, row_id),
+            )
+            if cur.rowcount == 0:
+                raise StoreError(f"no tool call {row_id} in the audit trail")
+
+    def tool_calls(
+        self, *, run_id: str | None = None, session_id: int | None = None, limit: int = 200
+    ) -> list[StoredToolCall]:
+        """Audit rows, newest first, optionally only those of one run and/or one chat session."""
+        where, params = [], []
+        if run_id is not None:
+            where.append("run_id = ?")
+            params.append(run_id)
+        if session_id is not None:
+            where.append("session_id = ?")
+            params.append(session_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_TOOL_CALL_COLUMNS} FROM tool_calls {clause} ORDER BY id DESC LIMIT ?",
+                (*params, max(limit, 0)),
+            ).fetchall()
+        return [_tool_call(row) for row in rows]
+
     # -- plumbing --------------------------------------------------------------------------------
 
     @contextmanager
@@ -466,6 +602,18 @@ def _check_role(role: str) -> None:
 
 def _dump_stats(stats: dict[str, Any] | None) -> str | None:
     return None if stats is None else json.dumps(stats, sort_keys=True)
+
+
+def _dump_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _tool_call(row: tuple[Any, ...]) -> StoredToolCall:
+    values = list(row)
+    values[7] = json.loads(values[7])
+    values[8] = None if values[8] is None else json.loads(values[8])
+    values[12] = None if values[12] is None else bool(values[12])
+    return StoredToolCall(*values)
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
