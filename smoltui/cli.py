@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--session", type=int, metavar="N", help="only the calls of this chat session")
     audit.add_argument("--limit", type=int, metavar="N", default=200, help="at most N rows, newest first (200)")
 
+    tools = sub.add_parser("tools", parents=[common], help="list the tools, or run one through the approval gate")
+    tools_sub = tools.add_subparsers(dest="tools_command", metavar="ACTION", required=True)
+    tools_list = tools_sub.add_parser("list", parents=[common], help="built-in, plugin and MCP tools")
+    tools_list.add_argument("--json", action="store_true", help="print names, risks and schemas as JSON")
+    tools_run = tools_sub.add_parser("run", parents=[common], help="run one tool call (audited)")
+    tools_run.add_argument("name", help="the tool's name (see `smoltui tools list`)")
+    tools_run.add_argument("--args", metavar="JSON", default="{}", help="the arguments as a JSON object")
+    tools_run.add_argument("--workspace", metavar="DIR", help="folder the tool may touch (default: config or cwd)")
+    tools_run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_approve_option(tools_run)
+
     models = sub.add_parser("models", parents=[common], help="list or download models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     listing = models_sub.add_parser("list", parents=[common], help="bundled, local and cached models")
@@ -127,6 +138,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "chat":
         # Validated up front so a typo fails before a model loads; chat has no tools yet.
         args.approval_policy = approval_policy(args)
+    if args.command == "tools":
+        return _tools(args, load_config(paths.config_file), paths)
     if args.command in ("models", "chat"):
         config = load_config(paths.config_file)
         _apply_overrides(config, args)
@@ -390,3 +403,80 @@ def _audit_table(rows) -> str:  # noqa: ANN001
         for line in table
     )
 
+
+
+TOOL_FAILED_EXIT = 8
+
+
+def _tools(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    import asyncio
+
+    return asyncio.run(_tools_async(args, config, paths))
+
+
+async def _tools_async(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    import json
+
+    from smoltui.errors import SmoltuiError
+    from smoltui.tools.builtins import builtin_tools, default_workspace
+    from smoltui.tools.mcp_client import connect_servers
+    from smoltui.tools.registry import ToolRegistry
+
+    setup_logging(paths)
+    registry = ToolRegistry(builtin_tools(web_allow=config.tools.web_allow, web_deny=config.tools.web_deny))
+    problems = registry.load_entry_points()
+    connections, mcp_problems = await connect_servers(config.mcp.servers)
+    try:
+        for connection in connections:
+            for item in connection.tools:
+                registry.register(item)
+        for problem in problems + mcp_problems:
+            print(f"smoltui: warning: {problem}", file=sys.stderr)
+        if args.tools_command == "list":
+            if args.json:
+                rows = [{"name": t.name, "risk": t.risk, "origin": t.origin, "description": t.description,
+                         "parameters": t.parameters} for t in registry.tools]
+                print(json.dumps(rows, indent=2))
+            else:
+                width = max(len(t.name) for t in registry.tools)
+                for t in registry.tools:
+                    print(f"{t.name:<{width}}  {t.risk:<7}  {t.description.splitlines()[0]}")
+            return 0
+        try:
+            arguments = json.loads(args.args)
+        except json.JSONDecodeError as error:
+            raise SmoltuiError(f"--args is not valid JSON: {error}") from None
+        policy = approval_policy(args, base=config.approval, known_tools=[t.name for t in registry.tools])
+        workspace = default_workspace(args.workspace or config.tools.workspace)
+        return await _run_one_tool(args, registry, policy, workspace, arguments, paths)
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def _run_one_tool(args, registry, policy, workspace, arguments, paths) -> int:  # noqa: ANN001
+    import json
+
+    from smoltui.orchestrator.approval import ApprovalGate, ToolCall
+    from smoltui.orchestrator.audit import AuditLog
+    from smoltui.orchestrator.store import Store
+    from smoltui.tools.base import ToolContext
+
+    ctx = ToolContext(workspace=workspace, artifacts_dir=paths.data_dir / "artifacts" / "cli")
+    with Store.open(paths.database) as store:
+        gate = ApprovalGate(registry, policy, audit=AuditLog(store), timeout_s=0)
+        result = await gate.run(ToolCall.new(args.name, arguments), ctx)
+    for notice in ctx.notices:
+        print(f"smoltui: note: {notice}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"ok": result.ok, **result.for_model(), "duration_s": round(result.duration_s, 4)},
+                         indent=2, ensure_ascii=False, default=str))
+    elif result.ok:
+        content = result.content
+        print(content if isinstance(content, str) else json.dumps(content, indent=2, ensure_ascii=False, default=str))
+        for artifact in result.artifacts:
+            print(f"artifact: {artifact.path} ({artifact.summary})", file=sys.stderr)
+    if not result.ok:
+        print(f"smoltui: {args.name}: {result.error}", file=sys.stderr)
+        return TOOL_FAILED_EXIT
+    return 0

@@ -16,6 +16,10 @@ Example ``config.toml``::
     [keymap]
     "chat.think" = "ctrl+k"
 
+    [approval]
+    defaults = { write = "ask", execute = "ask", network = "deny" }
+    tools = { read_file = "auto", python = "ask" }
+
     [[mcp.servers]]
     name = "git"
     command = "uvx"
@@ -31,6 +35,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smoltui.errors import ConfigError
+from smoltui.orchestrator.approval import Policy
 from smoltui.tools.mcp_client import MCPServerConfig
 
 
@@ -78,6 +83,7 @@ class Config(_Section):
     ui: UIConfig = Field(default_factory=UIConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
+    approval: Policy = Field(default_factory=Policy, description="auto/ask/deny per risk and per tool")
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
 
 
