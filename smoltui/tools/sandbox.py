@@ -287,11 +287,12 @@ def _bwrap_argv(bwrap: str, argv: Sequence[str], workspace: Path, limits: Limits
     for key, value in env.items():
         args += ["--setenv", key, value]
     args += _system_binds()
+    # The private /tmp comes first: binds made after it land on top of it, so an interpreter or a
+    # workspace that lives under /tmp (a CI checkout, pytest's tmp_path) stays visible.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.file_size_bytes), "--tmpfs", "/tmp"]
     for root in [*_python_roots(), *(os.path.realpath(p) for p in extra_ro)]:
         args += ["--ro-bind", root, root]
-    args += ["--proc", "/proc", "--dev", "/dev",
-             "--size", str(limits.file_size_bytes), "--tmpfs", "/tmp",
-             "--bind", str(workspace), str(workspace), "--chdir", str(workspace),
+    args += ["--bind", str(workspace), str(workspace), "--chdir", str(workspace),
              "--remount-ro", "/", "--"]  # the sandbox's own root (where bwrap made /root, /work...)
     return args + list(argv)
 
