@@ -14,6 +14,7 @@ from typing import Any
 
 from smoltui.errors import SmoltuiError
 from smoltui.tools.base import ToolContext, tool
+from smoltui.tools.filesystem import resolve_inside
 
 MAX_ROWS = 1000
 MAX_SECONDS = 10.0
@@ -30,12 +31,9 @@ def _authorize(action: int, *_: object) -> int:
 
 
 def _inside(workspace: Path, path: str) -> Path:
-    root = workspace.resolve()
-    target = (root / path).resolve()
-    if not target.is_relative_to(root):
-        raise SQLToolError(f"{path} is outside the workspace ({root})")
+    target = resolve_inside(workspace, path)
     if not target.is_file():
-        raise SQLToolError(f"no database file at {path} (inside the workspace {root})")
+        raise SQLToolError(f"no database file at {path} (inside the workspace {workspace})")
     return target
 
 
