@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     tools_run.add_argument("--json", action="store_true", help="print the whole result as JSON")
     add_approve_option(tools_run)
 
+    validate = sub.add_parser("validate", parents=[common], help="check a workflow file and list every problem")
+    validate.add_argument("file", metavar="FILE", help="the workflow YAML file")
+    validate.add_argument("--json", action="store_true", help="print the problems as a JSON list")
+
     models = sub.add_parser("models", parents=[common], help="list or download models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     listing = models_sub.add_parser("list", parents=[common], help="bundled, local and cached models")
@@ -135,6 +139,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     paths = Paths.resolve(getattr(args, "home", None))
     if args.command == "audit":
         return _audit(args, paths)
+    if args.command == "validate":
+        return _validate(args, load_config(paths.config_file))
     if args.command == "chat":
         # Validated up front so a typo fails before a model loads; chat has no tools yet.
         args.approval_policy = approval_policy(args)
@@ -403,6 +409,41 @@ def _audit_table(rows) -> str:  # noqa: ANN001
         for line in table
     )
 
+
+def workflow_tools(config: Config) -> dict:
+    """The tools a workflow may call: built-ins, the seed's aliases and plugins (MCP tools need a connection)."""
+    from smoltui.tools.builtins import builtin_tools
+    from smoltui.tools.registry import ToolRegistry
+    from smoltui.tools.seed_compat import seed_tools
+
+    registry = ToolRegistry(builtin_tools(web_allow=config.tools.web_allow, web_deny=config.tools.web_deny))
+    for item in seed_tools():
+        registry.register(item)
+    for problem in registry.load_entry_points():
+        print(f"smoltui: warning: {problem}", file=sys.stderr)
+    return {t.name: t for t in registry.tools}
+
+
+def _validate(args: argparse.Namespace, config: Config) -> int:
+    import json
+
+    from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow
+    from smoltui.orchestrator.workflow_validate import validate_workflow
+
+    problems = validate_workflow(args.file, tools=workflow_tools(config))
+    if args.json:
+        print(json.dumps([p.as_dict() for p in problems], ensure_ascii=False, indent=2))
+    else:
+        for problem in problems:
+            print(problem)
+    summary_to = sys.stderr if args.json else sys.stdout
+    if problems:
+        count = len(problems)
+        print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=summary_to)
+        return WorkflowError.exit_code
+    workflow = load_workflow(args.file).spec
+    print(f"{args.file}: valid ({len(workflow.tasks)} tasks)", file=summary_to)
+    return 0
 
 
 TOOL_FAILED_EXIT = 8

@@ -1,0 +1,361 @@
+"""The workflow file: pydantic models for the seed's YAML shape, and where each value sits in the file.
+
+    workflow:
+      id: data-analysis-pipeline
+      variables: {input_file: data/sales_data.csv}
+      tasks:
+        - id: load_data
+          type: tool_call          # tool_call | llm_task | conditional
+          tool: pandas_loader
+          inputs: {file_path: "${input_file}"}
+          outputs: [dataframe]
+
+Relative file paths in a workflow (like ``input_file`` above) are meant relative to the folder the
+workflow file is in (:attr:`WorkflowFile.base_dir`), not to the current directory.
+
+:func:`load_workflow` is strict: the first structural problem raises :class:`WorkflowError`. To list
+*every* problem with its position, use :func:`smoltui.orchestrator.workflow_validate.validate_workflow`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from smoltui.errors import SmoltuiError
+
+TaskType = Literal["tool_call", "llm_task", "conditional"]
+YamlPath = tuple[str | int, ...]
+
+# Fields that only mean something for one task type (anything else is allowed on every type).
+TYPE_ONLY_FIELDS: dict[str, TaskType] = {
+    "tool": "tool_call",
+    "prompt": "llm_task", "think": "llm_task", "schema": "llm_task", "system": "llm_task",
+    "condition": "conditional", "then": "conditional", "else": "conditional",
+}  # fmt: skip
+REQUIRED_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "tool_call": ("tool",),
+    "llm_task": ("prompt",),
+    "conditional": ("condition", "then"),
+}
+
+
+class WorkflowError(SmoltuiError):
+    """A workflow file that cannot be read or is invalid (the CLI exits 2)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong with a workflow file; ``line`` and ``col`` are 1-based."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
+
+
+# --- the models -------------------------------------------------------------------------------
+
+_STRICT = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class RetryPolicy(BaseModel):
+    """``retries: 3`` or ``retries: {count: 3, delay: 1, backoff: 2.0}``: wait delay × backoff^n."""
+
+    model_config = _STRICT
+
+    count: int = Field(0, ge=0)
+    delay: float = Field(1.0, ge=0)
+    backoff: float = Field(2.0, ge=1)
+
+    def wait_before(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return self.delay * self.backoff ** max(0, attempt - 1)
+
+
+class Task(BaseModel):
+    model_config = _STRICT
+
+    id: str = Field(min_length=1)
+    type: TaskType
+    depends_on: list[str] = Field(default_factory=list)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    prompt: str | None = None
+    outputs: list[str] = Field(default_factory=list)
+    tool: str | None = None
+    when: str | None = None
+    retries: RetryPolicy = Field(default_factory=RetryPolicy)
+    timeout: float | None = Field(None, gt=0)
+    think: bool | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    system: str | None = None
+    condition: str | None = None
+    then: list[str] = Field(default_factory=list)
+    else_: list[str] = Field(default_factory=list, alias="else")
+
+    @field_validator("retries", mode="before")
+    @classmethod
+    def _count_only(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"count": value}
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_the_type(self) -> Task:
+        missing = [name for name in REQUIRED_BY_TYPE[self.type] if not getattr(self, _attr(name))]
+        if missing:
+            needs = ", ".join(f"`{name}`" for name in missing)
+            raise ValueError(f"{self.type} task `{self.id}` needs {needs}")
+        stray = [name for name, kind in TYPE_ONLY_FIELDS.items()
+                 if kind != self.type and name in self.model_fields_set | _aliases_set(self)]
+        if stray:
+            names = ", ".join(f"`{name}`" for name in stray)
+            raise ValueError(f"{names} only apply to {TYPE_ONLY_FIELDS[stray[0]]} tasks, not {self.type}")
+        return self
+
+
+def _attr(name: str) -> str:
+    return {"schema": "schema_", "else": "else_"}.get(name, name)
+
+
+def _aliases_set(task: Task) -> set[str]:
+    return {alias for alias, attr in (("schema", "schema_"), ("else", "else_")) if attr in task.model_fields_set}
+
+
+class Workflow(BaseModel):
+    model_config = _STRICT
+
+    id: str = Field(min_length=1)
+    name: str = ""
+    description: str = ""
+    variables: dict[str, Any] = Field(default_factory=dict)
+    tasks: list[Task] = Field(min_length=1)
+    max_concurrent_tasks: int = Field(4, ge=1)
+
+    def task(self, task_id: str) -> Task:
+        return next(t for t in self.tasks if t.id == task_id)
+
+
+class WorkflowDocument(BaseModel):
+    """The file's top level: a single ``workflow:`` key."""
+
+    model_config = _STRICT
+
+    workflow: Workflow
+
+
+def allowed_keys(path: YamlPath) -> list[str]:
+    """The keys a mapping at ``path`` may have (for did-you-mean suggestions)."""
+    model: type[BaseModel] = WorkflowDocument
+    if len(path) >= 1:
+        model = Workflow
+    if len(path) >= 3 and path[1] == "tasks":
+        model = Task
+    if len(path) >= 4 and path[3] == "retries":
+        model = RetryPolicy
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+# --- reading the file -------------------------------------------------------------------------
+
+
+@dataclass
+class Positions:
+    """Where each value (and each mapping key) of a YAML document starts; 0-based (line, column)."""
+
+    values: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+    ends: dict[YamlPath, tuple[int, int]] = field(default_factory=dict)
+
+    def of(self, path: YamlPath, *, key: bool = False) -> tuple[int, int]:
+        """1-based (line, col) of ``path``, or of its nearest ancestor that is in the file."""
+        path = tuple(path)
+        if key and path in self.keys:
+            line, col = self.keys[path]
+            return line + 1, col + 1
+        while path:
+            if path in self.values:
+                line, col = self.values[path]
+                return line + 1, col + 1
+            path = path[:-1]
+        line, col = self.values.get((), (0, 0))
+        return line + 1, col + 1
+
+
+def parse_yaml(text: str) -> tuple[Any, Positions]:
+    """The document's data (``yaml.safe_load``) and the position of every node (``yaml.compose``).
+
+    Raises ``yaml.YAMLError`` (with ``problem_mark``) on a syntax error.
+    """
+    import yaml
+
+    data = yaml.safe_load(text)
+    positions = Positions()
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        _walk(root, (), positions)
+    return data, positions
+
+
+def _walk(node: Any, path: YamlPath, positions: Positions) -> None:
+    import yaml
+
+    positions.values[path] = (node.start_mark.line, node.start_mark.column)
+    positions.ends[path] = (node.end_mark.line, node.end_mark.column)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            child = (*path, key)
+            positions.keys[child] = (key_node.start_mark.line, key_node.start_mark.column)
+            _walk(value_node, child, positions)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, (*path, index), positions)
+
+
+def yaml_error_problem(file: str, error: Exception) -> Problem:
+    """A YAML syntax error as a positioned problem."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    what = " ".join(str(getattr(error, "problem", None) or error).split())
+    context = getattr(error, "context", None)
+    message = f"YAML syntax error: {what}" + (f" ({context})" if context else "")
+    return Problem(file, line, col, message)
+
+
+def model_problems(file: str, data: Any, positions: Positions) -> list[Problem]:
+    """Every structural problem pydantic finds in ``data``, each at its place in the file."""
+    try:
+        WorkflowDocument.model_validate(data)
+    except ValidationError as error:
+        return [_problem_from(file, item, positions) for item in error.errors()]
+    return []
+
+
+def _problem_from(file: str, item: Mapping[str, Any], positions: Positions) -> Problem:
+    loc: YamlPath = tuple(p for p in item["loc"] if isinstance(p, (str, int)))
+    kind = item["type"]
+    where = _dotted(loc)
+    if kind == "extra_forbidden":
+        name = str(loc[-1])
+        close = difflib.get_close_matches(name, allowed_keys(loc[:-1]), n=1)
+        hint = f" (did you mean `{close[0]}`?)" if close else ""
+        line, col = positions.of(loc, key=True)
+        return Problem(file, line, col, f"unknown key `{name}`{hint}")
+    if kind == "missing":
+        line, col = positions.of(loc[:-1])
+        parent = _dotted(loc[:-1])
+        return Problem(file, line, col, f"missing required field `{loc[-1]}`" + (f" in {parent}" if parent else ""))
+    line, col = positions.of(loc)
+    message = str(item["msg"]).removeprefix("Value error, ")
+    if kind == "value_error":  # our own checks (per-type fields) say what is wrong themselves
+        return Problem(file, line, col, message)
+    message = message[:1].lower() + message[1:]
+    return Problem(file, line, col, f"{where}: {message}" if where else message)
+
+
+def _dotted(loc: Iterable[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class WorkflowFile:
+    """A loaded, structurally valid workflow and where its values sit in the file."""
+
+    path: Path
+    spec: Workflow
+    positions: Positions
+    text: str = ""
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the workflow are relative to this folder (the file's own)."""
+        return self.path.parent
+
+    def position(self, path: YamlPath) -> tuple[int, int]:
+        """1-based (line, col) of a value, e.g. ``("workflow", "tasks", 2, "depends_on", 0)``."""
+        return self.positions.of(path)
+
+
+def read_workflow_text(path: Path | str) -> str:
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise WorkflowError(f"{path}: is a folder, not a workflow file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise WorkflowError(f"{path}: cannot be read: {error}") from None
+
+
+def load_workflow(path: Path | str) -> WorkflowFile:
+    """Read and validate the structure of a workflow file; raises :class:`WorkflowError`."""
+    import yaml
+
+    path = Path(path)
+    text = read_workflow_text(path)
+    try:
+        data, positions = parse_yaml(text)
+    except yaml.YAMLError as error:
+        problem = yaml_error_problem(str(path), error)
+        raise WorkflowError(str(problem), [problem]) from None
+    problems = sorted(model_problems(str(path), data, positions))
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise WorkflowError(f"{problems[0]}{more}", problems)
+    document = WorkflowDocument.model_validate(data)
+    return WorkflowFile(path=path, spec=document.workflow, positions=positions, text=text)
+
+
+# --- variables --------------------------------------------------------------------------------
+
+
+def parse_var_value(raw: str) -> Any:
+    """``--var`` values are YAML: ``3`` is an int, ``true`` a bool, ``[a, b]`` a list; text stays text."""
+    import yaml
+
+    if raw == "":
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return raw if isinstance(value, dict) or value is None and raw.strip() not in ("null", "~") else value
+
+
+def apply_vars(spec: Workflow, assignments: Iterable[str]) -> Workflow:
+    """A copy of ``spec`` with ``["k=v", ...]`` overriding variable defaults; unknown names are errors."""
+    variables = dict(spec.variables)
+    for assignment in assignments:
+        name, sep, raw = assignment.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise WorkflowError(f"--var {assignment!r}: expected NAME=VALUE")
+        if name not in spec.variables:
+            known = ", ".join(sorted(spec.variables)) or "none"
+            close = difflib.get_close_matches(name, list(spec.variables), n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise WorkflowError(f"--var {name}: workflow `{spec.id}` has no variable `{name}` ({hint}variables: {known})")
+        variables[name] = parse_var_value(raw)
+    return spec.model_copy(update={"variables": variables})
