@@ -100,6 +100,50 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX tool_calls_session ON tool_calls(session_id, id);
         """,
     ),
+    (
+        3,
+        """
+        -- Workflow runs (see run_store.py): one row per run, one per task of a run, and the run's
+        -- log lines. Outputs are JSON; non-JSON values are files in the run's folder, referenced
+        -- as {"$artifact": kind, "path": ...}.
+        CREATE TABLE runs (
+            id           TEXT    PRIMARY KEY,
+            workflow_id  TEXT    NOT NULL,
+            name         TEXT    NOT NULL DEFAULT '',
+            file         TEXT,
+            variables    TEXT    NOT NULL DEFAULT '{}',
+            state        TEXT    NOT NULL CHECK (state IN
+                             ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+            created_at   REAL    NOT NULL,
+            updated_at   REAL    NOT NULL,
+            pid          INTEGER
+        );
+        CREATE INDEX runs_created ON runs(created_at);
+
+        CREATE TABLE task_runs (
+            run_id       TEXT    NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            task_id      TEXT    NOT NULL,
+            state        TEXT    NOT NULL CHECK (state IN ('pending', 'running', 'succeeded',
+                             'failed', 'skipped', 'upstream_failed', 'cancelled')),
+            attempt      INTEGER NOT NULL DEFAULT 0,
+            outputs      TEXT,
+            error        TEXT,
+            started_at   REAL,
+            finished_at  REAL,
+            PRIMARY KEY (run_id, task_id)
+        );
+
+        CREATE TABLE run_events (
+            id          INTEGER PRIMARY KEY,
+            run_id      TEXT    NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            task_id     TEXT,
+            kind        TEXT    NOT NULL,
+            message     TEXT    NOT NULL,
+            created_at  REAL    NOT NULL
+        );
+        CREATE INDEX run_events_run ON run_events(run_id, id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

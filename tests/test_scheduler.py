@@ -1,0 +1,323 @@
+"""The DAG scheduler and durable run state, against a real SQLite store and fake executors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smoltui.backends.scripted import ScriptedBackend
+from smoltui.orchestrator.approval import ApprovalGate, Policy
+from smoltui.orchestrator.audit import AuditLog
+from smoltui.orchestrator.events import EventBus
+from smoltui.orchestrator.run_store import RunStore
+from smoltui.orchestrator.scheduler import (
+    LLMTaskExecutor,
+    RenderedTask,
+    RunStateChanged,
+    TaskFailed,
+    TaskInfo,
+    TaskStateChanged,
+    ToolTaskExecutor,
+    WorkflowRunner,
+)
+from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.workflow_spec import Task, Workflow
+from smoltui.tools.base import tool
+from smoltui.tools.registry import ToolRegistry
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store.open(tmp_path / "smoltui.db") as s:
+        yield s
+
+
+@pytest.fixture
+def runs(store: Store) -> RunStore:
+    return RunStore(store)
+
+
+def workflow(*tasks: dict[str, Any], variables: dict[str, Any] | None = None, limit: int = 4) -> Workflow:
+    return Workflow.model_validate({"id": "wf", "name": "test", "variables": variables or {},
+                                    "tasks": list(tasks), "max_concurrent_tasks": limit})
+
+
+def t(task_id: str, *deps: str, **extra: Any) -> dict[str, Any]:
+    return {"id": task_id, "type": "tool_call", "tool": "fake", "depends_on": list(deps), **extra}
+
+
+class Fake:
+    """A tool_call executor driven by ``behaviour[task_id]`` (a callable or a value to return)."""
+
+    def __init__(self, behaviour: dict[str, Any] | None = None, hold: float = 0.02) -> None:
+        self.behaviour = behaviour or {}
+        self.hold = hold
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.active = 0
+        self.peak = 0
+        self.order: list[str] = []
+
+    async def execute(self, task: Task, rendered: RenderedTask, info: TaskInfo) -> dict[str, Any]:
+        self.calls.append((task.id, rendered.inputs))
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await asyncio.sleep(self.hold)
+            action = self.behaviour.get(task.id)
+            if callable(action):
+                result = action(info.attempt)
+                if asyncio.iscoroutine(result):
+                    result = await result
+            else:
+                result = action if action is not None else f"{task.id}-done"
+        finally:
+            self.active -= 1
+        self.order.append(task.id)
+        return {name: result for name in task.outputs} if task.outputs else {}
+
+    def count(self, task_id: str) -> int:
+        return sum(1 for c in self.calls if c[0] == task_id)
+
+
+async def run(spec: Workflow, runs: RunStore, fake: Fake, **kw: Any):
+    runner = WorkflowRunner(spec, runs, {"tool_call": fake}, kw.pop("bus", None), kw.pop("concurrency", None))
+    return await runner.run(**kw)
+
+
+async def test_independent_tasks_overlap_and_limit_holds(runs: RunStore) -> None:
+    spec = workflow(*(t(f"t{i}") for i in range(6)), limit=3)
+    fake = Fake(hold=0.05)
+    result = await run(spec, runs, fake)
+    assert result.state == "succeeded"
+    assert fake.peak == 3
+    fake2 = Fake(hold=0.02)
+    await run(spec, runs, fake2, concurrency=6)
+    assert fake2.peak == 6
+
+
+async def test_dependency_order_and_outputs_flow_through_templates(runs: RunStore) -> None:
+    spec = workflow(
+        t("load", outputs=["rows"], inputs={"path": "${src}"}),
+        t("count", "load", outputs=["n"], inputs={"rows": "${rows}", "label": "n=${rows | length}"}),
+        t("report", "count", inputs={"text": "${n}"}),
+        variables={"src": "data.csv"},
+    )
+    fake = Fake({"load": [1, 2, 3], "count": 3})
+    result = await run(spec, runs, fake)
+    assert result.ok
+    assert fake.order == ["load", "count", "report"]
+    assert fake.calls[0][1] == {"path": "data.csv"}
+    assert fake.calls[1][1] == {"rows": [1, 2, 3], "label": "n=3"}
+    assert fake.calls[2][1] == {"text": 3}
+    assert runs.task_outputs(result.run_id, "load") == {"rows": [1, 2, 3]}
+
+
+async def test_retries_with_backoff_record_attempts(runs: RunStore) -> None:
+    def flaky(attempt: int) -> str:
+        if attempt < 3:
+            raise RuntimeError(f"boom {attempt}")
+        return "ok"
+
+    spec = workflow(t("flaky", outputs=["x"], retries={"count": 3, "delay": 0.01, "backoff": 2}))
+    result = await run(spec, runs, Fake({"flaky": flaky}))
+    assert result.ok
+    record = runs.task_records(result.run_id)["flaky"]
+    assert (record.state, record.attempt) == ("succeeded", 3)
+    logs = [e.message for e in runs.events(result.run_id)]
+    assert any("attempt 1/4 failed: RuntimeError: boom 1; retrying in 0.01s" in m for m in logs)
+    assert any("retrying in 0.02s" in m for m in logs)
+
+
+async def test_timeout_cancels_hanging_task_while_other_branch_succeeds(runs: RunStore) -> None:
+    cancelled = asyncio.Event()
+
+    async def hang(attempt: int) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    spec = workflow(t("slow", timeout=0.1), t("after", "slow"), t("fast"))
+    result = await run(spec, runs, Fake({"slow": hang}))
+    assert cancelled.is_set()
+    assert result.tasks == {"slow": "failed", "after": "upstream_failed", "fast": "succeeded"}
+    assert "timed out after 0.1s" in runs.task_records(result.run_id)["slow"].error
+
+
+async def test_failure_marks_dependents_upstream_failed(runs: RunStore) -> None:
+    def bad(attempt: int) -> None:
+        raise TaskFailed("disk on fire")
+
+    spec = workflow(t("a"), t("b", "a"), t("c", "b"), t("x"), t("y", "x"))
+    fake = Fake({"a": bad})
+    result = await run(spec, runs, fake)
+    assert result.state == "failed"
+    assert result.tasks == {"a": "failed", "b": "upstream_failed", "c": "upstream_failed",
+                            "x": "succeeded", "y": "succeeded"}
+    assert fake.count("b") == 0
+    assert runs.get_run(result.run_id).state == "failed"
+    assert result.errors["a"] == "disk on fire"
+
+
+async def test_when_false_skips_task_and_dependents(runs: RunStore) -> None:
+    spec = workflow(t("a", when="${enabled}"), t("b", "a"), t("c", when="n > 2"),
+                    variables={"enabled": False, "n": 3})
+    fake = Fake()
+    result = await run(spec, runs, fake)
+    assert result.state == "succeeded"
+    assert result.tasks == {"a": "skipped", "b": "skipped", "c": "succeeded"}
+    assert [c[0] for c in fake.calls] == ["c"]
+
+
+@pytest.mark.parametrize(("big", "ran", "skipped"), [(True, "yes", "no"), (False, "no", "yes")])
+async def test_conditional_picks_a_branch(runs: RunStore, big: bool, ran: str, skipped: str) -> None:
+    spec = workflow(
+        {"id": "check", "type": "conditional", "condition": "${size > 10}", "then": ["yes"], "else": ["no"]},
+        t("yes", "check"), t("no", "check"), t("after_" + skipped, skipped),
+        variables={"size": 50 if big else 1},
+    )
+    fake = Fake()
+    result = await run(spec, runs, fake)
+    assert result.ok
+    assert result.tasks[ran] == "succeeded"
+    assert result.tasks[skipped] == result.tasks["after_" + skipped] == "skipped"
+    assert [c[0] for c in fake.calls] == [ran]
+
+
+async def test_template_error_names_task_field_and_expression(runs: RunStore) -> None:
+    spec = workflow(t("a", inputs={"p": "${missing_var + 1}"}))
+    result = await run(spec, runs, Fake())
+    error = result.errors["a"]
+    assert "`a`" in error and "inputs.p" in error and "missing_var" in error
+
+
+async def test_resume_reruns_only_unfinished_tasks_and_restores_artifacts(runs: RunStore) -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"x": [1, 2, 3]})
+    crashed = []
+
+    def b(attempt: int) -> str:
+        if not crashed:
+            crashed.append(1)
+            raise asyncio.CancelledError  # the process "dies" mid-run
+        return "b-ok"
+
+    spec = workflow(t("a", outputs=["blob", "frame"]), t("b", "a", outputs=["res"],
+                                                         inputs={"n": "${frame.x.sum()}", "raw": "${blob}"}))
+
+    def a_outputs(attempt: int) -> dict[str, Any]:
+        return {"blob": b"\x00\x01binary", "frame": frame}
+
+    class Split(Fake):
+        async def execute(self, task: Task, rendered: RenderedTask, info: TaskInfo) -> dict[str, Any]:
+            if task.id == "a":
+                self.calls.append((task.id, rendered.inputs))
+                return a_outputs(info.attempt)
+            return await super().execute(task, rendered, info)
+
+    fake = Split({"b": b})
+    with pytest.raises(asyncio.CancelledError):
+        await run(spec, runs, fake, run_id="r1")
+    assert runs.task_states("r1") == {"a": "succeeded", "b": "cancelled"}
+    assert runs.get_run("r1").state == "cancelled"
+    artifacts = list(runs.artifacts_dir("r1").iterdir())
+    assert {p.suffix for p in artifacts} == {".bin", ".parquet"}
+
+    # A new runner (as after a restart) with the same run id.
+    result = await run(spec, runs, fake, run_id="r1")
+    assert result.ok
+    assert fake.count("a") == 1
+    assert fake.count("b") == 2
+    assert fake.calls[-1][1] == {"n": 6, "raw": b"\x00\x01binary"}
+    restored = runs.task_outputs("r1", "a")
+    assert restored["blob"] == b"\x00\x01binary"
+    assert restored["frame"].equals(frame)
+    assert [r.id for r in runs.list_runs()] == ["r1"]
+
+
+async def test_cancelling_the_run_marks_running_tasks_cancelled(runs: RunStore) -> None:
+    started = asyncio.Event()
+
+    async def hang(attempt: int) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    spec = workflow(t("a"), t("b", "a"))
+    job = asyncio.create_task(run(spec, runs, Fake({"a": hang}), run_id="r2"))
+    await started.wait()
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert runs.get_run("r2").state == "cancelled"
+    assert runs.task_states("r2") == {"a": "cancelled", "b": "pending"}
+
+
+async def test_events_are_published_after_the_row_is_committed(runs: RunStore) -> None:
+    bus = EventBus()
+    seen: list[tuple[str, str, str]] = []
+
+    def check(event: object) -> None:
+        if isinstance(event, TaskStateChanged):
+            assert runs.task_states(event.run_id)[event.task_id] == event.state
+            seen.append(("task", event.task_id, event.state))
+        elif isinstance(event, RunStateChanged):
+            assert runs.get_run(event.run_id).state == event.state
+            seen.append(("run", event.run_id, event.state))
+
+    bus.subscribe(check)  # type: ignore[arg-type]
+    spec = workflow(t("a"), t("b", "a", when="false"))
+    await run(spec, runs, Fake(), bus=bus, run_id="r3")
+    assert seen == [("run", "r3", "running"), ("task", "a", "running"), ("task", "a", "succeeded"),
+                    ("task", "b", "skipped"), ("run", "r3", "succeeded")]
+
+
+async def test_tool_task_executor_calls_through_the_gate(tmp_path: Path, store: Store, runs: RunStore) -> None:
+    @tool(risk="read")
+    def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    gate = ApprovalGate(ToolRegistry([shout]), Policy(defaults={"read": "auto"}), audit=AuditLog(store))
+    spec = Workflow.model_validate({"id": "wf", "tasks": [
+        {"id": "s", "type": "tool_call", "tool": "shout", "inputs": {"text": "hi ${who}"}, "outputs": ["loud"]},
+        {"id": "bad", "type": "tool_call", "tool": "shout", "inputs": {"nope": 1}},
+    ], "variables": {"who": "there"}})
+    runner = WorkflowRunner(spec, runs, {"tool_call": ToolTaskExecutor(gate, tmp_path)})
+    result = await runner.run()
+    assert result.outputs["s"] == {"loud": "HI THERE"}
+    assert result.tasks["bad"] == "failed"
+    assert "tool `shout` failed" in result.errors["bad"]
+    assert [c.tool for c in store.tool_calls(run_id=result.run_id)] == ["shout", "shout"]
+
+
+async def test_llm_task_executor_streams_and_parses_schema(runs: RunStore) -> None:
+    backend = ScriptedBackend(['{"score": 7}', "plain words", '{"score": "high"}'], delay_s=0)
+    schema = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"]}
+    spec = Workflow.model_validate({"id": "wf", "max_concurrent_tasks": 1, "tasks": [
+        {"id": "rate", "type": "llm_task", "prompt": "Rate ${thing}", "schema": schema, "outputs": ["r"],
+         "system": "be terse", "think": False},
+        {"id": "say", "type": "llm_task", "prompt": "Score was ${r.score}", "depends_on": ["rate"],
+         "outputs": ["words"]},
+        {"id": "bad", "type": "llm_task", "prompt": "again", "schema": schema, "depends_on": ["say"]},
+    ], "variables": {"thing": "tea"}})
+    runner = WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend)})
+    result = await runner.run()
+    assert result.outputs["rate"] == {"r": {"score": 7}}
+    assert result.outputs["say"] == {"words": "plain words"}
+    assert backend.prompts[0][0].content == "be terse"
+    assert backend.prompts[1][-1].content == "Score was 7"
+    assert result.tasks["bad"] == "failed"
+    assert "does not match its schema at score" in result.errors["bad"]
+
+
+async def test_llm_timeout_cancels_the_generation(runs: RunStore) -> None:
+    backend = ScriptedBackend(["word " * 200], delay_s=0.01)
+    spec = Workflow.model_validate({"id": "wf", "tasks": [
+        {"id": "long", "type": "llm_task", "prompt": "go", "timeout": 0.1, "outputs": ["o"]}]})
+    result = await WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend)}).run()
+    assert result.tasks == {"long": "failed"}
+    assert "timed out after 0.1s" in result.errors["long"]
