@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", metavar="FILE", help="the workflow YAML file")
     validate.add_argument("--json", action="store_true", help="print the problems as a JSON list")
 
+    add_workflow_commands(sub, common)
+
     models = sub.add_parser("models", parents=[common], help="list or download models")
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     listing = models_sub.add_parser("list", parents=[common], help="bundled, local and cached models")
@@ -110,6 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
     pull = models_sub.add_parser("pull", parents=[common], help="download a model from Hugging Face")
     pull.add_argument("name", help="smollm3, smollm3-q8, or OWNER/REPO:FILE.gguf")
     return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--var", action="append", metavar="NAME=VALUE", default=[],
+                        help="override a workflow variable (repeatable; the value is read as YAML)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="run at most N tasks at once (default: the workflow's max_concurrent_tasks)")
+    parser.add_argument("--json", action="store_true", help="print progress as JSON lines")
+    parser.add_argument("--workspace", metavar="DIR",
+                        help="folder tool calls may touch (default: the workflow file's folder)")
+    add_approve_option(parser)
+
+
+def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
+    """``run``, ``resume``, ``runs`` and ``logs`` (implemented in :mod:`smoltui.workflow_cli`)."""
+    run = sub.add_parser("run", parents=[common], help="run a workflow headless (validates it first)")
+    run.add_argument("file", metavar="FILE", help="the workflow YAML file")
+    _run_options(run)
+    resume = sub.add_parser("resume", parents=[common], help="resume a run; finished tasks are not re-run")
+    resume.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
+    _run_options(resume)
+    runs = sub.add_parser("runs", parents=[common], help="list workflow runs, newest first")
+    runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    runs.add_argument("--limit", type=int, metavar="N", default=None, help="at most N runs")
+    logs = sub.add_parser("logs", parents=[common], help="print a run's events from the store")
+    logs.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    logs.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    logs.add_argument("--interval", type=float, default=0.2, metavar="SECONDS", help=argparse.SUPPRESS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,6 +172,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit(args, paths)
     if args.command == "validate":
         return _validate(args, load_config(paths.config_file))
+    if args.command in ("run", "resume", "runs", "logs"):
+        return _workflow_command(args, paths)
     if args.command == "chat":
         # Validated up front so a typo fails before a model loads; chat has no tools yet.
         args.approval_policy = approval_policy(args)
@@ -161,6 +194,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     from smoltui.app import run_tui
 
     return run_tui(config, paths, model_spec=getattr(args, "model", None), startup_errors=problems)
+
+
+def _workflow_command(args: argparse.Namespace, paths: Paths) -> int:
+    from smoltui import workflow_cli
+    from smoltui.config import load_config
+
+    if args.command == "runs":
+        return workflow_cli.runs_command(args, paths)
+    if args.command == "logs":
+        return workflow_cli.logs_command(args, paths)
+    config = load_config(paths.config_file)
+    _apply_overrides(config, args)
+    if args.command == "run":
+        return workflow_cli.run_command(args, config, paths)
+    return workflow_cli.resume_command(args, config, paths)
 
 
 def _apply_overrides(config: Config, args: argparse.Namespace) -> None:

@@ -1,0 +1,284 @@
+"""The headless workflow commands: ``run``, ``resume``, ``runs`` and ``logs``.
+
+A composition root like :mod:`smoltui.cli` (which imports this module only inside its handlers):
+it wires the store, the tools behind a headless approval gate, the backend (only when the workflow
+has ``llm_task`` tasks) and the scheduler together, and prints progress.
+
+Exit codes: 0 success, 1 a task failed, 2 an invalid workflow, 130 cancelled (Ctrl+C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from smoltui.cli import approval_policy, chat_settings, resolve_and_build, setup_logging, workflow_tools
+from smoltui.config import Config
+from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.run_store import RunRecord, RunStore
+from smoltui.orchestrator.scheduler import RunStateChanged, TaskLog, TaskStateChanged
+from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow
+from smoltui.orchestrator.workflow_validate import validate_workflow
+from smoltui.paths import Paths
+
+TASK_FAILED_EXIT = 1
+CANCELLED_EXIT = 130
+FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+# -- run / resume ----------------------------------------------------------------------------------
+
+
+def run_command(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    """``smoltui run FILE``: validate, then run a new run of the workflow."""
+    return _execute(args, config, paths, file=args.file, run_id=None)
+
+
+def resume_command(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    """``smoltui resume RUN_ID``: run an earlier run again; its finished tasks are not re-run."""
+    if not paths.database.exists():
+        raise SmoltuiError(f"no workflow run {args.run_id}")
+    with Store.open(paths.database) as store:
+        record = RunStore(store).get_run(args.run_id)
+    if not record.file:
+        raise SmoltuiError(f"run {record.id} does not record its workflow file; it cannot be resumed")
+    return _execute(args, config, paths, file=record.file, run_id=record.id, record=record)
+
+
+def _execute(args: argparse.Namespace, config: Config, paths: Paths, *, file: str, run_id: str | None,
+             record: RunRecord | None = None) -> int:
+    tools = workflow_tools(config)
+    problems = validate_workflow(file, tools=tools)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        count = len(problems)
+        print(f"{file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return WorkflowError.exit_code
+    workflow = load_workflow(file)
+    spec = workflow.spec
+    overrides = _parse_vars(spec, args.var or [])
+    if record is not None:
+        spec = spec.model_copy(update={"variables": {**spec.variables, **record.variables, **overrides}})
+    else:
+        spec = spec.model_copy(update={"variables": {**spec.variables, **overrides}})
+    policy = approval_policy(args, base=config.approval, known_tools=tools)
+    workspace = Path(args.workspace).expanduser().resolve() if args.workspace else workflow.base_dir.resolve()
+    if args.concurrency is not None and args.concurrency < 1:
+        raise SmoltuiError("--concurrency must be at least 1")
+    setup_logging(paths)
+    paths.database.parent.mkdir(parents=True, exist_ok=True)
+    with Store.open(paths.database) as store:
+        return asyncio.run(_run_async(args, config, paths, store, spec, tools, policy, workspace,
+                                      file=str(Path(file).resolve()), run_id=run_id, overrides=overrides))
+
+
+def _parse_vars(spec: Any, assignments: list[str]) -> dict[str, Any]:
+    """``--var k=v`` values (unknown names are a WorkflowError, as in :func:`apply_vars`)."""
+    from smoltui.orchestrator.workflow_spec import apply_vars
+
+    applied = apply_vars(spec, assignments)  # validates names and syntax
+    names = {a.partition("=")[0].strip() for a in assignments}
+    return {name: applied.variables[name] for name in names}
+
+
+async def _run_async(args, config, paths, store, spec, tools, policy, workspace, *,  # noqa: ANN001, PLR0913
+                     file: str, run_id: str | None, overrides: dict[str, Any]) -> int:
+    from smoltui.orchestrator.approval import ApprovalGate
+    from smoltui.orchestrator.audit import AuditLog
+    from smoltui.orchestrator.events import EventBus
+    from smoltui.orchestrator.scheduler import LLMTaskExecutor, ToolTaskExecutor, WorkflowRunner
+    from smoltui.tools.registry import ToolRegistry
+
+    run_store = RunStore(store)
+    bus = EventBus()
+    printer = _Printer(run_store, json_lines=args.json)
+    bus.subscribe(printer)
+    gate = ApprovalGate(ToolRegistry(tools.values()), policy, audit=AuditLog(store), timeout_s=0)
+    executors: dict[str, Any] = {"tool_call": ToolTaskExecutor(gate, workspace)}
+    backend = None
+    if any(task.type == "llm_task" for task in spec.tasks):
+        _, backend = resolve_and_build(config, paths, getattr(args, "model", None))
+        printer.note(f"loading model {getattr(backend, 'model_name', backend.name)} …")
+        await backend.load()
+        executors["llm_task"] = LLMTaskExecutor(backend, params=chat_settings(config).params)
+    runner = WorkflowRunner(spec, run_store, executors, bus, args.concurrency, file=file)
+    job = asyncio.create_task(runner.run(run_id=run_id, variables=overrides if run_id else spec.variables))
+
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print("smoltui: cancelling (press Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+            job.cancel()
+        else:
+            sys.stderr.write("smoltui: interrupted\n")
+            sys.stderr.flush()
+            os._exit(CANCELLED_EXIT)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
+        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        result = await job
+    except asyncio.CancelledError:
+        return CANCELLED_EXIT
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+        if backend is not None:
+            await backend.close()
+    printer.summary(result)
+    return 0 if result.ok else TASK_FAILED_EXIT
+
+
+class _Printer:
+    """Progress lines (plain or JSON) from the run's events; task and run states also go to the
+    store's event log so ``smoltui logs`` shows them (the scheduler records only log lines there)."""
+
+    def __init__(self, run_store: RunStore, *, json_lines: bool) -> None:
+        self.run_store = run_store
+        self.json_lines = json_lines
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, TaskStateChanged):
+            message = event.state + (f" ({event.error})" if event.error and event.state != "cancelled" else "")
+            self._record(event.run_id, "task_state", f"{event.state}", event.task_id)
+            self._emit({"event": "task_state", "run_id": event.run_id, "task_id": event.task_id,
+                        "state": event.state, "attempt": event.attempt, "error": event.error},
+                       f"[{event.run_id}] {event.task_id}: {message}")
+        elif isinstance(event, RunStateChanged):
+            self._record(event.run_id, "run_state", event.state, None)
+            self._emit({"event": "run_state", "run_id": event.run_id, "state": event.state},
+                       f"[{event.run_id}] run: {event.state}")
+        elif isinstance(event, TaskLog):
+            self._emit({"event": "log", "run_id": event.run_id, "task_id": event.task_id,
+                        "message": event.message},
+                       f"[{event.run_id}] {event.task_id or 'run'}: {event.message}")
+
+    def _record(self, run_id: str, kind: str, message: str, task_id: str | None) -> None:
+        try:
+            self.run_store.add_event(run_id, kind, message, task_id)
+        except Exception as error:  # noqa: BLE001 - progress must not stop the run
+            self.note(f"could not record an event: {error}")
+
+    def _emit(self, payload: dict[str, Any], line: str) -> None:
+        print(json.dumps(payload, ensure_ascii=False, default=str) if self.json_lines else line, flush=True)
+
+    def note(self, message: str) -> None:
+        print(f"smoltui: {message}", file=sys.stderr, flush=True)
+
+    def summary(self, result: Any) -> None:
+        if self.json_lines:
+            self._emit({"event": "result", "run_id": result.run_id, "state": result.state,
+                        "tasks": result.tasks, "errors": result.errors}, "")
+            return
+        for task_id, error in result.errors.items():
+            print(f"[{result.run_id}] {task_id} failed: {error}", file=sys.stderr)
+        counts: dict[str, int] = {}
+        for state in result.tasks.values():
+            counts[state] = counts.get(state, 0) + 1
+        detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        print(f"run {result.run_id} {result.state} ({detail})", flush=True)
+
+
+# -- runs / logs -----------------------------------------------------------------------------------
+
+
+def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
+    states = run_store.task_states(record.id)
+    state = record.state
+    if state in ("running", "pending") and record.pid and not _alive(record.pid):
+        state = "interrupted"  # the process died (SIGKILL, crash): resume it
+    return {
+        "id": record.id, "workflow": record.workflow_id, "name": record.name, "file": record.file,
+        "state": state, "created_at": record.created_at, "updated_at": record.updated_at,
+        "tasks_done": sum(1 for s in states.values() if s in ("succeeded", "skipped")),
+        "tasks_total": len(states), "task_states": states,
+    }
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def runs_command(args: argparse.Namespace, paths: Paths) -> int:
+    rows: list[dict[str, Any]] = []
+    if paths.database.exists():
+        with Store.open(paths.database) as store:
+            run_store = RunStore(store)
+            rows = [_run_row(run_store, record) for record in run_store.list_runs(limit=args.limit)]
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no workflow runs")
+        return 0
+    header = ("RUN", "WORKFLOW", "STATE", "CREATED", "TASKS")
+    table = [header] + [
+        (r["id"], r["workflow"], r["state"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
+         f"{r['tasks_done']}/{r['tasks_total']}")
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    return 0
+
+
+def logs_command(args: argparse.Namespace, paths: Paths) -> int:
+    if not paths.database.exists():
+        raise SmoltuiError(f"no workflow run {args.run_id}")
+    with Store.open(paths.database) as store:
+        run_store = RunStore(store)
+        record = run_store.get_run(args.run_id)
+        last = 0
+        try:
+            while True:
+                for event in run_store.events(record.id, last):
+                    last = event.id
+                    _print_event(event, args.json)
+                if not args.follow:
+                    break
+                current = run_store.get_run(record.id)
+                if current.state in FINAL_RUN_STATES or (current.pid and not _alive(current.pid)):
+                    for event in run_store.events(record.id, last):  # anything written meanwhile
+                        last = event.id
+                        _print_event(event, args.json)
+                    break
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return CANCELLED_EXIT
+    return 0
+
+
+def _print_event(event: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"id": event.id, "run_id": event.run_id, "task_id": event.task_id, "kind": event.kind,
+                          "message": event.message, "created_at": event.created_at}, ensure_ascii=False),
+              flush=True)
+        return
+    when = time.strftime("%H:%M:%S", time.localtime(event.created_at))
+    print(f"{when} {event.task_id or 'run'}: {event.kind}: {event.message}", flush=True)
+
+
+__all__ = ["logs_command", "resume_command", "run_command", "runs_command"]

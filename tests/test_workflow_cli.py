@@ -1,0 +1,221 @@
+"""The headless workflow commands as a user runs them: run, resume, runs, logs (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+from tests.conftest import PYTHON
+from tests.test_cli import run
+
+PIPELINE = """\
+workflow:
+  id: notes-demo
+  name: Notes demo
+  variables:
+    input_file: notes.txt
+  tasks:
+    - id: read
+      type: tool_call
+      tool: read_file
+      inputs: {path: "${input_file}"}
+      outputs: [text]
+    - id: summarize
+      type: llm_task
+      depends_on: [read]
+      prompt: "Summarize: ${text}"
+      outputs: [summary]
+    - id: save
+      type: tool_call
+      tool: write_file
+      depends_on: [summarize]
+      inputs: {path: out.md, content: "${summary}", overwrite: true}
+"""
+
+# First task: write_file without overwrite, so running it twice would fail the run.
+SLOW = """\
+workflow:
+  id: slow-demo
+  variables:
+    sleep: 30
+  tasks:
+    - id: mark
+      type: tool_call
+      tool: write_file
+      inputs: {path: marker.txt, content: "ran once\\n"}
+    - id: slow
+      type: tool_call
+      tool: python
+      depends_on: [mark]
+      inputs: {code: "import time; time.sleep(${sleep}); print('done')", timeout_s: 120}
+      outputs: [result]
+"""
+
+
+def _pipeline(tmp_path: Path) -> Path:
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("buy milk\ncall Ann\n", encoding="utf-8")
+    path = folder / "pipeline.yaml"
+    path.write_text(PIPELINE, encoding="utf-8")
+    return path
+
+
+def _runs(env: dict[str, str]) -> list[dict]:
+    result = run(env, "runs", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_run_succeeds_and_shows_in_runs_and_logs(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = _pipeline(tmp_path)
+    result = run(cli_env, "run", str(path), "--model", "scripted", "--approve", "write_file")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "read: succeeded" in result.stdout
+    assert "save: succeeded" in result.stdout
+    assert (path.parent / "out.md").read_text(encoding="utf-8").strip()  # the scripted reply
+
+    [row] = _runs(cli_env)
+    assert row["state"] == "succeeded"
+    assert row["workflow"] == "notes-demo"
+    assert (row["tasks_done"], row["tasks_total"]) == (3, 3)
+    assert row["id"] in result.stdout
+
+    table = run(cli_env, "runs")
+    assert row["id"] in table.stdout and "3/3" in table.stdout
+
+    logs = run(cli_env, "logs", row["id"])
+    assert logs.returncode == 0, logs.stderr
+    for task in ("read", "summarize", "save"):
+        assert f"{task}: task_state: succeeded" in logs.stdout
+    assert "run_state: succeeded" in logs.stdout
+    followed = run(cli_env, "logs", row["id"], "--follow", timeout=30)  # a finished run: returns at once
+    assert followed.returncode == 0 and followed.stdout == logs.stdout
+
+
+def test_json_lines(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = _pipeline(tmp_path)
+    result = run(cli_env, "run", str(path), "--model", "scripted", "--approve", "write_file", "--json")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {"event": "run_state", "run_id": events[0]["run_id"], "state": "running"} == events[0]
+    states = [(e["task_id"], e["state"]) for e in events if e["event"] == "task_state"]
+    assert ("read", "succeeded") in states and ("save", "succeeded") in states
+    assert events[-1]["event"] == "result" and events[-1]["state"] == "succeeded"
+
+
+def test_invalid_workflow_exits_2_with_positions(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("workflow:\n  id: x\n  tasks:\n    - id: a\n      type: tool_call\n"
+                    "      tool: reed_file\n      depends_on: [zz]\n", encoding="utf-8")
+    result = run(cli_env, "run", str(path), "--model", "scripted")
+    assert result.returncode == 2
+    assert f"{path}:6:13: unknown tool `reed_file`" in result.stderr
+    assert f"{path}:7:20:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _runs(cli_env) == []  # nothing was started
+
+
+def test_failing_task_exits_1_and_marks_dependents(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = _pipeline(tmp_path)
+    result = run(cli_env, "run", str(path), "--model", "scripted", "--approve", "write_file",
+                 "--var", "input_file=missing.txt")
+    assert result.returncode == 1, result.stderr
+    assert "read: failed" in result.stdout
+    assert "summarize: upstream_failed" in result.stdout
+    [row] = _runs(cli_env)
+    assert row["state"] == "failed"
+    assert row["task_states"] == {"read": "failed", "summarize": "upstream_failed", "save": "upstream_failed"}
+
+
+def test_unknown_var_and_unknown_run(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = _pipeline(tmp_path)
+    result = run(cli_env, "run", str(path), "--model", "scripted", "--var", "inptu_file=x")
+    assert result.returncode == 2 and "did you mean `input_file`" in result.stderr
+    assert run(cli_env, "resume", "no-such-run").returncode != 0
+    assert run(cli_env, "logs", "no-such-run").returncode != 0
+
+
+def _task_states(database: Path) -> dict[str, str]:
+    if not database.exists():
+        return {}
+    try:
+        with sqlite3.connect(database, timeout=5) as conn:
+            return dict(conn.execute("SELECT task_id, state FROM task_runs").fetchall())
+    except sqlite3.OperationalError:  # not migrated yet
+        return {}
+
+
+def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
+    cli_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    path = folder / "slow.yaml"
+    path.write_text(SLOW, encoding="utf-8")
+    from smoltui.paths import Paths
+
+    database = Paths.resolve(str(home)).database
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _task_states(database) != {"mark": "succeeded", "slow": "running"}:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, _task_states(database)
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    [row] = _runs(cli_env)
+    assert row["state"] == "interrupted"  # stored as running, but its process is gone
+
+    result = run(cli_env, "resume", row["id"], "--approve", "write_file,python", "--var", "sleep=0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mark: running" not in result.stdout  # the finished task was not run again
+    assert "slow: succeeded" in result.stdout
+    assert (folder / "marker.txt").read_text(encoding="utf-8").splitlines() == ["ran once"]
+    [row] = _runs(cli_env)
+    assert row["state"] == "succeeded"
+    assert row["task_states"] == {"mark": "succeeded", "slow": "succeeded"}
+
+
+def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Path, tmp_path: Path) -> None:
+    from smoltui.paths import Paths
+
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    path = folder / "slow.yaml"
+    path.write_text(SLOW, encoding="utf-8")
+    database = Paths.resolve(str(home)).database
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _task_states(database).get("slow") != "running":
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "slow: cancelled" in out
+    [row] = _runs(cli_env)
+    assert row["state"] == "cancelled"
+    assert row["task_states"]["slow"] == "cancelled"
