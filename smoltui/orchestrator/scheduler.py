@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import graphlib
+import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -133,12 +134,39 @@ class ToolTaskExecutor:
         artifacts_dir = self.artifacts_dir or info.artifacts_dir
         ctx = ToolContext(workspace=self.workspace, artifacts_dir=artifacts_dir,
                           run_id=info.run_id, task_id=task.id)
-        call = ToolCall.new(task.tool or "", rendered.inputs, run_id=info.run_id, task_id=task.id)
+        arguments = _tables_to_artifacts(rendered.inputs, ctx)
+        call = ToolCall.new(task.tool or "", arguments, run_id=info.run_id, task_id=task.id)
         result = await self.gate.run(call, ctx)
         if not result.ok:
             raise TaskFailed(f"tool `{task.tool}` failed ({result.error_kind}): {result.error}")
-        value = Path(result.artifacts[0].path) if result.artifacts else result.content
-        return name_outputs(task, value)
+        return name_outputs(task, _tool_output(result))
+
+
+def _tool_output(result: Any) -> Any:
+    """What a tool call hands to later tasks: a table as a DataFrame (so templates like
+    ``${dataframe.describe()}`` work), another artifact as its path, else the JSON content."""
+    if not result.artifacts:
+        return result.content
+    artifact = result.artifacts[0]
+    if artifact.kind == "dataframe" and importlib.util.find_spec("pandas"):
+        import pandas as pd
+
+        return pd.read_parquet(artifact.path)
+    return Path(artifact.path)
+
+
+def _tables_to_artifacts(value: Any, ctx: Any) -> Any:
+    """DataFrames in tool arguments become table artifact ids: tools take ids, workflows hold tables."""
+    kind = type(value)
+    if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
+        from smoltui.tools.data import save_frame
+
+        return save_frame(value, ctx, "table from an earlier task").content["artifact"]
+    if isinstance(value, dict):
+        return {key: _tables_to_artifacts(item, ctx) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_tables_to_artifacts(item, ctx) for item in value]
+    return value
 
 
 class LLMTaskExecutor:
