@@ -163,3 +163,20 @@ async def test_cached_tokens_are_kept_even_when_the_text_would_tokenize_differen
     assert prepared.tokens[: len(unusual)] == unusual
     _, stats = await reply(llama_backend, follow_up, GenerationParams(max_tokens=2, temperature=0.0))
     assert stats.cached_tokens >= len(unusual)
+
+
+async def test_a_json_schema_constrains_the_reply(llama_backend) -> None:  # noqa: ANN001
+    import json
+
+    import jsonschema
+
+    schema = {
+        "type": "object",
+        "properties": {"color": {"type": "string", "maxLength": 12}, "warm": {"type": "boolean"}},
+        "required": ["color", "warm"],
+        "additionalProperties": False,
+    }
+    params = GenerationParams(max_tokens=60, temperature=0.0, json_schema=schema)
+    text, stats = await reply(llama_backend, [ChatMessage("user", "Name a color and say if it is warm.")], params)
+    assert stats.stop_reason == "stop", text
+    jsonschema.validate(json.loads(text), schema)

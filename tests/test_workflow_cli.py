@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import PYTHON
 from tests.test_cli import run
 
@@ -219,3 +221,46 @@ def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Pat
     [row] = _runs(cli_env)
     assert row["state"] == "cancelled"
     assert row["task_states"]["slow"] == "cancelled"
+
+
+@pytest.mark.llama
+def test_structured_llm_output_on_the_bundled_model_feeds_later_tasks(cli_env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp")
+    workflow = tmp_path / "structured.yaml"
+    workflow.write_text(
+        """
+workflow:
+  id: structured
+  tasks:
+    - id: pick
+      type: llm_task
+      prompt: "Name a color and say whether it is warm."
+      schema:
+        type: object
+        properties:
+          color: {type: string, maxLength: 12}
+          warm: {type: boolean}
+        required: [color, warm]
+        additionalProperties: false
+      outputs: [answer]
+    - id: save
+      type: tool_call
+      tool: write_file
+      depends_on: [pick]
+      inputs:
+        path: color.txt
+        content: "${answer.color} warm=${answer.warm}"
+      outputs: [saved]
+""",
+        encoding="utf-8",
+    )
+    (Path(cli_env["SMOLTUI_HOME"]) / "config.toml").write_text("[chat]\nmax_tokens = 60\ntemperature = 0.0\n",
+                                                               encoding="utf-8")
+    result = subprocess.run(
+        [PYTHON, "-m", "smoltui", "run", str(workflow), "--approve", "write_file", "--workspace", str(tmp_path)],
+        env=cli_env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    saved = (tmp_path / "color.txt").read_text(encoding="utf-8")
+    color, warm = saved.rsplit(" warm=", 1)
+    assert 0 < len(color) <= 12 and warm in ("True", "False")

@@ -8,9 +8,9 @@ caller can stop at any time by setting the :class:`CancelToken`.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -32,6 +32,8 @@ class GenerationParams:
     seed: int | None = None
     think: bool = False
     tools: Sequence[dict] | None = None
+    json_schema: Mapping[str, Any] | None = None
+    """Constrain the reply to JSON matching this schema (where the backend can)."""
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,11 @@ import asyncio
 import codecs
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,7 @@ class LlamaCppBackend:
         self._add_bos = False
         self._model_key = ""
         self._byte_level_vocab = False
+        self._grammars: dict[str, Any] = {}
         self.last_prompt_cache: str = "none"
         """What the last reply did with the on-disk system prompt state: none/hit/saved/kv."""
 
@@ -337,6 +339,7 @@ class LlamaCppBackend:
         cached = min(cached, len(tokens) - 1)  # generate() always re-evaluates at least one token
         if params.seed is not None:
             llm.set_seed(params.seed)
+        grammar = self._grammar(params.json_schema) if params.json_schema else None
         parser = ThinkParser(start_in_thinking=params.think and self._opens_think(tokens))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         completion = 0
@@ -349,6 +352,7 @@ class LlamaCppBackend:
             min_p=0.05,
             temp=params.temperature,
             repeat_penalty=params.repeat_penalty,
+            grammar=grammar,
         )
         try:
             for token in generator:
@@ -391,6 +395,18 @@ class LlamaCppBackend:
                 )
             )
         )
+
+    def _grammar(self, schema: Mapping[str, Any]) -> Any:
+        """A GBNF grammar for ``schema`` (cached: building one takes a while for big schemas)."""
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as error:  # the converter raises plain exceptions on unsupported schemas
+                raise BackendError(f"cannot constrain output to this JSON schema: {error}") from None
+        return self._grammars[key]
 
     def _opens_think(self, tokens: Sequence[int]) -> bool:
         """True when the generation prompt itself ends inside an open ``<think>`` block."""

@@ -183,7 +183,10 @@ class LLMTaskExecutor:
         if rendered.system:
             messages.append(ChatMessage("system", str(rendered.system)))
         messages.append(ChatMessage("user", str(rendered.prompt or "")))
-        params = GenerationParams(**{**self.params.__dict__, "think": bool(task.think)})
+        # A schema constrains the whole reply to JSON, so there is no room for a <think> block.
+        schema = task.schema_ if task.schema_ else None
+        params = GenerationParams(**{**self.params.__dict__, "think": bool(task.think) and schema is None,
+                                     "json_schema": schema})
         cancel = CancelToken()
         parts: list[str] = []
         async with self.lock:
