@@ -144,8 +144,7 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
 
 
 class _Printer:
-    """Progress lines (plain or JSON) from the run's events; task and run states also go to the
-    store's event log so ``smoltui logs`` shows them (the scheduler records only log lines there)."""
+    """Progress lines (plain or JSON) from the run's events (the scheduler has already stored them)."""
 
     def __init__(self, run_store: RunStore, *, json_lines: bool) -> None:
         self.run_store = run_store
@@ -154,24 +153,16 @@ class _Printer:
     def __call__(self, event: Any) -> None:
         if isinstance(event, TaskStateChanged):
             message = event.state + (f" ({event.error})" if event.error and event.state != "cancelled" else "")
-            self._record(event.run_id, "task_state", f"{event.state}", event.task_id)
             self._emit({"event": "task_state", "run_id": event.run_id, "task_id": event.task_id,
                         "state": event.state, "attempt": event.attempt, "error": event.error},
                        f"[{event.run_id}] {event.task_id}: {message}")
         elif isinstance(event, RunStateChanged):
-            self._record(event.run_id, "run_state", event.state, None)
             self._emit({"event": "run_state", "run_id": event.run_id, "state": event.state},
                        f"[{event.run_id}] run: {event.state}")
         elif isinstance(event, TaskLog):
             self._emit({"event": "log", "run_id": event.run_id, "task_id": event.task_id,
                         "message": event.message},
                        f"[{event.run_id}] {event.task_id or 'run'}: {event.message}")
-
-    def _record(self, run_id: str, kind: str, message: str, task_id: str | None) -> None:
-        try:
-            self.run_store.add_event(run_id, kind, message, task_id)
-        except Exception as error:  # noqa: BLE001 - progress must not stop the run
-            self.note(f"could not record an event: {error}")
 
     def _emit(self, payload: dict[str, Any], line: str) -> None:
         print(json.dumps(payload, ensure_ascii=False, default=str) if self.json_lines else line, flush=True)

@@ -321,3 +321,13 @@ async def test_llm_timeout_cancels_the_generation(runs: RunStore) -> None:
     result = await WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend)}).run()
     assert result.tasks == {"long": "failed"}
     assert "timed out after 0.1s" in result.errors["long"]
+
+
+async def test_state_changes_land_in_the_run_event_log_whoever_drives_the_run(runs: RunStore) -> None:
+    spec = workflow(t("a"), t("b", "a", when="${false}"))
+    result = await run(spec, runs, Fake())
+    entries = [(e.kind, e.task_id, e.message) for e in runs.events(result.run_id)]
+    assert entries[0] == ("run_state", None, "running") and entries[-1] == ("run_state", None, "succeeded")
+    assert ("task_state", "a", "running") in entries and ("task_state", "a", "succeeded") in entries
+    assert ("task_state", "b", "skipped") in entries
+    assert entries.index(("task_state", "a", "succeeded")) < entries.index(("task_state", "b", "skipped"))

@@ -427,17 +427,25 @@ class WorkflowRunner:
     # -- durable state, then events --------------------------------------------------------------
 
     async def _set_run(self, state: str) -> None:
-        await asyncio.to_thread(self.store.set_run_state, self.run_id, state)
+        await asyncio.to_thread(self._set_run_now_quiet, state)
         self._publish(RunStateChanged(self.run_id, state))
 
     def _set_run_now(self, state: str) -> None:
-        self.store.set_run_state(self.run_id, state)
+        self._set_run_now_quiet(state)
         self._publish(RunStateChanged(self.run_id, state))
+
+    def _set_run_now_quiet(self, state: str) -> None:
+        self.store.set_run_state(self.run_id, state)
+        # The run's event log is what `smoltui logs` and any other viewer tail, whoever drives the run.
+        self.store.add_event(self.run_id, "run_state", state, None)
 
     async def _set_task(self, task: Task, state: str, *, attempt: int | None = None,
                         outputs: dict[str, Any] | None = None, error: str | None = None) -> None:
-        await asyncio.to_thread(self.store.set_task_state, self.run_id, task.id, state,
-                                attempt=attempt, outputs=outputs, error=error)
+        def write() -> None:
+            self.store.set_task_state(self.run_id, task.id, state, attempt=attempt, outputs=outputs, error=error)
+            self.store.add_event(self.run_id, "task_state", state, task.id)
+
+        await asyncio.to_thread(write)
         self.states[task.id] = state
         self._publish(TaskStateChanged(self.run_id, task.id, state, attempt or 0, error))
 
