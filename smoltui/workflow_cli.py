@@ -103,14 +103,14 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
     bus = EventBus()
     printer = _Printer(run_store, json_lines=args.json)
     bus.subscribe(printer)
-    gate = ApprovalGate(ToolRegistry(tools.values()), policy, audit=AuditLog(store), timeout_s=0)
+    gate = ApprovalGate(ToolRegistry(tools.values()), policy, audit=AuditLog(store), bus=bus, timeout_s=0)
     executors: dict[str, Any] = {"tool_call": ToolTaskExecutor(gate, workspace)}
     backend = None
     if any(task.type == "llm_task" for task in spec.tasks):
         _, backend = resolve_and_build(config, paths, getattr(args, "model", None))
         printer.note(f"loading model {getattr(backend, 'model_name', backend.name)} …")
         await backend.load()
-        executors["llm_task"] = LLMTaskExecutor(backend, params=chat_settings(config).params)
+        executors["llm_task"] = LLMTaskExecutor(backend, params=chat_settings(config).params, bus=bus)
     runner = WorkflowRunner(spec, run_store, executors, bus, args.concurrency, file=file)
     job = asyncio.create_task(runner.run(run_id=run_id, variables=overrides if run_id else spec.variables))
 

@@ -304,10 +304,19 @@ async def test_llm_task_executor_streams_and_parses_schema(runs: RunStore) -> No
          "outputs": ["words"]},
         {"id": "bad", "type": "llm_task", "prompt": "again", "schema": schema, "depends_on": ["say"]},
     ], "variables": {"thing": "tea"}})
-    runner = WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend)})
+    tokens: list = []
+
+    class Collect:
+        def publish(self, event) -> None:  # noqa: ANN001
+            if event.kind == "task_token":
+                tokens.append((event.task_id, event.text))
+
+    runner = WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend, bus=Collect())})
     result = await runner.run()
     assert result.outputs["rate"] == {"r": {"score": 7}}
     assert result.outputs["say"] == {"words": "plain words"}
+    # The reply streams to viewers as it is generated, token by token.
+    assert "".join(text for task, text in tokens if task == "say") == "plain words"
     assert backend.prompts[0][0].content == "be terse"
     assert backend.prompts[1][-1].content == "Score was 7"
     assert result.tasks["bad"] == "failed"

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from smoltui.backends.base import Backend, CancelToken, ChatMessage, GenerationParams, TextDelta
+from smoltui.backends.base import (
+    Backend,
+    CancelToken,
+    ChatMessage,
+    GenerationParams,
+    TextDelta,
+    ThinkingDelta,
+)
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.run_store import DONE_STATES, RunStore
 from smoltui.orchestrator.templating import TemplateError, render_structure
@@ -63,7 +70,18 @@ class TaskLog:
     kind: Literal["task_log"] = "task_log"
 
 
-RunEvent = RunStateChanged | TaskStateChanged | TaskLog
+@dataclass(frozen=True)
+class TaskToken:
+    """A streamed piece of an LLM task's reply (not stored: the finished output is)."""
+
+    run_id: str
+    task_id: str
+    text: str
+    thinking: bool = False
+    kind: Literal["task_token"] = "task_token"
+
+
+RunEvent = RunStateChanged | TaskStateChanged | TaskLog | TaskToken
 
 
 class Publisher(Protocol):
@@ -173,10 +191,11 @@ class LLMTaskExecutor:
     """``llm_task`` tasks: one generation on the shared backend, one task at a time, in FIFO order."""
 
     def __init__(self, backend: Backend, lock: asyncio.Lock | None = None,
-                 params: GenerationParams | None = None) -> None:
+                 params: GenerationParams | None = None, bus: Publisher | None = None) -> None:
         self.backend = backend
         self.lock = lock or asyncio.Lock()  # asyncio.Lock wakes waiters in arrival order: fair
         self.params = params or GenerationParams()
+        self.bus = bus
 
     async def execute(self, task: Task, rendered: RenderedTask, info: TaskInfo) -> dict[str, Any]:
         messages: list[ChatMessage] = []
@@ -195,6 +214,8 @@ class LLMTaskExecutor:
                 async for event in stream:
                     if isinstance(event, TextDelta):
                         parts.append(event.text)
+                    if self.bus is not None and isinstance(event, TextDelta | ThinkingDelta):
+                        self.bus.publish(TaskToken(info.run_id, task.id, event.text, event.kind == "thinking"))
             except BaseException:
                 cancel.cancel()  # a timeout or cancel must stop the generating thread too
                 raise
