@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,10 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
 
     run_store = RunStore(store)
     bus = EventBus()
-    printer = _Printer(run_store, json_lines=args.json)
+    if not args.json and sys.stdout.isatty():
+        printer: _Printer = _LivePrinter(run_store, [task.id for task in spec.tasks], run_id=run_id)
+    else:
+        printer = _Printer(run_store, json_lines=args.json)
     bus.subscribe(printer)
     gate = ApprovalGate(ToolRegistry(tools.values()), policy, audit=AuditLog(store), bus=bus, timeout_s=0)
     executors: dict[str, Any] = {"tool_call": ToolTaskExecutor(gate, workspace)}
@@ -124,21 +128,25 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
             print("smoltui: cancelling (press Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
             job.cancel()
         else:
+            printer.close()
             sys.stderr.write("smoltui: interrupted\n")
             sys.stderr.flush()
             os._exit(CANCELLED_EXIT)
 
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
         loop.add_signal_handler(signal.SIGINT, on_sigint)
+    printer.start()
     try:
         result = await job
     except asyncio.CancelledError:
+        printer.close()
         return CANCELLED_EXIT
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
         if backend is not None:
             await backend.close()
+    printer.finish(result)
     printer.summary(result)
     return 0 if result.ok else TASK_FAILED_EXIT
 
@@ -170,6 +178,15 @@ class _Printer:
     def note(self, message: str) -> None:
         print(f"smoltui: {message}", file=sys.stderr, flush=True)
 
+    def start(self) -> None:
+        """Begin showing progress (the plain printer needs nothing)."""
+
+    def finish(self, result: Any) -> None:
+        """The run is over: show its final state (before :meth:`summary`)."""
+
+    def close(self) -> None:
+        """Stop showing progress (idempotent)."""
+
     def summary(self, result: Any) -> None:
         if self.json_lines:
             self._emit({"event": "result", "run_id": result.run_id, "state": result.state,
@@ -182,6 +199,137 @@ class _Printer:
             counts[state] = counts.get(state, 0) + 1
         detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
         print(f"run {result.run_id} {result.state} ({detail})", flush=True)
+
+
+_STATE_STYLES: dict[str, tuple[str, str]] = {
+    "pending": ("·", "dim"),
+    "ready": ("·", "dim"),
+    "running": ("●", "bold yellow"),
+    "retrying": ("↻", "yellow"),
+    "succeeded": ("✓", "green"),
+    "skipped": ("-", "cyan"),
+    "failed": ("✗", "bold red"),
+    "upstream_failed": ("✗", "red"),
+    "cancelled": ("■", "magenta"),
+}
+_TASK_FINAL_STATES = frozenset({"succeeded", "skipped", "failed", "upstream_failed", "cancelled"})
+
+
+class _TaskRow:
+    __slots__ = ("attempt", "ended", "error", "started", "state")
+
+    def __init__(self, state: str = "pending") -> None:
+        self.state = state
+        self.attempt = 0
+        self.error: str | None = None
+        self.started: float | None = None
+        self.ended: float | None = None
+
+
+class _LivePrinter(_Printer):
+    """A live table of the run's tasks (``rich.live.Live``), for a terminal without ``--json``."""
+
+    def __init__(self, run_store: RunStore, task_ids: list[str], *, run_id: str | None = None) -> None:
+        super().__init__(run_store, json_lines=False)
+        self.run_id = run_id
+        self.run_state = "pending"
+        self.started = time.monotonic()
+        self.ended: float | None = None
+        self.lock = threading.Lock()
+        self.rows: dict[str, _TaskRow] = {task_id: _TaskRow() for task_id in task_ids}
+        if run_id is not None:  # a resumed run: its finished tasks keep their states
+            with contextlib.suppress(Exception):
+                for task_id, state in run_store.task_states(run_id).items():
+                    self.rows.setdefault(task_id, _TaskRow()).state = state
+        self.live: Any = None
+        self.width = 80
+
+    def __call__(self, event: Any) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if isinstance(event, TaskStateChanged):
+                self.run_id = self.run_id or event.run_id
+                row = self.rows.setdefault(event.task_id, _TaskRow())
+                row.state = event.state
+                row.attempt = event.attempt or row.attempt
+                if event.error and event.state != "cancelled":
+                    row.error = event.error
+                if event.state == "running":
+                    row.started, row.ended = now, None
+                elif event.state in _TASK_FINAL_STATES and row.started is not None and row.ended is None:
+                    row.ended = now
+            elif isinstance(event, RunStateChanged):
+                self.run_id = event.run_id
+                self.run_state = event.state
+                if event.state in FINAL_RUN_STATES:
+                    self.ended = now
+        # the Live thread redraws from these rows about four times a second
+
+    def render(self) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        now = time.monotonic()
+        with self.lock:
+            rows = [(task_id, row.state, row.attempt, row.error, row.started, row.ended)
+                    for task_id, row in self.rows.items()]
+            run_id, run_state, ended = self.run_id, self.run_state, self.ended
+        done = sum(1 for _, state, *_ in rows if state in ("succeeded", "skipped"))
+        elapsed = (ended or now) - self.started
+        header = Text.assemble(
+            ("run ", "bold"), (run_id or "(starting)", "bold"), "  ",
+            (run_state, _STATE_STYLES.get(run_state, ("", ""))[1]),
+            f"  {done}/{len(rows)} done  {elapsed:.1f}s",
+        )
+        cells = []
+        for task_id, state, attempt, error, started, task_ended in rows:
+            symbol, style = _STATE_STYLES.get(state, ("?", ""))
+            seconds = "" if started is None else f"{(task_ended or now) - started:.1f}s"
+            lines = (error or "").strip().splitlines()
+            cells.append((task_id, Text(f"{symbol} {state}", style=style), str(attempt),
+                          seconds, Text(lines[0] if lines else "", style="red")))
+        used = 1
+        table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for index, (name, justify) in enumerate((("TASK", "left"), ("STATE", "left"), ("TRY", "right"),
+                                                 ("TIME", "right"))):  # never squeezed: the error is
+            width = max([len(name)] + [len(str(cell[index])) for cell in cells])
+            table.add_column(name, justify=justify, no_wrap=True, min_width=width, max_width=width)
+            used += width + 2
+        table.add_column("ERROR", no_wrap=True, overflow="ellipsis", max_width=max(8, self.width - used))
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        return Group(header, table)
+
+    def start(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(file=sys.stdout)
+        self.width = console.width
+        self.live = Live(get_renderable=self.render, console=console, refresh_per_second=4,
+                         transient=False, redirect_stdout=False, redirect_stderr=True)
+        self.live.start()
+
+    def finish(self, result: Any) -> None:
+        now = time.monotonic()
+        with self.lock:
+            self.run_id, self.run_state = result.run_id, result.state
+            self.ended = self.ended or now
+            for task_id, state in result.tasks.items():
+                row = self.rows.setdefault(task_id, _TaskRow())
+                row.state = state
+                if task_id in result.errors:
+                    row.error = result.errors[task_id]
+                if row.started is not None and row.ended is None:
+                    row.ended = now
+        self.close()
+
+    def close(self) -> None:
+        live, self.live = self.live, None
+        if live is not None:
+            live.refresh()
+            live.stop()
 
 
 # -- runs / logs -----------------------------------------------------------------------------------

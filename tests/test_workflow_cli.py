@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import queue
+import re
+import select
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,3 +270,126 @@ workflow:
     saved = (tmp_path / "color.txt").read_text(encoding="utf-8")
     color, warm = saved.rsplit(" warm=", 1)
     assert 0 < len(color) <= 12 and warm in ("True", "False")
+
+
+LIVE = """\
+workflow:
+  id: live-demo
+  tasks:
+    - id: first
+      type: tool_call
+      tool: write_file
+      inputs: {path: marker.txt, content: "x\\n", overwrite: true}
+    - id: second
+      type: tool_call
+      tool: python
+      depends_on: [first]
+      inputs: {code: "import time; time.sleep(${sleep}); print('done')", timeout_s: 60}
+  variables:
+    sleep: 0.5
+"""
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _live_workflow(tmp_path: Path) -> Path:
+    folder = tmp_path / "live"
+    folder.mkdir()
+    path = folder / "live.yaml"
+    path.write_text(LIVE, encoding="utf-8")
+    return path
+
+
+def test_run_on_a_terminal_shows_a_live_table(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = _live_workflow(tmp_path)
+    env = {**cli_env, "COLUMNS": "100", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python"],
+        env=env, stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    raw = b"".join(chunks).decode("utf-8", errors="replace")
+    assert proc.returncode == 0, raw + proc.stderr.read().decode()
+    final = ANSI.sub("", raw.rsplit("\x1b[2K", 1)[-1]).replace("\r", "")
+    lines = final.splitlines()
+    [row] = _runs(cli_env)
+    assert lines[0].startswith(f"run {row['id']}") and "succeeded" in lines[0] and "2/2 done" in lines[0], final
+    assert lines[1].split()[:4] == ["TASK", "STATE", "TRY", "TIME"], final
+    assert any(line.startswith("first ") and "succeeded" in line for line in lines), final
+    assert any(line.startswith("second ") and "succeeded" in line for line in lines), final
+    assert f"run {row['id']} succeeded (2 succeeded)" in lines[-1], final
+    plain = ANSI.sub("", raw)
+    assert f"[{row['id']}] first:" not in plain and f"[{row['id']}] run:" not in plain, plain
+
+
+def test_logs_follow_streams_a_live_run_and_exits_when_it_ends(cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = _live_workflow(tmp_path)
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python", "--var", "sleep=4"],
+        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )
+    follower: subprocess.Popen | None = None
+    try:
+        deadline = time.monotonic() + 60
+        rows = _runs(cli_env)
+        while not rows:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+            rows = _runs(cli_env)
+        run_id = rows[0]["id"]
+        follower = subprocess.Popen(
+            [PYTHON, "-m", "smoltui", "logs", run_id, "--follow"],
+            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump(stream: Any) -> None:
+            for line in stream:
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=pump, args=(follower.stdout,), daemon=True).start()
+        seen: list[str] = []
+        while not any("first: task_state: succeeded" in line for line in seen):
+            line = lines.get(timeout=30)
+            assert line is not None, "".join(seen)
+            seen.append(line)
+        assert proc.poll() is None, "the run finished before `logs --follow` showed its first task"
+
+        assert follower.wait(timeout=60) == 0, follower.stderr.read() if follower.stderr else ""
+        while (line := lines.get(timeout=10)) is not None:
+            seen.append(line)
+        output = "".join(seen)
+        assert proc.wait(timeout=30) == 0
+        assert "second: task_state: succeeded" in output
+        assert "run: run_state: succeeded" in output
+    finally:
+        for child in (proc, follower):
+            if child is not None and child.poll() is None:
+                child.kill()
+                child.wait()

@@ -566,6 +566,9 @@ class Store:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
+_MIGRATION_LOCK_RETRIES = 20
+
+
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     current = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if current > LATEST_VERSION:
@@ -576,23 +579,31 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     for version, script in MIGRATIONS:
         if version <= current:
             continue
-        # executescript runs the whole script, so BEGIN/COMMIT go inside it; user_version is
-        # part of the database header and commits (or rolls back) with the script.
-        try:
-            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
-        except sqlite3.Error as err:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            # Two processes opening a fresh file race here: both read the old version, one waits
-            # on BEGIN IMMEDIATE, then finds the tables already made. The winner's work stands.
-            if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= version:
-                continue
-            if isinstance(err, sqlite3.OperationalError) and _is_write_failure(err):
-                raise _write_error(path, err) from err
-            raise StoreError(
-                f"cannot upgrade {path} to schema {version}: {err}; "
-                "back the file up and report this, or use --home to point elsewhere"
-            ) from err
+        for attempt in range(_MIGRATION_LOCK_RETRIES):
+            # executescript runs the whole script, so BEGIN/COMMIT go inside it; user_version is
+            # part of the database header and commits (or rolls back) with the script.
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+                break
+            except sqlite3.Error as err:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                # Two processes opening a fresh file race here: both read the old version, one waits
+                # on BEGIN IMMEDIATE, then finds the tables already made. The winner's work stands.
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= version:
+                    break
+                locked = isinstance(err, sqlite3.OperationalError) and "locked" in str(err).lower()
+                if locked and attempt + 1 < _MIGRATION_LOCK_RETRIES:
+                    # SQLite answers some lock conflicts at once instead of waiting (e.g. while
+                    # another connection switches a fresh file to WAL): try again shortly.
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                if isinstance(err, sqlite3.OperationalError) and _is_write_failure(err):
+                    raise _write_error(path, err) from err
+                raise StoreError(
+                    f"cannot upgrade {path} to schema {version}: {err}; "
+                    "back the file up and report this, or use --home to point elsewhere"
+                ) from err
 
 
 def _mkdir_reason(directory: Path, err: OSError) -> str:
