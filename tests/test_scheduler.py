@@ -340,3 +340,44 @@ async def test_state_changes_land_in_the_run_event_log_whoever_drives_the_run(ru
     assert ("task_state", "a", "running") in entries and ("task_state", "a", "succeeded") in entries
     assert ("task_state", "b", "skipped") in entries
     assert entries.index(("task_state", "a", "succeeded")) < entries.index(("task_state", "b", "skipped"))
+
+
+class CountingBackend(ScriptedBackend):
+    """Records how many generations overlap and the order prompts arrive in."""
+
+    def __init__(self) -> None:
+        super().__init__(["one two three"], delay_s=0.01)
+        self.active = 0
+        self.peak = 0
+        self.order: list[str] = []
+
+    async def stream(self, messages, params, cancel):  # noqa: ANN001, ANN201
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        self.order.append(messages[-1].content)
+        try:
+            async for event in super().stream(messages, params, cancel):
+                yield event
+        finally:
+            self.active -= 1
+
+
+async def test_llm_tasks_share_one_model_one_at_a_time_in_arrival_order(runs: RunStore) -> None:
+    backend = CountingBackend()
+    tasks = [{"id": f"q{i}", "type": "llm_task", "prompt": f"question {i}", "outputs": [f"a{i}"]} for i in range(4)]
+    tasks.append({"id": "tool", "type": "tool_call", "tool": "noop", "inputs": {}})
+    spec = Workflow.model_validate({"id": "wf", "max_concurrent_tasks": 5, "tasks": tasks})
+    fake = Fake(hold=0.02)
+    arrivals: list[str] = []
+
+    class Recording(LLMTaskExecutor):
+        async def execute(self, task, rendered, info):  # noqa: ANN001, ANN201
+            arrivals.append(rendered.prompt)
+            return await super().execute(task, rendered, info)
+
+    runner = WorkflowRunner(spec, runs, {"llm_task": Recording(backend), "tool_call": fake})
+    result = await runner.run()
+    assert result.ok
+    assert backend.peak == 1  # the model never ran two generations at once
+    assert len(arrivals) == 4 and backend.order == arrivals  # FIFO: first come, first served
+    assert fake.order == ["tool"]  # other task types did not wait for the model
