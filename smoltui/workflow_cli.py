@@ -142,8 +142,8 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
         printer.close()
         return CANCELLED_EXIT
     finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        # The SIGINT handler stays until the loop closes: a graceful exit may still wait for a tool's
+        # worker thread (asyncio.run drains the executor), and a second Ctrl+C must cut that short.
         if backend is not None:
             await backend.close()
     printer.finish(result)

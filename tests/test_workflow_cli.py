@@ -393,3 +393,60 @@ def test_logs_follow_streams_a_live_run_and_exits_when_it_ends(cli_env: dict[str
             if child is not None and child.poll() is None:
                 child.kill()
                 child.wait()
+
+
+STUBBORN_PLUGIN = """
+import time
+from smoltui.tools.base import tool
+
+@tool(risk="read")
+def stubborn(seconds: float) -> str:
+    '''Sleeps in a worker thread and ignores cancellation.
+
+    Args:
+        seconds: How long.
+    '''
+    time.sleep(seconds)
+    return "done"
+"""
+
+
+def test_a_second_ctrl_c_quits_at_once(cli_env: dict[str, str], home: Path, tmp_path: Path) -> None:
+    """A tool that ignores cancellation keeps a graceful exit waiting; the second Ctrl+C does not wait."""
+    from smoltui.paths import Paths
+
+    site = tmp_path / "site"
+    (site / "stubborn_tool").mkdir(parents=True)
+    (site / "stubborn_tool" / "__init__.py").write_text(STUBBORN_PLUGIN, encoding="utf-8")
+    dist = site / "stubborn_tool-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stubborn-tool\nVersion: 1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[smoltui.tools]\nstubborn = stubborn_tool:stubborn\n", encoding="utf-8")
+    env = dict(cli_env, PYTHONPATH=f"{site}{os.pathsep}{cli_env['PYTHONPATH']}")
+    path = tmp_path / "stubborn.yaml"
+    path.write_text(
+        "workflow:\n  id: stubborn\n  tasks:\n    - id: wait\n      type: tool_call\n      tool: stubborn\n"
+        "      inputs: {seconds: 60}\n",
+        encoding="utf-8",
+    )
+    database = Paths.resolve(str(home)).database
+    started = time.monotonic()
+    proc = subprocess.Popen([PYTHON, "-m", "smoltui", "run", str(path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        while _task_states(database).get("wait") != "running":
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - started < 60
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None, "the first Ctrl+C waits for the tool to let go"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "press Ctrl+C again to quit at once" in err and "interrupted" in err
+    assert time.monotonic() - started < 45  # far less than the tool's 60 s
