@@ -53,7 +53,7 @@ from smoltui.backends.base import (  # noqa: E402
     TextDelta,
     ThinkingDelta,
 )
-from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings  # noqa: E402
+from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings, common_prefix  # noqa: E402
 
 OUT_JSON = HERE / "out" / "bench_llama.json"
 SYSTEM_SHORT = "You are a helpful assistant. Answer clearly and briefly."
@@ -204,15 +204,6 @@ def raw_run(llm: Any, tokens: list[int], max_tokens: int) -> dict[str, Any]:
         "total_s": round(ended - started, 4),
         "text": llm.detokenize(out, special=False).decode("utf-8", "replace"),
     }
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def kv_divergence(

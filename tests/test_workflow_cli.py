@@ -159,6 +159,23 @@ def _task_states(database: Path) -> dict[str, str]:
         return {}
 
 
+def _start_run_until(args: list[str], env: dict[str, str], database: Path, ready) -> subprocess.Popen:  # noqa: ANN001
+    """Start `smoltui run ...` and return once ``ready(task_states)`` holds (the process still alive)."""
+    proc = subprocess.Popen([PYTHON, "-m", "smoltui", "run", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 60
+    try:
+        while not ready(_task_states(database)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, _task_states(database)
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
     cli_env: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
@@ -169,16 +186,9 @@ def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
     from smoltui.paths import Paths
 
     database = Paths.resolve(str(home)).database
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python"],
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )
+    proc = _start_run_until([str(path), "--approve", "write_file,python"], cli_env, database,
+                            lambda states: states == {"mark": "succeeded", "slow": "running"})
     try:
-        deadline = time.monotonic() + 60
-        while _task_states(database) != {"mark": "succeeded", "slow": "running"}:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, _task_states(database)
-            time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -206,16 +216,9 @@ def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Pat
     path = folder / "slow.yaml"
     path.write_text(SLOW, encoding="utf-8")
     database = Paths.resolve(str(home)).database
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python"],
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )
+    proc = _start_run_until([str(path), "--approve", "write_file,python"], cli_env, database,
+                            lambda states: states.get("slow") == "running")
     try:
-        deadline = time.monotonic() + 60
-        while _task_states(database).get("slow") != "running":
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -431,13 +434,8 @@ def test_a_second_ctrl_c_quits_at_once(cli_env: dict[str, str], home: Path, tmp_
     )
     database = Paths.resolve(str(home)).database
     started = time.monotonic()
-    proc = subprocess.Popen([PYTHON, "-m", "smoltui", "run", str(path)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = _start_run_until([str(path)], env, database, lambda states: states.get("wait") == "running")
     try:
-        while _task_states(database).get("wait") != "running":
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() - started < 60
-            time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         time.sleep(1.0)
         assert proc.poll() is None, "the first Ctrl+C waits for the tool to let go"

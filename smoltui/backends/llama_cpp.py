@@ -195,7 +195,7 @@ class LlamaCppBackend:
         prefix = 0
         if prefix_text:
             prefix_tokens = self._tokenize(prefix_text)
-            prefix = _common_prefix(prefix_tokens, tokens)
+            prefix = common_prefix(prefix_tokens, tokens)
         if prefix < self.settings.prompt_cache_min_tokens or prefix >= len(tokens):
             prefix = 0
         return PreparedPrompt(tokens, prefix)
@@ -230,7 +230,7 @@ class LlamaCppBackend:
             os.utime(path)  # most recently used files survive pruning
             return "hit"
         # Prefill just the prefix first, so the saved state ends exactly at the system prompt.
-        shared = _common_prefix(list(llm.input_ids[: llm.n_tokens]), head)
+        shared = common_prefix(list(llm.input_ids[: llm.n_tokens]), head)
         llm.n_tokens = shared
         llm.eval(head[shared:])
         self._save_state(path, head)
@@ -332,10 +332,10 @@ class LlamaCppBackend:
         n_ctx = llm.n_ctx()
         if len(tokens) >= n_ctx:
             raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
-        cached = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+        cached = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
         self.last_prompt_cache = self._restore_prefix(prepared)
         if self.last_prompt_cache == "hit":  # a prefix prefilled in this call ("saved") is not cached
-            cached = _common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+            cached = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
         cached = min(cached, len(tokens) - 1)  # generate() always re-evaluates at least one token
         if params.seed is not None:
             llm.set_seed(params.seed)
@@ -414,7 +414,8 @@ class LlamaCppBackend:
         return tail.rstrip().endswith("<think>")
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
