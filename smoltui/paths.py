@@ -55,5 +55,10 @@ class Paths:
         return self.cache_dir / "prompt-states"
 
     @property
+    def workflows_dir(self) -> Path:
+        """The user's own workflows (the TUI lists them; the planner saves there)."""
+        return self.data_dir / "workflows"
+
+    @property
     def exports_dir(self) -> Path:
         return self.data_dir / "exports"

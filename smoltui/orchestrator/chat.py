@@ -104,6 +104,13 @@ class ChatService:
         )
         return True
 
+    async def loaded_backend(self) -> Backend:
+        """The backend once loading has settled; BackendError if it failed (workflows share it)."""
+        await self._settled.wait()
+        if self.load_error:
+            raise BackendError(f"the model is not loaded: {self.load_error}")
+        return self.backend
+
     # -- replies ---------------------------------------------------------------------------------
 
     @property

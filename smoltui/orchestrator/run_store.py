@@ -61,6 +61,7 @@ class TaskRecord:
     error: str | None
     started_at: float | None
     finished_at: float | None
+    rendered: dict[str, Any] | None = None  # inputs/prompt/system of the last attempt, for display
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class RunEventRecord:
 
 
 _RUN_COLUMNS = "id, workflow_id, name, file, variables, state, created_at, updated_at, pid"
-_TASK_COLUMNS = "run_id, task_id, state, attempt, outputs, error, started_at, finished_at"
+_TASK_COLUMNS = "run_id, task_id, state, attempt, outputs, error, started_at, finished_at, rendered"
 
 
 class RunStore:
@@ -193,8 +194,17 @@ class RunStore:
                 f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = ? ORDER BY rowid", (run_id,)
             ).fetchall()
         return {row[1]: TaskRecord(row[0], row[1], row[2], row[3],
-                                   json.loads(row[4]) if row[4] else None, row[5], row[6], row[7])
+                                   json.loads(row[4]) if row[4] else None, row[5], row[6], row[7],
+                                   json.loads(row[8]) if row[8] else None)
                 for row in rows}
+
+    def set_task_rendered(self, run_id: str, task_id: str, rendered: dict[str, Any]) -> None:
+        """Keep what an attempt ran with (shown by the run view); values JSON cannot hold become
+        their (shortened) repr: this is for reading, never fed back into a run."""
+        text = json.dumps(rendered, ensure_ascii=False, default=_display_repr)
+        with self.store._write() as conn:
+            conn.execute("UPDATE task_runs SET rendered = ? WHERE run_id = ? AND task_id = ?",
+                         (text, run_id, task_id))
 
     def task_states(self, run_id: str) -> dict[str, str]:
         """task id -> state."""
@@ -250,6 +260,13 @@ class RunStore:
 
         encoded = {k: encode(v, k) for k, v in value.items()}
         return json.dumps(encoded, ensure_ascii=False)
+
+
+def _display_repr(value: Any) -> str:
+    if _is_dataframe(value):
+        return f"<table {value.shape[0]} rows × {value.shape[1]} columns>\n{value.head(10).to_string()}"
+    text = str(value) if isinstance(value, Path) else repr(value)
+    return text if len(text) <= 4000 else text[:4000] + f"… ({len(text) - 4000} more characters)"
 
 
 def new_run_id() -> str:

@@ -23,7 +23,7 @@ import graphlib
 import importlib.util
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -288,12 +288,17 @@ class WorkflowRunner:
 
     # -- public ----------------------------------------------------------------------------------
 
-    async def run(self, run_id: str | None = None, variables: Mapping[str, Any] | None = None) -> RunResult:
+    async def run(self, run_id: str | None = None, variables: Mapping[str, Any] | None = None, *,
+                  retry: Collection[str] | None = None) -> RunResult:
         """Run (or, given the id of an existing run, resume) the workflow; returns the end state.
+
+        ``retry`` narrows a resume to those failed tasks: other failed tasks keep their failure
+        (and their dependents stay ``upstream_failed``) instead of running again.
 
         Cancelling the task that awaits this marks the running tasks and the run ``cancelled``
         and re-raises :class:`asyncio.CancelledError`.
         """
+        self.retry = None if retry is None else frozenset(retry)
         existing = await asyncio.to_thread(self.store.find_run, run_id) if run_id else None
         if existing is None:
             merged = {**self.spec.variables, **(variables or {})}
@@ -302,7 +307,8 @@ class WorkflowRunner:
                 variables=merged, run_id=run_id, task_ids=list(self.tasks))
         else:
             record = existing
-            merged = {**record.variables, **(variables or {})}
+            # The spec's defaults first: a variable added to the file since the run began has a value.
+            merged = {**self.spec.variables, **record.variables, **(variables or {})}
         self.run_id = record.id
         self.context: dict[str, Any] = dict(merged)
         self.states: dict[str, str] = await asyncio.to_thread(self.store.task_states, self.run_id)
@@ -359,6 +365,10 @@ class WorkflowRunner:
                 self.outputs[task.id] = outputs
                 self.context.update(outputs)
             return True
+        if self.retry is not None and self.states.get(task.id) == "failed" and task.id not in self.retry:
+            record = (await asyncio.to_thread(self.store.task_records, self.run_id)).get(task.id)
+            self.errors[task.id] = record.error if record and record.error else "failed earlier"
+            return True
         deps = [self.states.get(d) for d in task.depends_on]
         if any(s in ("failed", "upstream_failed", "cancelled") for s in deps):
             bad = [d for d in task.depends_on if self.states.get(d) in ("failed", "upstream_failed", "cancelled")]
@@ -407,6 +417,9 @@ class WorkflowRunner:
                 async with self.semaphore:
                     await self._set_task(task, "running", attempt=attempt)
                     rendered = self._render_task(task)
+                    await asyncio.to_thread(self.store.set_task_rendered, self.run_id, task.id,
+                                            {"inputs": rendered.inputs, "prompt": rendered.prompt,
+                                             "system": rendered.system})
                     info = TaskInfo(self.run_id, task.id, attempt, self.artifacts_dir)
                     outputs = await asyncio.wait_for(executor.execute(task, rendered, info), task.timeout)
             except asyncio.CancelledError:

@@ -144,6 +144,14 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX run_events_run ON run_events(run_id, id);
         """,
     ),
+    (
+        4,
+        """
+        -- What a task's attempt actually ran with: its inputs, prompt and system text after ${...}
+        -- was evaluated (JSON, for the run view; values JSON cannot hold are kept as their repr).
+        ALTER TABLE task_runs ADD COLUMN rendered TEXT;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
