@@ -18,18 +18,27 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.dom import DOMNode
+from textual.reactive import reactive
 from textual.screen import Screen
 
 from smoltui.config import Config
 from smoltui.errors import SmoltuiError, StoreError
+from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
 from smoltui.orchestrator.chat import ChatService
 from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.workbench import Workbench
 from smoltui.paths import Paths
+from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from smoltui.screens.edit_arguments import EditArgumentsDialog
+from smoltui.screens.launch_dialog import LaunchDialog
+from smoltui.screens.log_pane import LogPane
 from smoltui.screens.prompt_input import PromptInput
+from smoltui.screens.run_view import RunScreen
 from smoltui.screens.search import SearchScreen
 from smoltui.screens.themes import FALLBACK_THEME, bundled_theme_dirs, load_themes
+from smoltui.screens.workflow_tree import WorkflowTree
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,7 @@ class SmolApp(App[int]):
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True, show=False),
         Binding("f1", "toggle_keys", "Keys", id="app.keys", show=False),
+        Binding("ctrl+g", "next_approval", "Approvals", id="approvals.next", priority=True, show=False),
         # Textual adds this binding itself, without an id; declared here so [keymap] can move it.
         Binding(
             "ctrl+p",
@@ -52,6 +62,9 @@ class SmolApp(App[int]):
             tooltip="Open the command palette",
         ),
     ]
+
+    pending_approvals: reactive[int] = reactive(0)
+    """Tool calls waiting for the user, across every run (the status bar shows the count)."""
 
     def __init__(
         self,
@@ -65,6 +78,7 @@ class SmolApp(App[int]):
         exports_dir: Path | None = None,
         theme_dirs: Sequence[Path] | None = None,
         initial_session: int | None = None,
+        workbench: Workbench | None = None,
     ) -> None:
         """
         Args:
@@ -74,8 +88,11 @@ class SmolApp(App[int]):
             exports_dir: where exported chats go (default: ``exports`` beside the database).
             theme_dirs: folders of theme files (default: the ones shipped with smoltui).
             initial_session: a saved chat to open at start instead of a new one.
+            workbench: workflows and their runs (the tree, the run view, the log pane); None hides them.
         """
         super().__init__()
+        self.workbench = workbench
+        self._workbench_unsubscribe = None
         self.service = service
         self.store = store
         self.config = config
@@ -120,11 +137,16 @@ class SmolApp(App[int]):
             keymap=self.config.keymap,
             think=service.settings.params.think if service is not None else self.config.chat.think,
             initial_session=self._initial_session,
+            workbench=self.workbench,
         )
 
     def on_mount(self) -> None:
         # Pushed rather than returned from get_default_screen, which skips the screen's CSS_PATH.
         self.push_screen(self._chat_screen())
+        if self.workbench is not None:
+            self._workbench_unsubscribe = self.workbench.bus.subscribe(
+                lambda event: self.call_later(self._approval_event, event)
+                if isinstance(event, ApprovalNeeded | ToolCallFinished) else None)
         unknown = sorted(set(self.config.keymap) - known_binding_ids())
         if unknown:
             self.notify(
@@ -153,6 +175,11 @@ class SmolApp(App[int]):
         await self.service.load_model()
 
     async def on_unmount(self) -> None:
+        if self._workbench_unsubscribe is not None:
+            self._workbench_unsubscribe()
+        if self.workbench is not None:
+            # Runs of this process are marked cancelled (resumable), not left "running".
+            await self.workbench.manager.shutdown()
         if self.service is None:
             return
         self.service.cancel()
@@ -175,6 +202,40 @@ class SmolApp(App[int]):
             timeout=12,
         )
 
+    # -- approvals ------------------------------------------------------------------------------------
+
+    def _approval_event(self, event: ApprovalNeeded | ToolCallFinished) -> None:
+        assert self.workbench is not None
+        self.pending_approvals = len(self.workbench.pending_for())
+        if not isinstance(event, ApprovalNeeded):
+            return
+        call = event.pending.call
+        screen = self.screen
+        # Where the call shows up inline, its card rings the bell itself.
+        if call.run_id and not (isinstance(screen, RunScreen) and screen.run_id == call.run_id):
+            self.bell()
+            key = self.get_key_display(Binding(self._binding_key("approvals.next", "ctrl+g"), ""))
+            self.notify(f"`{call.tool}` in task {call.task_id} of run {call.run_id} waits for you; "
+                        f"{key} opens it", title="Approval needed", severity="warning", timeout=8)
+
+    def _binding_key(self, binding_id: str, default: str) -> str:
+        return self.config.keymap.get(binding_id, default).split(",")[0].strip()
+
+    def action_next_approval(self) -> None:
+        """Open the run whose tool call has waited longest (or move to its card)."""
+        if self.workbench is None:
+            return
+        waiting = self.workbench.pending_for()
+        if not waiting:
+            self.notify("no tool call is waiting for approval")
+            return
+        run_id = waiting[0].call.run_id
+        screen = self.screen
+        if isinstance(screen, RunScreen) and screen.run_id == run_id:
+            screen.action_next_approval()
+        elif run_id is not None:
+            self.push_screen(RunScreen(self.workbench, run_id))
+
     # -- commands --------------------------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -191,7 +252,8 @@ class SmolApp(App[int]):
 
 def known_binding_ids() -> set[str]:
     """Every binding id a user can remap in ``[keymap]``."""
-    owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog)
+    owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog, RunScreen,
+              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog)
     return {b.id for owner in owners for b in owner.BINDINGS if isinstance(b, Binding) and b.id}
 
 
@@ -240,6 +302,7 @@ def run_tui(
     else:
         model_label = ref.label
         service = ChatService(backend, store, chat_settings(config))
+    workbench = build_workbench(config, paths, store, service)
     try:
         app = SmolApp(
             service,
@@ -250,6 +313,7 @@ def run_tui(
             model_error=model_error,
             exports_dir=paths.exports_dir,
             theme_dirs=[*bundled_theme_dirs(), paths.config_dir / "themes"],
+            workbench=workbench,
         )
         app.run()
     finally:
@@ -257,3 +321,24 @@ def run_tui(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return 0
+
+
+def build_workbench(config: Config, paths: Paths, store: Store, service: ChatService | None) -> Workbench:
+    """Workflows for the TUI: the project's, the user's and the configured folders; one approval
+    gate that asks in the run view; LLM tasks on the chat's model (loaded once, shared)."""
+    from smoltui.cli import chat_settings, workflow_tools
+    from smoltui.orchestrator.workflow_catalog import default_folders
+
+    tools = workflow_tools(config)
+    unknown = [name for name in config.approval.tools if name not in tools]
+    if unknown:
+        log.warning("[approval] names unknown tools: %s", ", ".join(unknown))
+    return Workbench.build(
+        store,
+        tools=tools,
+        policy=config.approval,
+        folders=default_folders(Path.cwd(), paths.workflows_dir, config.workflows.paths),
+        backend=service.loaded_backend if service is not None else None,
+        params=chat_settings(config).params,
+        approval_timeout_s=config.workflows.approval_timeout_s,
+    )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -43,13 +44,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+BackendName = Literal["llama_cpp", "transformers", "openai"]
+
+
 class ModelConfig(_Section):
+    backend: BackendName = Field("llama_cpp", description="runtime: llama_cpp (GGUF, CPU), transformers, openai")
     default: str | None = Field(None, description="model path or name used when --model is not given")
     n_ctx: int = Field(4096, ge=256, le=1 << 20, description="context size in tokens")
     threads: int | None = Field(None, ge=1, le=512, description="CPU threads; default: physical cores")
     n_batch: int = Field(512, ge=8, le=8192)
     search_paths: list[str] = Field(default_factory=list, description="folders scanned for .gguf files")
     prompt_cache: bool = Field(True, description="keep prefilled system prompts on disk")
+
+
+class TransformersConfig(_Section):
+    """``[transformers]``: mirrors ``smoltui.backends.transformers_backend.TransformersSettings``."""
+
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    quantization: Literal["none", "nf4", "int8"] = "none"
+    device_map: str | dict[str, Any] | None = "auto"
+    max_memory: dict[str, str] | None = Field(None, description='per device, e.g. {0 = "20GiB", cpu = "48GiB"}')
+    offload_folder: str | None = None
+    compile: bool = Field(False, description="static cache + torch.compile (slow first reply, fast after)")
+    max_context: int = Field(8192, ge=256, le=1 << 20)
+
+
+class OpenAIConfig(_Section):
+    """``[openai]``: an OpenAI-compatible server (llama-server, vLLM, Ollama, ...)."""
+
+    base_url: str = Field("http://127.0.0.1:8080", description="the server; /v1 is added when missing")
+    api_key: str | None = Field(None, description="or set SMOLTUI_OPENAI_API_KEY / OPENAI_API_KEY")
+    model: str | None = Field(None, description="the server's model id (default: the first it lists)")
+    context_size: int = Field(8192, ge=256, le=1 << 22)
+    timeout: float = Field(120.0, gt=0, description="seconds to connect and between streamed chunks")
+    think_flag: bool = Field(True, description="add SmolLM3's /think or /no_think to the system prompt")
 
 
 class ChatConfig(_Section):
@@ -77,18 +105,28 @@ class MCPConfig(_Section):
     servers: list[MCPServerConfig] = Field(default_factory=list)
 
 
+class WorkflowsConfig(_Section):
+    paths: list[str] = Field(default_factory=list, description="more folders of workflow files for the TUI")
+    approval_timeout_s: float | None = Field(
+        None, gt=0, description="deny a tool call nobody answered after this many seconds (default: wait)")
+
+
 class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
+    transformers: TransformersConfig = Field(default_factory=TransformersConfig)
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     mcp: MCPConfig = Field(default_factory=MCPConfig)
+    workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
     approval: Policy = Field(default_factory=Policy, description="auto/ask/deny per risk and per tool")
     keymap: dict[str, str] = Field(default_factory=dict, description="binding id -> keys")
 
 
 ENV_OVERRIDES = {
     "SMOLTUI_MODEL": ("model", "default"),
+    "SMOLTUI_BACKEND": ("model", "backend"),
     "SMOLTUI_THREADS": ("model", "threads"),
     "SMOLTUI_N_CTX": ("model", "n_ctx"),
     "SMOLTUI_THEME": ("ui", "theme"),

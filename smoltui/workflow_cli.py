@@ -24,6 +24,8 @@ from typing import Any
 from smoltui.cli import approval_policy, chat_settings, resolve_and_build, setup_logging, workflow_tools
 from smoltui.config import Config
 from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.run_log import format_line
+from smoltui.orchestrator.run_manager import FINAL_RUN_STATES, pid_alive, run_state_now
 from smoltui.orchestrator.run_store import RunRecord, RunStore
 from smoltui.orchestrator.scheduler import RunStateChanged, TaskLog, TaskStateChanged
 from smoltui.orchestrator.store import Store
@@ -33,7 +35,6 @@ from smoltui.paths import Paths
 
 TASK_FAILED_EXIT = 1
 CANCELLED_EXIT = 130
-FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 # -- run / resume ----------------------------------------------------------------------------------
@@ -337,27 +338,13 @@ class _LivePrinter(_Printer):
 
 def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
     states = run_store.task_states(record.id)
-    state = record.state
-    if state in ("running", "pending") and record.pid and not _alive(record.pid):
-        state = "interrupted"  # the process died (SIGKILL, crash): resume it
+    state = run_state_now(record)  # "interrupted" when its process died (SIGKILL, crash): resume it
     return {
         "id": record.id, "workflow": record.workflow_id, "name": record.name, "file": record.file,
         "state": state, "created_at": record.created_at, "updated_at": record.updated_at,
         "tasks_done": sum(1 for s in states.values() if s in ("succeeded", "skipped")),
         "tasks_total": len(states), "task_states": states,
     }
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def runs_command(args: argparse.Namespace, paths: Paths) -> int:
@@ -399,7 +386,7 @@ def logs_command(args: argparse.Namespace, paths: Paths) -> int:
                 if not args.follow:
                     break
                 current = run_store.get_run(record.id)
-                if current.state in FINAL_RUN_STATES or (current.pid and not _alive(current.pid)):
+                if current.state in FINAL_RUN_STATES or (current.pid and not pid_alive(current.pid)):
                     for event in run_store.events(record.id, last):  # anything written meanwhile
                         last = event.id
                         _print_event(event, args.json)
@@ -416,8 +403,7 @@ def _print_event(event: Any, as_json: bool) -> None:
                           "message": event.message, "created_at": event.created_at}, ensure_ascii=False),
               flush=True)
         return
-    when = time.strftime("%H:%M:%S", time.localtime(event.created_at))
-    print(f"{when} {event.task_id or 'run'}: {event.kind}: {event.message}", flush=True)
+    print(format_line(event), flush=True)  # the TUI log pane shows the same line
 
 
 __all__ = ["logs_command", "resume_command", "run_command", "runs_command"]

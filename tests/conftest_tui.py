@@ -51,6 +51,7 @@ def build_app(
     theme_dirs: Sequence[Path] | None = None,
     initial_session: int | None = None,
     model_error: str | None = None,
+    workbench: Any = None,
 ) -> SmolApp:
     config = config or Config()
     service = None
@@ -67,6 +68,7 @@ def build_app(
         exports_dir=tmp_path / "exports",
         theme_dirs=bundled_theme_dirs() if theme_dirs is None else theme_dirs,
         initial_session=initial_session,
+        workbench=workbench,
     )
 
 

@@ -214,6 +214,8 @@ async def test_keys_arriving_in_one_burst_keep_their_order(store: Store, tmp_pat
         for key, char in [("h", "h"), ("i", "i"), ("ctrl+j", None), ("y", "y"), ("o", "o"), ("enter", "\r")]:
             app.post_message(events.Key(key, char))
         await wait_until(pilot, lambda: len(screen.message_views()) == 2, "the message")
+        # The view's Markdown fills in after it mounts; what it must end up showing is the order.
+        await wait_until(pilot, lambda: screen.message_views()[0].markdown != "", "the message text")
         assert screen.message_views()[0].markdown == "hi\nyo"
         await wait_until(pilot, lambda: not screen._reply_running, "the reply")
         assert store.messages(screen.session_id)[0].content == "hi\nyo"

@@ -21,7 +21,7 @@ from smoltui.orchestrator.events import EventBus
 from smoltui.orchestrator.run_manager import RunFinished, RunManager, run_state_now
 from smoltui.orchestrator.run_store import RunStore
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workflow_catalog import WorkflowCatalog, WorkflowFolder, default_folders
+from smoltui.orchestrator.workflow_catalog import WorkflowCatalog, default_folders
 from smoltui.orchestrator.workflow_spec import WorkflowError
 from smoltui.tools.builtins import builtin_tools
 from smoltui.tools.registry import ToolRegistry
@@ -273,3 +273,22 @@ def test_catalog_lists_folders_problems_and_recent_runs(tmp_path: Path) -> None:
         os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
         assert catalog.fingerprint() != stamp
         assert catalog.scan().in_folder(snapshot.folders[0])[0].title == "Copy it"
+
+
+async def test_time_waiting_for_approval_does_not_count_against_the_timeout(tmp_path: Path) -> None:
+    h = Harness(tmp_path, Policy(defaults={"write": "ask"}))
+    try:
+        (tmp_path / "in.txt").write_text("hi")
+        quick = READ_THEN_WRITE.replace("      depends_on: [read]\n", "      depends_on: [read]\n      timeout: 1\n")
+        run_id = await h.manager.launch(h.write("copy.yaml", quick))
+        for _ in range(200):
+            if h.gate.pending:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.5)  # the user reads the request for longer than the task may run
+        (pending,) = h.gate.pending.values()
+        h.gate.answer(pending.call.id, Decision("once"))
+        assert (await h.finished(run_id)).state == "succeeded"
+        assert (tmp_path / "out.txt").read_text() == "copied: hi"
+    finally:
+        h.store.close()

@@ -20,7 +20,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -242,8 +243,13 @@ class ApprovalGate:
 
     # -- the call --------------------------------------------------------------------------------
 
-    async def run(self, call: ToolCall, ctx: ToolContext) -> ToolResult:
-        """Decide, record and (if allowed) run one call. Never raises for a bad or refused call."""
+    async def run(self, call: ToolCall, ctx: ToolContext, *,
+                  while_asking: Callable[[], AbstractAsyncContextManager[Any]] | None = None) -> ToolResult:
+        """Decide, record and (if allowed) run one call. Never raises for a bad or refused call.
+
+        ``while_asking`` wraps the wait for the user's answer (a workflow task pauses its timeout
+        there: time spent reading a request is not time the tool ran).
+        """
         started_at = time.time()
         tool = self.registry.get(call.tool)
         if tool is None:
@@ -267,7 +273,11 @@ class ApprovalGate:
         if mode == "auto":
             return await self._execute(call, tool, ctx, "auto", "policy", started_at)
 
-        decision, decided_by = await self._ask(call, tool)
+        if while_asking is not None:
+            async with while_asking():
+                decision, decided_by = await self._ask(call, tool)
+        else:
+            decision, decided_by = await self._ask(call, tool)
         if decision is None:
             return await self._refuse(call, tool, "deny", decided_by, started_at,
                                       f"{tool.name} was denied: no answer within {self.timeout_s:g} s")

@@ -19,11 +19,13 @@ over skipped when both apply).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import graphlib
 import importlib.util
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -110,6 +112,31 @@ class TaskInfo:
     task_id: str
     attempt: int
     artifacts_dir: Path
+    paused: Callable[[], AbstractAsyncContextManager[None]] | None = None
+    """Wrap a wait that must not count against the task's timeout (a user reading an approval)."""
+
+
+class _Deadline:
+    """The task timeout, as a deadline that :meth:`paused` stops for as long as it is inside."""
+
+    def __init__(self) -> None:
+        self.timeout: asyncio.Timeout | None = None
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        timeout = self.timeout
+        when = timeout.when() if timeout is not None and not timeout.expired() else None
+        if timeout is None or when is None:
+            yield
+            return
+        remaining = when - loop.time()
+        timeout.reschedule(None)  # stopped while the user decides
+        try:
+            yield
+        finally:
+            if not timeout.expired():
+                timeout.reschedule(loop.time() + max(0.0, remaining))
 
 
 class TaskExecutor(Protocol):
@@ -154,7 +181,7 @@ class ToolTaskExecutor:
                           run_id=info.run_id, task_id=task.id)
         arguments = _tables_to_artifacts(rendered.inputs, ctx)
         call = ToolCall.new(task.tool or "", arguments, run_id=info.run_id, task_id=task.id)
-        result = await self.gate.run(call, ctx)
+        result = await self.gate.run(call, ctx, while_asking=info.paused)
         if not result.ok:
             raise TaskFailed(f"tool `{task.tool}` failed ({result.error_kind}): {result.error}")
         return name_outputs(task, _tool_output(result))
@@ -420,8 +447,10 @@ class WorkflowRunner:
                     await asyncio.to_thread(self.store.set_task_rendered, self.run_id, task.id,
                                             {"inputs": rendered.inputs, "prompt": rendered.prompt,
                                              "system": rendered.system})
-                    info = TaskInfo(self.run_id, task.id, attempt, self.artifacts_dir)
-                    outputs = await asyncio.wait_for(executor.execute(task, rendered, info), task.timeout)
+                    deadline = _Deadline()
+                    info = TaskInfo(self.run_id, task.id, attempt, self.artifacts_dir, deadline.paused)
+                    async with asyncio.timeout(task.timeout) as deadline.timeout:
+                        outputs = await executor.execute(task, rendered, info)
             except asyncio.CancelledError:
                 # Synchronous on purpose: a second cancel must not interrupt the record.
                 self.store.set_task_state(self.run_id, task.id, "cancelled", attempt=attempt, error="cancelled")

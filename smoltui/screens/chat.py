@@ -38,7 +38,9 @@ from smoltui.orchestrator.events import (
 )
 from smoltui.orchestrator.export import export_session
 from smoltui.orchestrator.store import Session, Store, StoredMessage
+from smoltui.orchestrator.workbench import Workbench
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from smoltui.screens.main_panes import LAYOUT_BINDINGS, WorkflowPanes
 from smoltui.screens.message_view import MessageView
 from smoltui.screens.prompt_input import PromptInput
 from smoltui.screens.search import SearchScreen
@@ -99,7 +101,10 @@ def title_from_prompt(text: str) -> str:
     return line if len(line) <= 60 else line[:59] + "…"
 
 
-class ChatScreen(Screen[None]):
+class ChatScreen(WorkflowPanes, Screen[None]):
+    """The main screen: the chat in the centre, with the workflow tree and the run log beside it
+    when there is a workbench (see :class:`WorkflowPanes`)."""
+
     CSS_PATH = "chat.tcss"
     AUTO_FOCUS = "#prompt"
     # Below 110 columns the chat list starts hidden, so the conversation keeps its width.
@@ -115,6 +120,7 @@ class ChatScreen(Screen[None]):
         Binding("ctrl+s", "export", "Export", id="chat.export", show=False),
         Binding("f2", "rename_session", "Rename chat", id="sessions.rename", show=False),
         Binding("f8", "delete_session", "Delete chat", id="sessions.delete", show=False),
+        *LAYOUT_BINDINGS,
     ]
 
     think: reactive[bool] = reactive(False, init=False)
@@ -138,8 +144,10 @@ class ChatScreen(Screen[None]):
         keymap: Mapping[str, str] | None = None,
         think: bool = False,
         initial_session: int | None = None,
+        workbench: Workbench | None = None,
     ) -> None:
         super().__init__()
+        self._init_panes(workbench)
         self._service = service
         self._store = store
         self._model_label = model_label
@@ -172,11 +180,15 @@ class ChatScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
+            if self.workflow_tree is not None:
+                yield self.workflow_tree
             yield self.session_list
             with Vertical(id="chat"):
                 yield self.title_label
                 yield self.log_view
                 yield self.prompt
+        if self.log_pane is not None:
+            yield self.log_pane
         yield self.status
         yield Footer()
 
@@ -207,12 +219,16 @@ class ChatScreen(Screen[None]):
                 status.state = "failed"
                 status.message = service.load_error
         self.log_view.anchor()
+        self._mount_panes()
+        if hasattr(self.app, "pending_approvals"):
+            self.watch(self.app, "pending_approvals", lambda count: setattr(self.status, "approvals", count))
         self._show_welcome()
         self._refresh_sessions()
         if self._initial_session is not None:
             self._open_session(self._initial_session)
 
     def on_unmount(self) -> None:
+        self._unmount_panes()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -236,6 +252,9 @@ class ChatScreen(Screen[None]):
     # -- actions: state checks -------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        pane = self.check_pane_action(action)
+        if pane is not None:
+            return pane
         if action == "cancel_reply":
             return self._reply_running
         if action == "copy_reply":

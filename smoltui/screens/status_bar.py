@@ -75,6 +75,16 @@ class StatusBar(Horizontal):
         & > .sep {
             color: $text-disabled;
         }
+        & > #sb-approvals {
+            display: none;
+            color: $warning;
+            text-style: bold reverse;
+            padding: 0 1;
+            margin: 0 1 0 0;
+        }
+        &.-approvals > #sb-approvals {
+            display: block;
+        }
     }
     """
 
@@ -88,6 +98,8 @@ class StatusBar(Horizontal):
     tok_s: reactive[float | None] = reactive(None)
     context_used: reactive[int | None] = reactive(None)
     context_size: reactive[int | None] = reactive(None)
+    approvals: reactive[int] = reactive(0)
+    """Tool calls waiting for the user's answer."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -98,12 +110,14 @@ class StatusBar(Horizontal):
         self._think_label = Label(id="sb-think")
         self._speed_label = Label(id="sb-speed")
         self._context_label = Label(id="sb-context")
+        self._approvals_label = Label(id="sb-approvals")
 
     def compose(self) -> ComposeResult:
         yield self._model_label
         yield self._state_label
         yield self.progress
         yield Label(id="sb-fill")
+        yield self._approvals_label
         yield self._think_label
         yield Label(" │ ", classes="sep")
         yield self._speed_label
@@ -119,6 +133,7 @@ class StatusBar(Horizontal):
 
     watch_model_name = watch_backend_name = watch_state = watch_message = _watch_any
     watch_load_fraction = watch_think = watch_tok_s = watch_context_used = watch_context_size = _watch_any
+    watch_approvals = _watch_any
 
     @property
     def state_text(self) -> str:
@@ -146,6 +161,8 @@ class StatusBar(Horizontal):
         self._think_label.set_class(self.think, "-on")
         self._speed_label.update("— tok/s" if self.tok_s is None else f"{self.tok_s:.1f} tok/s")
         self._context_label.update(self._context_text())
+        self.set_class(self.approvals > 0, "-approvals")
+        self._approvals_label.update(f"⚑ {self.approvals} waiting" if self.approvals else "")
 
     def _context_text(self) -> str:
         if not self.context_size:

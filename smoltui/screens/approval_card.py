@@ -1,0 +1,347 @@
+"""A tool call waiting for the user, shown inline where it happens (the chat, or a run's view).
+
+The card shows the tool, its risk, where the call comes from and its arguments, and takes the
+answer by keyboard: approve once, always allow, deny, always deny, or edit the arguments (in
+:class:`~smoltui.screens.edit_arguments.EditArgumentsDialog`, validated before they are accepted).
+
+Messages up: the card never calls the gate. It posts :class:`ApprovalCard.Answered` and the host
+passes the decision on with ``ApprovalGate.answer``. When the gate settles the call some other way
+(timeout, a cancelled run, "always" given on a sibling card), the host calls :meth:`ApprovalCard.settle`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.highlight import ANSIDarkHighlightTheme, ANSILightHighlightTheme, HighlightTheme, highlight
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Label, Static
+
+from smoltui.orchestrator.approval import Decision, PendingApproval
+from smoltui.screens.edit_arguments import EditArgumentsDialog
+
+MAX_ARGUMENT_LINES = 12
+"""Lines of pretty JSON shown on the card; the rest is a hint (the edit dialog has them all)."""
+MAX_LINE_CHARS = 200
+"""A longer line (a long string value) is cut with an ellipsis on the card."""
+
+OUTCOMES: dict[str, str] = {
+    "once": "✓ approved once",
+    "always": "✓ always allowed",
+    "deny": "✗ denied",
+    "always_deny": "✗ always denied",
+    "edit": "✓ approved with edited arguments",
+}
+ALREADY_ANSWERED = "already answered"
+
+_ANSWER_ACTIONS = frozenset({"approve", "always", "deny", "always_deny", "edit"})
+_LEGEND = (
+    ("approval.once", "approve"),
+    ("approval.always", "always"),
+    ("approval.deny", "deny"),
+    ("approval.always_deny", "always deny"),
+    ("approval.edit", "edit"),
+)
+
+
+def pretty_arguments(arguments: Mapping[str, Any]) -> str:
+    """The arguments as indented JSON, the way the card and the edit dialog show them."""
+    return json.dumps(dict(arguments), indent=2, ensure_ascii=False, default=str)
+
+
+def preview_arguments(
+    text: str, *, max_lines: int = MAX_ARGUMENT_LINES, max_chars: int = MAX_LINE_CHARS
+) -> tuple[str, str]:
+    """(what the card shows, a hint about what it left out, or "")."""
+    lines = text.splitlines()
+    cut = any(len(line) > max_chars for line in lines[:max_lines])
+    shown = [line if len(line) <= max_chars else line[: max_chars - 1] + "…" for line in lines]
+    hints = []
+    if len(shown) > max_lines:
+        shown = shown[: max_lines - 1]
+        hidden = len(lines) - len(shown)
+        hints.append(f"… ({hidden} more lines)")
+    if cut:
+        hints.append("long values shortened")
+    hint = ", ".join(hints) + " — edit to see them in full" if hints else ""
+    return "\n".join(shown), hint
+
+
+def one_line(arguments: Mapping[str, Any], limit: int = 160) -> str:
+    text = json.dumps(dict(arguments), ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def where_from(pending: PendingApproval) -> str:
+    call = pending.call
+    if call.run_id and call.task_id:
+        return f"task {call.task_id} of run {call.run_id}"
+    if call.run_id:
+        return f"run {call.run_id}"
+    return "in the chat"
+
+
+class ApprovalCard(Widget, can_focus=True):
+    """One pending tool call and the keys that answer it."""
+
+    DEFAULT_CSS = """
+    ApprovalCard {
+        height: auto;
+        padding: 0 1;
+        margin: 0 0 1 0;
+        border-left: outer $warning;
+        background: $warning 8%;
+        &:focus {
+            border-left: outer $accent;
+            background-tint: $foreground 6%;
+        }
+        &.-settled {
+            border-left: outer $panel;
+            background: transparent;
+        }
+        & > .title {
+            height: 1;
+            width: 1fr;
+        }
+        & .tool {
+            text-style: bold;
+        }
+        & .risk {
+            margin: 0 1;
+            padding: 0 1;
+            text-style: bold;
+            &.-read { color: $text-success; background: $success-muted; }
+            &.-write { color: $text-warning; background: $warning-muted; }
+            &.-execute { color: $text-error; background: $error-muted; }
+            &.-network { color: $text-accent; background: $accent-muted; }
+        }
+        & .origin {
+            color: $text-secondary;
+            margin-right: 1;
+        }
+        & .where {
+            color: $text-muted;
+        }
+        & > .description {
+            width: 1fr;
+            color: $text-muted;
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
+        }
+        & > .arguments {
+            width: 1fr;
+            padding: 0 1;
+            background: $background 40%;
+        }
+        & > .hint, & > .legend, & > .summary {
+            width: 1fr;
+            color: $text-muted;
+        }
+        & > .hint {
+            text-style: italic;
+            &.-empty { display: none; }
+        }
+        & > .summary {
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
+        }
+        & > .summary, & > .outcome {
+            display: none;
+        }
+        & > .outcome {
+            text-style: bold;
+            color: $text-muted;
+            &.-allowed { color: $text-success; }
+            &.-refused { color: $text-error; }
+        }
+        &.-settled {
+            & > .description, & > .arguments, & > .hint, & > .legend {
+                display: none;
+            }
+            & > .summary, & > .outcome {
+                display: block;
+            }
+        }
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y,a", "approve", "Approve", id="approval.once"),
+        Binding("A", "always", "Always allow", id="approval.always"),
+        Binding("n,d", "deny", "Deny", id="approval.deny"),
+        Binding("D", "always_deny", "Always deny", id="approval.always_deny"),
+        Binding("e", "edit", "Edit", id="approval.edit"),
+    ]
+
+    outcome: reactive[str] = reactive("", init=False)
+    """What became of the call ("" while it waits); a settled card takes no more keys."""
+
+    class Answered(Message):
+        """The user answered the card; the host hands ``decision`` to ``ApprovalGate.answer``."""
+
+        def __init__(self, call_id: str, decision: Decision, *, card: ApprovalCard | None = None) -> None:
+            super().__init__()
+            self.call_id = call_id
+            self.decision = decision
+            self.card = card
+
+        @property
+        def control(self) -> ApprovalCard | None:
+            return self.card
+
+    def __init__(
+        self,
+        pending: PendingApproval,
+        *,
+        name: str | None = None,
+        id: str | None = None,  # noqa: A002  (Textual's name for it)
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.pending = pending
+        self.arguments: dict[str, Any] = dict(pending.call.arguments)
+        """The arguments the call will run with (the edited ones after an edit)."""
+        self._dialog: EditArgumentsDialog | None = None
+        self._highlighted_with: type[HighlightTheme] = HighlightTheme
+        tool = pending.tool
+        shown, hint = preview_arguments(pretty_arguments(self.arguments))
+        self._arguments_text = shown
+        self._arguments_view = Static(self._highlighted(), classes="arguments", markup=False)
+        self._hint = Label(hint, classes="hint" if hint else "hint -empty", markup=False)
+        self._legend = Label(classes="legend")
+        self._summary = Label(one_line(self.arguments), classes="summary", markup=False)
+        self._outcome = Label(classes="outcome", markup=False)
+        lines = (tool.description or "").strip().splitlines()
+        self._description = lines[0] if lines else ""
+
+    @property
+    def call_id(self) -> str:
+        return self.pending.call.id
+
+    @property
+    def settled(self) -> bool:
+        return bool(self.outcome)
+
+    def compose(self) -> ComposeResult:
+        tool = self.pending.tool
+        with Horizontal(classes="title"):
+            yield Label(tool.name, classes="tool", markup=False)
+            yield Label(tool.risk, classes=f"risk -{tool.risk}", markup=False)
+            if tool.origin and tool.origin != "builtin":
+                yield Label(tool.origin, classes="origin", markup=False)
+            yield Label(where_from(self.pending), classes="where", markup=False)
+        if self._description:
+            yield Label(self._description, classes="description", markup=False)
+        yield self._arguments_view
+        yield self._hint
+        yield self._legend
+        yield self._summary
+        yield self._outcome
+
+    def on_mount(self) -> None:
+        self._legend.update(self._legend_text())
+        if self.pending.future.done():
+            self.settle(ALREADY_ANSWERED)
+        else:
+            self.app.bell()
+
+    # -- what the host calls -----------------------------------------------------------------------
+
+    def settle(self, text: str, *, replace: bool = False) -> None:
+        """Show the call as decided elsewhere (timeout, cancelled run, a sibling's "always").
+
+        The first outcome stays (settling a settled card changes nothing) unless ``replace``: for a
+        host whose ``gate.answer`` came too late for the card's answer to count.
+        """
+        if self.settled and not replace:
+            return
+        self.outcome = text or ALREADY_ANSWERED
+
+    def watch_outcome(self, outcome: str) -> None:
+        self.set_class(bool(outcome), "-settled")
+        self._outcome.update(outcome)
+        self._outcome.set_class(outcome.startswith("✓"), "-allowed")
+        self._outcome.set_class(outcome.startswith("✗"), "-refused")
+        self._summary.update(one_line(self.arguments))
+        if outcome and self._dialog is not None and self._dialog.is_current:
+            self._dialog.dismiss(None)  # the question is gone; so is the dialog that answers it
+        self.refresh_bindings()
+
+    # -- keys ----------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in _ANSWER_ACTIONS and self.settled)
+
+    def action_approve(self) -> None:
+        self._answer(Decision("once"))
+
+    def action_always(self) -> None:
+        self._answer(Decision("always"))
+
+    def action_deny(self) -> None:
+        self._answer(Decision("deny"))
+
+    def action_always_deny(self) -> None:
+        self._answer(Decision("always_deny"))
+
+    def action_edit(self) -> None:
+        if self.settled or self._dialog is not None:
+            return
+        if self.pending.future.done():
+            self.settle(ALREADY_ANSWERED)
+            return
+        self._dialog = EditArgumentsDialog(self.pending.tool, self.arguments)
+        self.app.push_screen(self._dialog, callback=self._edited)
+
+    def _edited(self, arguments: dict[str, Any] | None) -> None:
+        self._dialog = None
+        if arguments is not None:
+            self._answer(Decision("edit", arguments=dict(arguments)))
+
+    def _answer(self, decision: Decision) -> None:
+        if self.settled:
+            return
+        if self.pending.future.done():
+            self.settle(ALREADY_ANSWERED)
+            return
+        if decision.kind == "edit" and decision.arguments is not None:
+            self.arguments = dict(decision.arguments)
+        self.post_message(self.Answered(self.call_id, decision, card=self))
+        self.outcome = OUTCOMES[decision.kind]
+
+    # -- rendering -----------------------------------------------------------------------------------
+
+    def _highlight_theme(self) -> type[HighlightTheme]:
+        """The app's colours ($text-success, ...) or, on a terminal's own palette, its ANSI colours."""
+        if not self.is_attached or not self.app.native_ansi_color:
+            return HighlightTheme
+        return ANSIDarkHighlightTheme if self.app.current_theme.dark else ANSILightHighlightTheme
+
+    def _highlighted(self) -> Content:
+        self._highlighted_with = self._highlight_theme()
+        return highlight(self._arguments_text, language="json", theme=self._highlighted_with)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        if self.is_attached and self._highlight_theme() is not self._highlighted_with:
+            self._arguments_view.update(self._highlighted())
+
+    def _legend_text(self) -> Content:
+        keymap: Mapping[str, str] = getattr(self.app, "_keymap", {}) or {}
+        keys = {b.id: b.key for b in self.BINDINGS if isinstance(b, Binding) and b.id}
+        parts: list[str | tuple[str, str]] = []
+        for binding_id, label in _LEGEND:
+            key = keymap.get(binding_id, keys.get(binding_id, "")).split(",")[0].strip()
+            if parts:
+                parts.append(" · ")
+            parts.append((self.app.get_key_display(Binding(key, "")), "bold $text-accent"))
+            parts.append(f" {label}")
+        return Content.assemble(*parts)

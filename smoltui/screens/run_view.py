@@ -1,0 +1,422 @@
+"""The run view: one run's tasks with live state, the selected task's inputs, output and error,
+its tool calls waiting for approval, and the run's log.
+
+Everything shown comes from the store (the scheduler writes before it publishes), so the view
+also follows a run driven by another smoltui process. Bus events only make it look sooner; a
+one-second tick keeps durations moving and catches what no event announced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markdown import Markdown
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, Static
+
+from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
+from smoltui.orchestrator.run_manager import RunFinished, run_state_now
+from smoltui.orchestrator.run_store import RunRecord, TaskRecord
+from smoltui.orchestrator.scheduler import RunStateChanged, TaskStateChanged, TaskToken
+from smoltui.orchestrator.workbench import Workbench
+from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflow
+from smoltui.screens.approval_card import ApprovalCard
+from smoltui.screens.log_pane import LogPane
+from smoltui.screens.workflow_tree import RUN_ICONS, duration_text
+
+log = logging.getLogger(__name__)
+
+TASK_ICONS: dict[str, tuple[str, str]] = {
+    "pending": ("·", "dim"),
+    "running": ("●", "bold yellow"),
+    "awaiting approval": ("?", "bold magenta"),
+    "succeeded": ("✓", "green"),
+    "skipped": ("-", "cyan"),
+    "failed": ("✗", "bold red"),
+    "upstream_failed": ("✗", "red"),
+    "cancelled": ("■", "magenta"),
+}
+LIVE_TEXT_LIMIT = 20_000
+"""Characters of a running LLM task's streamed reply kept on screen."""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    record: RunRecord
+    state: str
+    tasks: dict[str, TaskRecord]
+
+
+class RunScreen(Screen[None]):
+    CSS_PATH = "run_view.tcss"
+    AUTO_FOCUS = "#tasks"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="run.back"),
+        Binding("c", "cancel_run", "Cancel run", id="run.cancel"),
+        Binding("r", "retry_task", "Retry task", id="run.retry"),
+        Binding("u", "resume_run", "Resume", id="run.resume"),
+        Binding("a", "next_approval", "Approval", id="run.approval"),
+        Binding("f4", "toggle_logs", "Log", id="run.logs"),
+    ]
+
+    class BusEvent(Message):
+        def __init__(self, event: Any) -> None:
+            super().__init__()
+            self.event = event
+
+    def __init__(self, workbench: Workbench, run_id: str) -> None:
+        super().__init__()
+        self.workbench = workbench
+        self.run_id = run_id
+        self.loaded: _Loaded | None = None
+        self.tasks: list[Task] = []
+        self.spec_problem: str | None = None
+        self.selected: str | None = None
+        self.live_text: dict[str, str] = {}
+        self.cards: dict[str, ApprovalCard] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self.title_label = Label(id="run-title", markup=False)
+        self.table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
+        self.approvals = Vertical(id="approvals")
+        self.detail = Static(id="task-detail", markup=False)
+        self.log_pane = LogPane(workbench.run_store, id="run-log")
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield self.title_label
+        with Horizontal(id="run-main"):
+            yield self.table
+            with VerticalScroll(id="detail-scroll"):
+                yield self.approvals
+                yield self.detail
+        yield self.log_pane
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.add_column("", key="icon", width=1)
+        self.table.add_column("task", key="task")
+        self.table.add_column("state", key="state")
+        self.table.add_column("time", key="time")
+        self.table.add_column("try", key="try")
+        self.log_pane.run_id = self.run_id
+        self._unsubscribe = self.workbench.bus.subscribe(lambda e: self.post_message(self.BusEvent(e)))
+        for pending in self.workbench.pending_for(self.run_id):
+            self._add_card(pending)
+        self._load_spec()
+        self.reload()
+        self.set_interval(1.0, self.reload)
+
+    def on_unmount(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # -- data ------------------------------------------------------------------------------------
+
+    @work(thread=True, group="run-spec")
+    def _load_spec(self) -> None:
+        record = self.workbench.run_store.find_run(self.run_id)
+        if record is None or not record.file:
+            return
+        try:
+            tasks = list(load_workflow(record.file).spec.tasks)
+        except WorkflowError as error:
+            self.app.call_from_thread(setattr, self, "spec_problem", str(error))
+            return
+        self.app.call_from_thread(self._set_tasks, tasks)
+
+    def _set_tasks(self, tasks: list[Task]) -> None:
+        self.tasks = tasks
+        self._render_table()
+
+    def reload(self) -> None:
+        self._reload()
+
+    @work(thread=True, exclusive=True, group="run-reload")
+    def _reload(self) -> None:
+        store = self.workbench.run_store
+        try:
+            record = store.get_run(self.run_id)
+            tasks = store.task_records(self.run_id)
+        except SmoltuiError as error:
+            self.app.call_from_thread(self.notify, str(error), severity="error")
+            return
+        self.app.call_from_thread(self._show, _Loaded(record, run_state_now(record), tasks))
+
+    def _show(self, loaded: _Loaded) -> None:
+        self.loaded = loaded
+        self._render_title()
+        self._render_table()
+        self._render_detail()
+        self.refresh_bindings()
+
+    # -- rendering -------------------------------------------------------------------------------
+
+    def task_state(self, task_id: str) -> str:
+        """What the table shows: the stored state, or "awaiting approval" while a call waits."""
+        if any(p.call.task_id == task_id for p in self.workbench.pending_for(self.run_id)):
+            return "awaiting approval"
+        record = self.loaded.tasks.get(task_id) if self.loaded else None
+        return record.state if record else "pending"
+
+    def _render_title(self) -> None:
+        loaded = self.loaded
+        if loaded is None:
+            return
+        record = loaded.record
+        state = loaded.state
+        if self.workbench.pending_for(self.run_id) and state == "running":
+            state = "awaiting approval"
+        icon, _ = RUN_ICONS.get(state, ("?", ""))
+        done = sum(1 for t in loaded.tasks.values() if t.state in ("succeeded", "skipped"))
+        end = time.time() if loaded.state in ("running", "pending") else record.updated_at
+        self.title_label.update(
+            f"{icon} {record.name or record.workflow_id}  ·  run {record.id}  ·  {state}  ·  "
+            f"{done}/{len(loaded.tasks)} done  ·  {duration_text(end - record.created_at)}")
+        self.title_label.set_classes(f"-{state.replace(' ', '-')}")
+
+    def _task_ids(self) -> list[str]:
+        ids = [t.id for t in self.tasks]
+        if self.loaded is not None:
+            ids += [task_id for task_id in self.loaded.tasks if task_id not in ids]
+        return ids
+
+    def _render_table(self) -> None:
+        table = self.table
+        ids = self._task_ids()
+        if [str(k.value) for k in table.rows] != ids:
+            cursor = self.selected
+            table.clear()
+            for task_id in ids:
+                table.add_row(*self._cells(task_id), key=task_id)
+            if cursor in ids:
+                table.move_cursor(row=ids.index(cursor))
+        else:
+            for task_id in ids:
+                for column, value in zip(("icon", "task", "state", "time", "try"), self._cells(task_id), strict=True):
+                    table.update_cell(task_id, column, value)
+        if self.selected is None and ids:
+            self.selected = ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else ids[0]
+
+    def _cells(self, task_id: str) -> tuple[Text, Text, Text, str, str]:
+        state = self.task_state(task_id)
+        icon, style = TASK_ICONS.get(state, ("?", ""))
+        record = self.loaded.tasks.get(task_id) if self.loaded else None
+        seconds = None
+        if record is not None and record.started_at is not None:
+            seconds = (record.finished_at or time.time()) - record.started_at
+        attempt = str(record.attempt) if record is not None and record.attempt else ""
+        return Text(icon, style), Text(task_id), Text(state.replace("_", " "), style), duration_text(seconds), attempt
+
+    def _render_detail(self) -> None:
+        task_id = self.selected
+        if task_id is None:
+            self.detail.update(Text("no tasks", "dim"))
+            return
+        self.detail.update(self.describe_task(task_id))
+
+    def describe_task(self, task_id: str) -> RenderableType:
+        """The selected task: what it ran with, what came out, and what went wrong."""
+        task = next((t for t in self.tasks if t.id == task_id), None)
+        record = self.loaded.tasks.get(task_id) if self.loaded else None
+        state = self.task_state(task_id)
+        parts: list[RenderableType] = []
+        icon, style = TASK_ICONS.get(state, ("?", ""))
+        kind = f" ({task.type}{': ' + task.tool if task and task.tool else ''})" if task else ""
+        parts.append(Text.assemble((f"{icon} {task_id}", "bold"), (kind, "dim"), ("  " + state.replace("_", " "), style)))
+        if record is not None and record.attempt > 1:
+            parts.append(Text(f"attempt {record.attempt}", "yellow"))
+        if record is not None and record.error:
+            parts.append(_section("Error"))
+            parts.append(Text(record.error, "red"))
+        rendered = record.rendered if record is not None else None
+        if rendered and rendered.get("inputs"):
+            parts.append(_section("Inputs"))
+            parts.append(_json(rendered["inputs"]))
+        if rendered and rendered.get("system"):
+            parts.append(_section("System"))
+            parts.append(Text(str(rendered["system"])))
+        if rendered and rendered.get("prompt") is not None:
+            parts.append(_section("Prompt"))
+            parts.append(Text(str(rendered["prompt"])))
+        elif not rendered and task is not None and state in ("pending", "upstream_failed", "skipped"):
+            parts.append(Text("not run yet" if state == "pending" else "did not run", "dim italic"))
+        live = self.live_text.get(task_id)
+        if live and (record is None or record.state == "running"):
+            parts.append(_section("Reply so far"))
+            parts.append(Text(live))
+        if record is not None and record.state == "succeeded":
+            parts.append(_section("Output"))
+            parts.append(self._outputs(task_id, record))
+        return Group(*parts)
+
+    def _outputs(self, task_id: str, record: TaskRecord) -> RenderableType:
+        if not record.outputs:
+            return Text("(the task declares no outputs)", "dim italic")
+        try:
+            values = self.workbench.run_store.task_outputs(self.run_id, task_id)
+        except Exception as error:  # an artifact deleted by hand, or pandas missing
+            return Text(f"the outputs cannot be read back: {error}", "red")
+        return Group(*(item for name, value in values.items() for item in (Text(name, "bold"), _value(value))))
+
+    # -- events ----------------------------------------------------------------------------------
+
+    @on(BusEvent)
+    def _bus_event(self, message: BusEvent) -> None:
+        event = message.event
+        if isinstance(event, ApprovalNeeded):
+            if event.pending.call.run_id == self.run_id:
+                self._add_card(event.pending)
+                self._render_table()
+                self._render_title()
+            return
+        if isinstance(event, ToolCallFinished):
+            card = self.cards.pop(event.call.id, None)
+            if card is not None:
+                card.remove()
+            if event.call.run_id == self.run_id:
+                self.reload()
+            return
+        if isinstance(event, TaskToken) and event.run_id == self.run_id and not event.thinking:
+            text = (self.live_text.get(event.task_id, "") + event.text)[-LIVE_TEXT_LIMIT:]
+            self.live_text[event.task_id] = text
+            if event.task_id == self.selected:
+                self._render_detail()
+            return
+        if isinstance(event, TaskStateChanged | RunStateChanged | RunFinished) and event.run_id == self.run_id:
+            if isinstance(event, TaskStateChanged) and event.state == "running":
+                self.live_text.pop(event.task_id, None)
+            self.reload()
+            self.log_pane.nudge()
+
+    def _add_card(self, pending: Any) -> None:
+        if pending.call.id in self.cards:
+            return
+        card = ApprovalCard(pending)
+        self.cards[pending.call.id] = card
+        self.approvals.mount(card)
+        card.focus()
+        self.query_one("#detail-scroll", VerticalScroll).scroll_home(animate=False)
+
+    @on(ApprovalCard.Answered)
+    def _answered(self, message: ApprovalCard.Answered) -> None:
+        message.stop()
+        if not self.workbench.gate.answer(message.call_id, message.decision):
+            card = self.cards.get(message.call_id)
+            if card is not None:
+                card.settle("already answered", replace=True)
+        self.set_timer(0.3, self.reload)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self.selected = str(event.row_key.value)
+            self._render_detail()
+            self.refresh_bindings()
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        state = self.loaded.state if self.loaded else None
+        if action == "cancel_run":
+            return self.workbench.manager.is_running(self.run_id)
+        if action == "retry_task":
+            return (not self.workbench.manager.is_running(self.run_id) and self.selected is not None
+                    and self.task_state(self.selected) in ("failed", "upstream_failed", "cancelled")
+                    and state not in ("running", "pending"))
+        if action == "resume_run":
+            return not self.workbench.manager.is_running(self.run_id) and state in ("failed", "cancelled",
+                                                                                    "interrupted")
+        if action == "next_approval":
+            return bool(self.cards)
+        return True
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_cancel_run(self) -> None:
+        if self.workbench.manager.cancel(self.run_id):
+            self.notify(f"cancelling run {self.run_id}")
+
+    def action_retry_task(self) -> None:
+        if self.selected is not None:
+            self._do(lambda: self.workbench.manager.retry_task(self.run_id, self.selected or ""),
+                     f"retrying {self.selected}")
+
+    def action_resume_run(self) -> None:
+        self._do(lambda: self.workbench.manager.resume(self.run_id), f"resuming run {self.run_id}")
+
+    @work(group="run-command")
+    async def _do(self, command: Callable[[], Any], done: str) -> None:
+        try:
+            await command()
+        except SmoltuiError as error:
+            self.notify(str(error), title="Run", severity="error", timeout=10)
+            return
+        self.notify(done)
+        self.live_text.clear()
+        self.reload()
+
+    def action_next_approval(self) -> None:
+        cards = list(self.cards.values())
+        if not cards:
+            return
+        focused = self.focused
+        index = cards.index(focused) + 1 if focused in cards else 0
+        cards[index % len(cards)].focus()
+
+    def action_toggle_logs(self) -> None:
+        self.log_pane.display = not self.log_pane.display
+
+
+def _section(title: str) -> Text:
+    return Text(f"\n{title}", "bold underline")
+
+
+def _json(value: Any) -> Syntax:
+    text = json.dumps(value, ensure_ascii=False, indent=2, default=str)
+    return Syntax(text, "json", theme="ansi_dark", word_wrap=True, background_color="default")
+
+
+def _value(value: Any) -> RenderableType:
+    """An output as the user wants to read it: Markdown text, JSON, a table, or an artifact's path."""
+    kind = type(value)
+    if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
+        return _frame(value)
+    if isinstance(value, Path):
+        return Text.assemble(("artifact  ", "dim"), (str(value), "underline"))
+    if isinstance(value, str):
+        return Markdown(value) if value.strip() else Text("(empty)", "dim italic")
+    if isinstance(value, dict | list):
+        return _json(value)
+    return Text(repr(value))
+
+
+def _frame(frame: Any, rows: int = 20) -> RenderableType:
+    table = Table(show_edge=False, header_style="bold", pad_edge=False)
+    for column in frame.columns:
+        table.add_column(str(column), overflow="ellipsis", max_width=24)
+    for row in frame.head(rows).itertuples(index=False):
+        table.add_row(*(str(cell) for cell in row))
+    more = len(frame) - rows
+    caption = f"{len(frame)} rows × {len(frame.columns)} columns" + (f" (first {rows} shown)" if more > 0 else "")
+    return Group(table, Text(caption, "dim"))

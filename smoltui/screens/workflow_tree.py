@@ -1,0 +1,226 @@
+"""The workflow tree: folders, their workflow files, and each file's recent runs.
+
+It shows a :class:`CatalogSnapshot` and keeps it fresh: a thread worker asks the catalog for its
+fingerprint every couple of seconds (and at once when the host calls :meth:`WorkflowTree.nudge`) and
+rescans only when files or runs changed. Picking a workflow posts :class:`WorkflowTree.LaunchRequested`,
+picking a run :class:`WorkflowTree.RunPicked`; the screen decides what to do with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from smoltui.orchestrator.workflow_catalog import CatalogSnapshot, RunSummary, WorkflowCatalog, WorkflowEntry
+
+log = logging.getLogger(__name__)
+
+RUN_ICONS: dict[str, tuple[str, str]] = {
+    "pending": ("·", "dim"),
+    "running": ("●", "bold yellow"),
+    "awaiting approval": ("?", "bold magenta"),
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "bold red"),
+    "cancelled": ("■", "magenta"),
+    "interrupted": ("↯", "yellow"),
+}
+
+
+@dataclass(frozen=True)
+class _WorkflowNode:
+    entry: WorkflowEntry
+
+
+@dataclass(frozen=True)
+class _RunNode:
+    run: RunSummary
+    entry: WorkflowEntry
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+class WorkflowTree(Tree[Any]):
+    DEFAULT_CSS = """
+    WorkflowTree {
+        background: $surface;
+        padding: 0 1 0 0;
+        scrollbar-size-vertical: 1;
+    }
+    """
+
+    BINDINGS = [
+        Binding("n", "launch", "Run…", id="workflows.launch"),
+        Binding("r", "refresh", "Refresh", id="workflows.refresh", show=False),
+    ]
+
+    class LaunchRequested(Message):
+        def __init__(self, entry: WorkflowEntry) -> None:
+            super().__init__()
+            self.entry = entry
+
+    class RunPicked(Message):
+        def __init__(self, run_id: str, entry: WorkflowEntry) -> None:
+            super().__init__()
+            self.run_id = run_id
+            self.entry = entry
+
+    def __init__(self, catalog: WorkflowCatalog, *, poll_interval: float = 2.0, id: str | None = None) -> None:
+        super().__init__("workflows", id=id)
+        self.catalog = catalog
+        self.poll_interval = poll_interval
+        self.show_root = False
+        self.auto_expand = False  # enter on a workflow launches it; space opens its runs
+        self.guide_depth = 2
+        self.snapshot: CatalogSnapshot | None = None
+        self._fingerprint: Any = None
+        self._awaiting: set[str] = set()  # runs with a tool call waiting for the user
+
+    def on_mount(self) -> None:
+        self.border_title = "Workflows"
+        self.nudge()
+        self.set_interval(self.poll_interval, self.nudge)
+
+    # -- refresh ---------------------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        """Look for changes now (files edited, runs started or ended)."""
+        self._poll()
+
+    @work(thread=True, exclusive=True, group="workflow-tree")
+    def _poll(self) -> None:
+        try:
+            fingerprint = self.catalog.fingerprint()
+            if fingerprint == self._fingerprint and self.snapshot is not None:
+                return
+            snapshot = self.catalog.scan()
+        except Exception:  # a vanished folder or a busy store: keep what is shown, try again later
+            log.exception("scanning workflows failed")
+            return
+        self._fingerprint = fingerprint
+        self.app.call_from_thread(self.show_snapshot, snapshot)
+
+    def set_awaiting(self, run_ids: set[str]) -> None:
+        """Runs with a tool call waiting for approval (shown with their own icon)."""
+        if run_ids != self._awaiting:
+            self._awaiting = set(run_ids)
+            if self.snapshot is not None:
+                self.show_snapshot(self.snapshot)
+
+    def show_snapshot(self, snapshot: CatalogSnapshot) -> None:
+        self.snapshot = snapshot
+        expanded = {self._key(node) for node in self._walk(self.root) if node.is_expanded}
+        cursor_key = self._key(self.cursor_node) if self.cursor_node is not None else None
+        first = not self.root.children
+        self.clear()
+        cursor_line = None
+        for folder in snapshot.folders:
+            entries = snapshot.in_folder(folder)
+            label = Text.assemble((folder.label, "bold"), (f"  {folder.path}", "dim"))
+            if folder in snapshot.missing:
+                label.append("  (not there yet)", "dim italic")
+            folder_node = self.root.add(label, data=("folder", str(folder.path)),
+                                        expand=first or ("folder", str(folder.path)) in expanded)
+            if not entries:
+                folder_node.add_leaf(Text("no workflows", "dim italic"))
+            for entry in entries:
+                node = folder_node.add(self._entry_label(entry), data=_WorkflowNode(entry),
+                                       expand=self._key_of(_WorkflowNode(entry)) in expanded)
+                if entry.problems:
+                    for problem in entry.problems:
+                        where = f"{problem.line}:{problem.col} " if problem.line else ""
+                        node.add_leaf(Text.assemble(("✗ ", "red"), (where, "dim"), problem.message))
+                for run in entry.runs:
+                    node.add_leaf(self._run_label(run), data=_RunNode(run, entry))
+                if not entry.problems and not entry.runs:
+                    node.add_leaf(Text("no runs yet", "dim italic"))
+        for node in self._walk(self.root):
+            if cursor_key is not None and self._key(node) == cursor_key:
+                cursor_line = node.line
+        if cursor_line is not None and cursor_line >= 0:
+            self.cursor_line = cursor_line
+
+    def _entry_label(self, entry: WorkflowEntry) -> Text:
+        label = Text.assemble(("✗ ", "bold red") if entry.problems else "", (entry.title, "bold"))
+        if entry.problems:
+            count = len(entry.problems)
+            label.append(f"  {count} problem{'s' if count != 1 else ''}", "red")
+        else:
+            label.append(f"  {entry.path.name}", "dim")
+        return label
+
+    def _run_label(self, run: RunSummary) -> Text:
+        state = "awaiting approval" if run.id in self._awaiting else run.state
+        icon, style = RUN_ICONS.get(state, ("?", ""))
+        when = time.strftime("%m-%d %H:%M", time.localtime(run.created_at))
+        return Text.assemble((f"{icon} ", style), (when, ""), (f"  {state}", style),
+                             (f"  {duration_text(run.duration_s)}", "dim"))
+
+    def _walk(self, node: TreeNode[Any]) -> list[TreeNode[Any]]:
+        found = []
+        for child in node.children:
+            found.append(child)
+            found.extend(self._walk(child))
+        return found
+
+    def _key(self, node: TreeNode[Any]) -> Any:
+        return self._key_of(node.data)
+
+    @staticmethod
+    def _key_of(data: Any) -> Any:
+        if isinstance(data, _WorkflowNode):
+            return ("workflow", str(data.entry.path))
+        if isinstance(data, _RunNode):
+            return ("run", data.run.id)
+        return data
+
+    # -- picking ---------------------------------------------------------------------------------
+
+    @property
+    def selected_entry(self) -> WorkflowEntry | None:
+        node = self.cursor_node
+        while node is not None:
+            if isinstance(node.data, _WorkflowNode):
+                return node.data.entry
+            if isinstance(node.data, _RunNode):
+                return node.data.entry
+            node = node.parent
+        return None
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event: Tree.NodeSelected[Any]) -> None:
+        data = event.node.data
+        if isinstance(data, _RunNode):
+            event.stop()
+            self.post_message(self.RunPicked(data.run.id, data.entry))
+        elif isinstance(data, _WorkflowNode):
+            event.stop()
+            self.post_message(self.LaunchRequested(data.entry))
+        else:
+            event.node.toggle()
+
+    def action_launch(self) -> None:
+        entry = self.selected_entry
+        if entry is None:
+            self.notify("move to a workflow first", severity="warning")
+            return
+        self.post_message(self.LaunchRequested(entry))
+
+    def action_refresh(self) -> None:
+        self._fingerprint = None
+        self.nudge()

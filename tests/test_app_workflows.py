@@ -1,0 +1,258 @@
+"""The workflow side of the TUI, driven by keys: the tree, the launch form, the run view, inline
+approvals, cancel, retry and resume.
+
+Real pieces throughout: workflow files on disk, the real scheduler and approval gate, built-in tools
+writing real files, SQLite in tmp_path; the chat model is the scripted backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest_tui import SIZE, WIDE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
+from textual.widgets import DataTable, TextArea
+
+from smoltui.app import SmolApp
+from smoltui.orchestrator.approval import Policy
+from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.workbench import Workbench
+from smoltui.orchestrator.workflow_catalog import WorkflowFolder
+from smoltui.screens.chat import ChatScreen
+from smoltui.screens.edit_arguments import EditArgumentsDialog
+from smoltui.screens.launch_dialog import LaunchDialog, parse_field, show_value
+from smoltui.screens.run_view import RunScreen
+from smoltui.tools.builtins import builtin_tools
+
+COPY = """\
+workflow:
+  id: copy
+  name: Copy a note
+  description: Reads a note and writes a copy
+  variables:
+    source: in.txt
+    target: out.txt
+    times: 1
+  tasks:
+    - id: read
+      type: tool_call
+      tool: read_file
+      inputs: {path: "${source}"}
+      outputs: [text]
+    - id: write
+      type: tool_call
+      tool: write_file
+      depends_on: [read]
+      inputs: {path: "${target}", content: "${text['content'] * times}"}
+"""
+
+SLOW = """\
+workflow:
+  id: slow
+  name: Slow
+  tasks:
+    - id: wait
+      type: tool_call
+      tool: python
+      timeout: 60
+      inputs: {code: "import time; time.sleep(30)"}
+"""
+
+BROKEN = "workflow:\n  id: broken\n  tasks:\n    - id: a\n      type: tool_call\n      tool: no_such_tool\n"
+
+
+def make_workbench(store: Store, folder: Path, policy: Policy) -> Workbench:
+    tools = {t.name: t for t in builtin_tools()}
+    return Workbench.build(store, tools=tools, policy=policy, folders=[WorkflowFolder("project", folder)])
+
+
+def setup(tmp_path: Path, store: Store, *, ask: bool = True) -> tuple[SmolApp, Workbench, Path]:
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "copy.yaml").write_text(COPY)
+    (folder / "slow.yaml").write_text(SLOW)
+    (folder / "broken.yaml").write_text(BROKEN)
+    (folder / "in.txt").write_text("hello ")
+    policy = Policy(defaults={"write": "ask" if ask else "auto", "execute": "auto"})
+    workbench = make_workbench(store, folder, policy)
+    app = build_app(store, scripted("ok"), tmp_path, workbench=workbench)
+    return app, workbench, folder
+
+
+async def open_tree(pilot, app: SmolApp):
+    screen = await ready(pilot)
+    assert isinstance(screen, ChatScreen)
+    if not screen.workflow_tree.has_focus:
+        await pilot.press("f3")  # shows the tree, or moves to it when it is shown
+    tree = screen.workflow_tree
+    await wait_until(pilot, lambda: tree.snapshot is not None, "the workflow tree")
+    await pilot.pause()
+    assert tree.has_focus
+    return screen, tree
+
+
+async def move_to(pilot, tree, title: str) -> None:
+    for _ in range(40):
+        node = tree.cursor_node
+        if node is not None and title in str(node.label):
+            return
+        await pilot.press("down")
+    raise AssertionError(f"no tree node {title!r}")
+
+
+async def launch(pilot, app: SmolApp, title: str, edits: dict[str, str] | None = None) -> RunScreen:
+    _, tree = await open_tree(pilot, app)
+    await move_to(pilot, tree, title)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(app.screen, LaunchDialog), "the launch form")
+    dialog = app.screen
+    for name, value in (edits or {}).items():
+        field = dialog.query_one(f"#var-{name}")
+        field.value = value
+    await pilot.press("ctrl+s")
+    await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run view")
+    return app.screen
+
+
+def task_state(screen: RunScreen, task_id: str) -> str:
+    return screen.task_state(task_id)
+
+
+async def test_launch_form_validates_then_runs_and_approve_once(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        _, tree = await open_tree(pilot, app)
+        # The broken file shows its problem on its node and cannot be launched.
+        await move_to(pilot, tree, "broken")
+        await pilot.press("space")
+        await pilot.pause()
+        assert any("no_such_tool" in str(n.label) for n in tree.cursor_node.children)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not isinstance(app.screen, LaunchDialog)
+        await move_to(pilot, tree, "Copy a note")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, LaunchDialog), "the launch form")
+        dialog = app.screen
+        assert dialog.query_one("#var-source").value == "in.txt"  # defaults filled in
+        dialog.query_one("#var-times").value = "twice"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchDialog)  # not a number: the form stays, saying so
+        assert "expects a whole number" in str(dialog.query_one("#err-times").render())
+        dialog.query_one("#var-times").value = "2"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run view")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.cards, "the approval card")
+        card = next(iter(screen.cards.values()))
+        assert card.has_focus and card.pending.call.tool == "write_file"
+        await wait_until(pilot, lambda: task_state(screen, "write") == "awaiting approval", "awaiting approval")
+        await wait_until(pilot, lambda: app.pending_approvals == 1, "the approval count")
+        # Back on the main screen the status bar counts it; ctrl+g goes back to the card.
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the main screen")
+        status = app.screen.status
+        assert "1 waiting" in str(status._approvals_label.render()) and status.has_class("-approvals")
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.cards, "the run view")
+        screen = app.screen
+        await wait_until(pilot, lambda: next(iter(screen.cards.values())).has_focus, "the card's focus")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "succeeded", "the run to succeed")
+        assert (folder / "out.txt").read_text() == "hello hello "
+        assert app.pending_approvals == 0
+        run = workbench.run_store.list_runs()[0]
+        assert run.variables["times"] == 2
+
+
+async def test_deny_fails_the_task_and_nothing_is_written(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Copy a note")
+        await wait_until(pilot, lambda: screen.cards, "the approval card")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "failed", "the run to fail")
+        assert not (folder / "out.txt").exists()
+        assert "denied" in screen.loaded.tasks["write"].error
+
+
+async def test_edit_arguments_then_approve(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Copy a note")
+        await wait_until(pilot, lambda: screen.cards, "the approval card")
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditArgumentsDialog), "the edit dialog")
+        editor = app.screen.query_one(TextArea)
+        arguments = json.loads(editor.text)
+        editor.load_text(json.dumps({**arguments, "path": 42}))
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, EditArgumentsDialog)  # the schema says path is a string
+        editor.load_text(json.dumps({**arguments, "path": "edited.txt"}))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "succeeded", "the run to succeed")
+        assert (folder / "edited.txt").read_text() == "hello "
+        assert not (folder / "out.txt").exists()
+
+
+async def test_cancel_then_resume(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Slow")
+        await wait_until(pilot, lambda: task_state(screen, "wait") == "running", "the task to run", timeout=10)
+        await pilot.press("c")
+        await wait_until(pilot, lambda: screen.loaded.state == "cancelled", "the run to be cancelled", timeout=10)
+        assert screen.loaded.tasks["wait"].state == "cancelled"
+        (folder / "slow.yaml").write_text(SLOW.replace("time.sleep(30)", "print('ok')"))
+        await pilot.press("u")
+        await wait_until(pilot, lambda: screen.loaded.state == "succeeded", "the resumed run", timeout=15)
+
+
+async def test_retry_a_failed_task(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store, ask=False)
+    (folder / "in.txt").unlink()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Copy a note")
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "failed", "the run to fail")
+        assert task_state(screen, "read") == "failed" and task_state(screen, "write") == "upstream_failed"
+        table = screen.query_one(DataTable)
+        table.focus()
+        table.move_cursor(row=0)
+        await pilot.pause()
+        assert "no such file" in str(screen.describe_task("read").renderables).lower() or screen.loaded.tasks["read"].error
+        (folder / "in.txt").write_text("back ")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: screen.loaded.state == "succeeded", "the retried run", timeout=10)
+        assert (folder / "out.txt").read_text() == "back "
+        assert screen.loaded.tasks["read"].attempt == 1
+
+
+async def test_several_runs_at_once_and_the_tree_shows_them(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=WIDE) as pilot:
+        first = await launch(pilot, app, "Slow")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the main screen")
+        second = await launch(pilot, app, "Slow")
+        assert first.run_id != second.run_id
+        assert workbench.manager.is_running(first.run_id) and workbench.manager.is_running(second.run_id)
+        await pilot.press("escape")
+        screen = app.screen
+        tree = screen.workflow_tree
+        await wait_until(pilot, lambda: sum("running" in str(n.label) for n in tree._walk(tree.root)) == 2,
+                         "two running runs in the tree", timeout=10)
+        await workbench.manager.shutdown()
+
+
+def test_launch_form_values_are_typed_like_their_defaults() -> None:
+    assert parse_field("3", 1) == 3 and parse_field("2", 0.5) == 2.0
+    assert parse_field("[a, b]", ["x"]) == ["a", "b"] and parse_field("yes", True) is True
+    assert parse_field("any text: here", "x") == "any text: here"
+    with pytest.raises(ValueError, match="a whole number"):
+        parse_field("true", 1)
+    with pytest.raises(ValueError, match="a list"):
+        parse_field("5", [1])
+    assert show_value([1, 2]) == "[1, 2]" and show_value(True) == "true" and show_value("s") == "s"
