@@ -256,3 +256,28 @@ def test_launch_form_values_are_typed_like_their_defaults() -> None:
     with pytest.raises(ValueError, match="a list"):
         parse_field("5", [1])
     assert show_value([1, 2]) == "[1, 2]" and show_value(True) == "true" and show_value("s") == "s"
+
+
+async def test_panes_toggle_and_resize_by_key(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        tree, logs = screen.workflow_tree, screen.log_pane
+        assert not tree.display and not logs.display  # 80x24: the chat keeps the room
+        await pilot.press("f3", "f4")
+        await pilot.pause()
+        assert tree.display and logs.display and tree.has_focus
+        width, height = tree.outer_size.width, logs.outer_size.height
+        await pilot.press("alt+right", "alt+up")
+        await pilot.pause()
+        assert tree.outer_size.width == width + 4 and logs.outer_size.height == height + 2
+        await pilot.press("alt+left", "alt+left", "alt+down")
+        await pilot.pause()
+        assert tree.outer_size.width == width - 4 and logs.outer_size.height == height
+        await pilot.press("f3")  # focused: hides it, and the message box gets the keys back
+        await pilot.pause()
+        assert not tree.display and screen.prompt.has_focus
+    wide = build_app(store, scripted("ok"), tmp_path, workbench=workbench)
+    async with wide.run_test(size=WIDE) as pilot:
+        screen = await ready(pilot)
+        assert screen.workflow_tree.display and screen.log_pane.display  # a wide terminal shows all

@@ -247,6 +247,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             f"{k('sessions.toggle', 'ctrl+b')} shows your chats, {k('search.open', 'ctrl+f')} searches them, "
             f"{k('sessions.new', 'ctrl+n')} starts a new one; {k('app.command_palette', 'ctrl+p')} lists every command."
         )
+        if self.workbench is not None:
+            text += (f"\n{k('layout.workflows', 'f3')} shows your workflows (enter runs one), "
+                     f"{k('layout.logs', 'f4')} the run log; {k('approvals.next', 'ctrl+g')} opens a waiting approval.")
         self.log_view.mount(Static(text, classes="welcome", markup=False))
 
     # -- actions: state checks -------------------------------------------------------------------

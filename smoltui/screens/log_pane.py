@@ -189,6 +189,11 @@ class LogLines(ScrollView, can_focus=True):
     def action_scroll_end(self) -> None:
         self.pane.action_follow_end()
 
+    def on_resize(self) -> None:
+        # A shorter view leaves the end below the fold: following means staying at the end.
+        if self.pane.follow:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True, x_axis=False, force=True)
+
 
 class LogPane(Widget):
     """Live log lines of the selected run (``run_id``) or of all runs (``run_id = None``)."""

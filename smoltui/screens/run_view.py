@@ -52,6 +52,10 @@ TASK_ICONS: dict[str, tuple[str, str]] = {
     "upstream_failed": ("✗", "red"),
     "cancelled": ("■", "magenta"),
 }
+clock: Callable[[], float] = time.time
+"""Now, for durations of what still runs (tests fix it to take steady snapshots)."""
+SHORT_STATES = {"awaiting approval": "approve?", "upstream_failed": "upstream✗"}
+"""State names that would widen the task table past what fits beside the detail at 80 columns."""
 LIVE_TEXT_LIMIT = 20_000
 """Characters of a running LLM task's streamed reply kept on screen."""
 
@@ -116,7 +120,6 @@ class RunScreen(Screen[None]):
         self.table.add_column("task", key="task")
         self.table.add_column("state", key="state")
         self.table.add_column("time", key="time")
-        self.table.add_column("try", key="try")
         self.log_pane.run_id = self.run_id
         self._unsubscribe = self.workbench.bus.subscribe(lambda e: self.post_message(self.BusEvent(e)))
         for pending in self.workbench.pending_for(self.run_id):
@@ -164,6 +167,9 @@ class RunScreen(Screen[None]):
 
     def _show(self, loaded: _Loaded) -> None:
         self.loaded = loaded
+        # A call can end without an answer (its task timed out, the run was cancelled).
+        for call_id in [c for c in self.cards if c not in self.workbench.gate.pending]:
+            self._drop_card(call_id)
         self._render_title()
         self._render_table()
         self._render_detail()
@@ -188,7 +194,7 @@ class RunScreen(Screen[None]):
             state = "awaiting approval"
         icon, _ = RUN_ICONS.get(state, ("?", ""))
         done = sum(1 for t in loaded.tasks.values() if t.state in ("succeeded", "skipped"))
-        end = time.time() if loaded.state in ("running", "pending") else record.updated_at
+        end = clock() if loaded.state in ("running", "pending") else record.updated_at
         self.title_label.update(
             f"{icon} {record.name or record.workflow_id}  ·  run {record.id}  ·  {state}  ·  "
             f"{done}/{len(loaded.tasks)} done  ·  {duration_text(end - record.created_at)}")
@@ -212,20 +218,22 @@ class RunScreen(Screen[None]):
                 table.move_cursor(row=ids.index(cursor))
         else:
             for task_id in ids:
-                for column, value in zip(("icon", "task", "state", "time", "try"), self._cells(task_id), strict=True):
-                    table.update_cell(task_id, column, value)
+                for column, value in zip(("icon", "task", "state", "time"), self._cells(task_id), strict=True):
+                    table.update_cell(task_id, column, value, update_width=True)
         if self.selected is None and ids:
             self.selected = ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else ids[0]
 
-    def _cells(self, task_id: str) -> tuple[Text, Text, Text, str, str]:
+    def _cells(self, task_id: str) -> tuple[Text, Text, Text, str]:
         state = self.task_state(task_id)
         icon, style = TASK_ICONS.get(state, ("?", ""))
         record = self.loaded.tasks.get(task_id) if self.loaded else None
         seconds = None
         if record is not None and record.started_at is not None:
-            seconds = (record.finished_at or time.time()) - record.started_at
-        attempt = str(record.attempt) if record is not None and record.attempt else ""
-        return Text(icon, style), Text(task_id), Text(state.replace("_", " "), style), duration_text(seconds), attempt
+            seconds = (record.finished_at or clock()) - record.started_at
+        label = SHORT_STATES.get(state, state)
+        if record is not None and record.attempt > 1:
+            label += f" ×{record.attempt}"  # the attempt it is on (or ended on)
+        return Text(icon, style), Text(task_id), Text(label, style), duration_text(seconds)
 
     def _render_detail(self) -> None:
         task_id = self.selected
@@ -290,9 +298,7 @@ class RunScreen(Screen[None]):
                 self._render_title()
             return
         if isinstance(event, ToolCallFinished):
-            card = self.cards.pop(event.call.id, None)
-            if card is not None:
-                card.remove()
+            self._drop_card(event.call.id)
             if event.call.run_id == self.run_id:
                 self.reload()
             return
@@ -316,6 +322,16 @@ class RunScreen(Screen[None]):
         self.approvals.mount(card)
         card.focus()
         self.query_one("#detail-scroll", VerticalScroll).scroll_home(animate=False)
+
+    def _drop_card(self, call_id: str) -> None:
+        card = self.cards.pop(call_id, None)
+        if card is None:
+            return
+        had_focus = card.has_focus
+        card.remove()
+        if had_focus:
+            following = next(iter(self.cards.values()), None)
+            (following or self.table).focus()
 
     @on(ApprovalCard.Answered)
     def _answered(self, message: ApprovalCard.Answered) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -55,12 +56,22 @@ def duration_text(seconds: float | None) -> str:
     return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def short_path(path: Path, limit: int = 28) -> str:
+    """A folder as a narrow pane can show it: ``~`` for home, and its end (the telling part) kept."""
+    text = str(path)
+    home = str(Path.home())
+    if text == home or text.startswith(home + "/"):
+        text = "~" + text[len(home):]
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
 class WorkflowTree(Tree[Any]):
     DEFAULT_CSS = """
     WorkflowTree {
         background: $surface;
         padding: 0 1 0 0;
         scrollbar-size-vertical: 1;
+        overflow-x: hidden;  /* long labels are cut; a one-line scrollbar would eat a row */
     }
     """
 
@@ -128,10 +139,9 @@ class WorkflowTree(Tree[Any]):
         cursor_key = self._key(self.cursor_node) if self.cursor_node is not None else None
         first = not self.root.children
         self.clear()
-        cursor_line = None
         for folder in snapshot.folders:
             entries = snapshot.in_folder(folder)
-            label = Text.assemble((folder.label, "bold"), (f"  {folder.path}", "dim"))
+            label = Text.assemble((folder.label, "bold"), (f"  {short_path(folder.path)}", "dim"))
             if folder in snapshot.missing:
                 label.append("  (not there yet)", "dim italic")
             folder_node = self.root.add(label, data=("folder", str(folder.path)),
@@ -149,11 +159,16 @@ class WorkflowTree(Tree[Any]):
                     node.add_leaf(self._run_label(run), data=_RunNode(run, entry))
                 if not entry.problems and not entry.runs:
                     node.add_leaf(Text("no runs yet", "dim italic"))
-        for node in self._walk(self.root):
-            if cursor_key is not None and self._key(node) == cursor_key:
-                cursor_line = node.line
-        if cursor_line is not None and cursor_line >= 0:
-            self.cursor_line = cursor_line
+        # Node lines are only known once the tree has laid them out.
+        self.call_after_refresh(self._restore_cursor, cursor_key, first)
+
+    def _restore_cursor(self, key: Any, first: bool) -> None:
+        nodes = self._walk(self.root)
+        target = next((n for n in nodes if key is not None and self._key(n) == key), None)
+        if target is None and first:  # start on the first workflow: enter runs it
+            target = next((n for n in nodes if isinstance(n.data, _WorkflowNode)), None)
+        if target is not None and target.line >= 0:
+            self.cursor_line = target.line
 
     def _entry_label(self, entry: WorkflowEntry) -> Text:
         label = Text.assemble(("✗ ", "bold red") if entry.problems else "", (entry.title, "bold"))
@@ -167,7 +182,8 @@ class WorkflowTree(Tree[Any]):
     def _run_label(self, run: RunSummary) -> Text:
         state = "awaiting approval" if run.id in self._awaiting else run.state
         icon, style = RUN_ICONS.get(state, ("?", ""))
-        when = time.strftime("%m-%d %H:%M", time.localtime(run.created_at))
+        same_day = time.localtime(run.created_at)[:3] == time.localtime()[:3]
+        when = time.strftime("%H:%M" if same_day else "%m-%d %H:%M", time.localtime(run.created_at))
         return Text.assemble((f"{icon} ", style), (when, ""), (f"  {state}", style),
                              (f"  {duration_text(run.duration_s)}", "dim"))
 
