@@ -281,3 +281,19 @@ async def test_panes_toggle_and_resize_by_key(store: Store, tmp_path: Path) -> N
     async with wide.run_test(size=WIDE) as pilot:
         screen = await ready(pilot)
         assert screen.workflow_tree.display and screen.log_pane.display  # a wide terminal shows all
+
+
+async def test_the_tree_follows_file_changes(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=WIDE) as pilot:
+        screen = await ready(pilot)
+        tree = screen.workflow_tree
+        await wait_until(pilot, lambda: tree.snapshot is not None, "the tree")
+        labels = lambda: " | ".join(str(n.label) for n in tree._walk(tree.root))  # noqa: E731
+        assert "Fresh one" not in labels()
+        (folder / "fresh.yaml").write_text(COPY.replace("Copy a note", "Fresh one"))
+        await wait_until(pilot, lambda: "Fresh one" in labels(), "the new file in the tree", timeout=10)
+        (folder / "fresh.yaml").write_text(COPY.replace("read_file", "raed_file").replace("Copy a note", "Fresh one"))
+        await wait_until(pilot, lambda: "✗ Fresh one  1 problem" in labels(), "its problem", timeout=10)
+        (folder / "fresh.yaml").unlink()
+        await wait_until(pilot, lambda: "Fresh one" not in labels(), "the file gone from the tree", timeout=10)
