@@ -32,7 +32,10 @@ if ! .venv/bin/python -c 'import llama_cpp' 2>/dev/null; then
     echo "setup: compiling llama-cpp-python (about 5 minutes the first time; pip caches the wheel)" >&2
     echo "setup: CMAKE_ARGS=${CMAKE_ARGS:-}" >&2
 fi
-.venv/bin/python -m pip install --quiet -e ".[cpu,data,dev]"
+# The transformers backend's tests run on the CPU: install the CPU torch build by its exact version
+# first (a plain `torch` would pull a multi-GB CUDA build), then transformers through the extra.
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[cpu,data,dev,transformers]"
 
 # The Python sandbox (issue 3) isolates with bubblewrap where the system has it.
 if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

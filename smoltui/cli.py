@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("smoltui")
 
 
+BACKENDS = ("llama_cpp", "transformers", "openai")
+
+
 def _common_options() -> argparse.ArgumentParser:
     # SUPPRESS lets the same option appear before or after the subcommand without the later
     # parser resetting what the earlier one set.
@@ -30,7 +33,10 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                         help="keep config, history and caches under DIR (or set SMOLTUI_HOME)")
     common.add_argument("--model", "-m", metavar="PATH_OR_NAME", default=argparse.SUPPRESS,
-                        help="a .gguf file, a pulled model name (smollm3), or 'scripted'")
+                        help="a .gguf file, a pulled model name (smollm3), or 'scripted'; with "
+                             "--backend transformers a folder or hub id, with openai the server's model id")
+    common.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
+                        help="model runtime (default: [model] backend in the config, else llama_cpp)")
     common.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS,
                         help="CPU threads for generation (default: physical cores)")
     common.add_argument("--n-ctx", type=int, metavar="TOKENS", default=argparse.SUPPRESS,
@@ -111,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     pull = models_sub.add_parser("pull", parents=[common], help="download a model from Hugging Face")
     pull.add_argument("name", help="smollm3, smollm3-q8, or OWNER/REPO:FILE.gguf")
+
+    bench = sub.add_parser("bench", parents=[common],
+                           help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
+    bench.add_argument("--prompt-tokens", type=int, default=512, metavar="N", help="prompt length to prefill (512)")
+    bench.add_argument("--new-tokens", type=int, default=128, metavar="M", help="tokens to decode per run (128)")
+    bench.add_argument("--runs", type=int, default=3, metavar="R", help="measured runs; medians reported (3)")
+    bench.add_argument("--synthetic", nargs="?", const="3b", choices=("3b", "tiny"), default=None,
+                       help="build (once, in the cache dir) and measure a random-weight SmolLM3-3B-shaped model "
+                            "for the backend (tiny: 4 layers, for a quick check)")
+    bench.add_argument("--json", action="store_true", help="print the measurements as JSON")
     return parser
 
 
@@ -179,6 +195,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         args.approval_policy = approval_policy(args)
     if args.command == "tools":
         return _tools(args, load_config(paths.config_file), paths)
+    if args.command == "bench":
+        config = load_config(paths.config_file)
+        _apply_overrides(config, args)
+        return _bench(args, config, paths)
     if args.command in ("models", "chat"):
         config = load_config(paths.config_file)
         _apply_overrides(config, args)
@@ -216,6 +236,8 @@ def _apply_overrides(config: Config, args: argparse.Namespace) -> None:
         config.model.threads = args.threads
     if getattr(args, "n_ctx", None):
         config.model.n_ctx = args.n_ctx
+    if getattr(args, "backend", None):
+        config.model.backend = args.backend
 
 
 def setup_logging(paths: Paths) -> None:
@@ -242,18 +264,41 @@ def resolve_and_build(config: Config, paths: Paths, model_spec: str | None) -> t
     """Pick the model (flag, then config, then bundled) and build the backend that runs it."""
     from pathlib import Path
 
-    from smoltui.backends.models import resolve_model
+    from smoltui.backends.models import SCRIPTED, ModelRef, resolve_model
 
-    search = [paths.models_dir, *(Path(p) for p in config.model.search_paths)]
-    ref = resolve_model(model_spec or config.model.default, search)
+    backend = config.model.backend
+    if backend == "openai" and model_spec != SCRIPTED:
+        # The model is the server's id (the config's [model] default is a local file for llama.cpp).
+        model = model_spec or config.openai.model or ""
+        ref = ModelRef(model or OPENAI_SERVER_DEFAULT, "remote", None)  # type: ignore[arg-type]
+    elif backend == "transformers" and (model_spec or config.model.default) != SCRIPTED:
+        target = model_spec or config.model.default
+        if not target:
+            from smoltui.errors import ModelError
+
+            raise ModelError("the transformers backend needs a model: --model FOLDER or a hub id "
+                             "(HuggingFaceTB/SmolLM3-3B), or [model] default in the config")
+        folder = Path(target).expanduser()
+        ref = ModelRef(target, "path", folder) if folder.is_dir() else ModelRef(target, "hf-cache", None)
+    else:
+        search = [paths.models_dir, *(Path(p) for p in config.model.search_paths)]
+        ref = resolve_model(model_spec or config.model.default, search)
     return ref, build_backend(ref, config, paths)
 
 
+OPENAI_SERVER_DEFAULT = "(server default)"
+
+
 def build_backend(ref: ModelRef, config: Config, paths: Paths) -> Backend:
+    """The backend for ``ref``, chosen by ``config.model.backend`` (``--backend``)."""
     if ref.source == "scripted":
         from smoltui.backends.scripted import ScriptedBackend
 
         return ScriptedBackend()
+    if config.model.backend == "openai":
+        return _openai_backend(ref, config)
+    if config.model.backend == "transformers":
+        return _transformers_backend(ref, config)
     from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings
     from smoltui.config import physical_cores
 
@@ -265,6 +310,40 @@ def build_backend(ref: ModelRef, config: Config, paths: Paths) -> Backend:
         prompt_cache_dir=paths.prompt_cache_dir if config.model.prompt_cache else None,
     )
     return LlamaCppBackend(ref.path, settings, model_name=ref.name)
+
+
+def _openai_backend(ref: ModelRef, config: Config) -> Backend:
+    import os
+
+    from smoltui.backends.openai_compat import OpenAICompatBackend, OpenAISettings
+
+    c = config.openai
+    return OpenAICompatBackend(OpenAISettings(
+        base_url=c.base_url,
+        api_key=c.api_key or os.environ.get("SMOLTUI_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
+        model="" if ref.name == OPENAI_SERVER_DEFAULT else ref.name,
+        context_size=c.context_size,
+        timeout_s=c.timeout,
+        think_flag=c.think_flag,
+    ))
+
+
+def _transformers_backend(ref: ModelRef, config: Config) -> Backend:
+    import importlib.util
+    from pathlib import Path
+
+    from smoltui.errors import ModelError
+
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelError(f"the transformers backend needs {' and '.join(missing)}: run `pip install 'smoltui[gpu]'`")
+    try:
+        from smoltui.backends.transformers_backend import TransformersBackend, TransformersSettings
+    except ImportError as error:
+        raise ModelError(f"the transformers backend cannot start ({error}): run `pip install 'smoltui[gpu]'`") from None
+    settings = TransformersSettings(**config.transformers.model_dump())
+    model = str(ref.path) if ref.path is not None else ref.name
+    return TransformersBackend(model, settings, model_name=Path(model).name or model)
 
 
 def chat_settings(config: Config, *, system: str | None = None, think: bool | None = None,
@@ -361,6 +440,30 @@ async def _chat_async(args, prompt, store, ref, backend, settings) -> int:  # no
         print(json.dumps(payload, ensure_ascii=False, indent=2))
     elif not finished.content.endswith("\n"):
         sys.stdout.write("\n")
+    return 0
+
+
+def _bench(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    """``smoltui bench``: the measuring is in :mod:`smoltui.benchmarking.measure`."""
+    import asyncio
+    import json
+
+    from smoltui.benchmarking import measure
+
+    setup_logging(paths)
+    measure.check_sizes(args.prompt_tokens, args.new_tokens, args.runs)
+    config.model.prompt_cache = False  # every run pays for its whole prompt
+    model_spec = getattr(args, "model", None)
+    if args.synthetic:
+        def say(line: str) -> None:
+            print(f"smoltui: {line}", file=sys.stderr, flush=True)
+
+        model_spec = str(measure.synthetic_model(config.model.backend, paths.cache_dir, args.synthetic, say=say))
+    ref, backend = resolve_and_build(config, paths, model_spec)
+    report = asyncio.run(measure.run_bench(
+        backend, ref.name, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, runs=args.runs,
+    ))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.table())
     return 0
 
 

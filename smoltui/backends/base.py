@@ -20,6 +20,10 @@ class ChatMessage:
     role: Role
     content: str
     thinking: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    """The calls an assistant turn made, where the backend reported them as structured calls."""
+    tool_call_id: str | None = None
+    """For a ``tool`` turn: the id of the call this is the result of (when known)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class GenerationParams:
     tools: Sequence[dict] | None = None
     json_schema: Mapping[str, Any] | None = None
     """Constrain the reply to JSON matching this schema (where the backend can)."""
+    tool_choice: Literal["auto", "required"] = "auto"
+    """``required``: the reply starts with a call (the model only picks which, and its arguments)."""
+    constrain_tools: bool = True
+    """Hold each tool call to the offered tools' schemas once the model opens one (where the
+    backend can): a call then always parses and names a real tool."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,22 @@ class TextDelta:
 class ThinkingDelta:
     text: str
     kind: Literal["thinking"] = "thinking"
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """One complete tool call the model made (emitted once, after all of its streamed fragments)."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as the model wrote them: a JSON object in text, not validated here."""
+    raw: str = ""
+    """The call's markup exactly as generated (``<tool_call>…</tool_call>``), where the model wrote
+    it as text: stored in the history so the next prompt renders the same tokens."""
+    error: str | None = None
+    """Why the call could not be read (bad JSON, no name); the agent hands it back to the model."""
+    kind: Literal["tool_call"] = "tool_call"
 
 
 StopReason = Literal["stop", "length", "cancelled"]
@@ -90,7 +115,7 @@ class Finished:
     kind: Literal["done"] = "done"
 
 
-StreamEvent = TextDelta | ThinkingDelta | Finished
+StreamEvent = TextDelta | ThinkingDelta | ToolCallDelta | Finished
 
 
 @dataclass
@@ -138,7 +163,7 @@ class Backend(Protocol):
     def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
     ) -> AsyncIterator[StreamEvent]:
-        """Yield text and thinking deltas, then exactly one :class:`Finished`."""
+        """Yield text, thinking and tool-call deltas, then exactly one :class:`Finished`."""
 
     async def close(self) -> None:
         """Release the model."""

@@ -1,0 +1,394 @@
+"""The GPU backend: a transformers model folder (or hub id) in bf16/fp16, nf4 or int8.
+
+It behaves like the llama.cpp backend: everything that touches the model runs on one worker thread;
+deltas travel to the event loop through a queue; the cancel token is checked between tokens; the KV
+cache is kept between turns, so a follow-up only prefills the tokens after the prefix the cache
+already holds; the prompt is rendered from the model's own chat template by our sandboxed Jinja code
+(:mod:`smoltui.backends.chat_template`), never by ``tokenizer.apply_chat_template``.
+
+``settings.compile`` selects the fast path: a static cache sized ``max_context`` and a decode step
+compiled once per backend (reused by every reply), or captured in a CUDA graph for bitsandbytes models
+whose layers ``torch.compile`` cannot trace through (see :mod:`smoltui.backends.transformers_decode`).
+
+torch and transformers are imported on the worker thread when the model loads, never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from smoltui.backends.base import (
+    CancelToken,
+    ChatMessage,
+    Finished,
+    GenerationParams,
+    GenerationStats,
+    LoadProgress,
+    ProgressCallback,
+    StreamEvent,
+)
+from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
+from smoltui.backends.think_parser import ThinkParser
+from smoltui.backends.transformers_decode import DecodeMode, DecodeSession, Sampling, sample
+from smoltui.backends.transformers_loading import (
+    TransformersSettings,
+    check_source,
+    load_model,
+    out_of_memory_message,
+)
+from smoltui.errors import BackendError, ModelError
+
+__all__ = ["TransformersBackend", "TransformersSettings", "decode_mode_for"]
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+
+
+def decode_mode_for(settings: TransformersSettings, model: Any) -> DecodeMode:
+    """How decode steps run: the fast path where it can work, plain eager steps otherwise."""
+    import torch
+
+    placed = set(map(str, (getattr(model, "hf_device_map", None) or {}).values()))
+    if not settings.compile or placed & {"cpu", "disk", "meta"} and len(placed) > 1:
+        # A model split between GPU and RAM/disk streams weights in per layer: nothing to capture.
+        return "dynamic"
+    quantized = getattr(model, "is_quantized", False) or settings.quantization != "none"
+    if quantized and torch.cuda.is_available():
+        # torch.compile breaks its graph at every bitsandbytes layer (slower than eager); replaying a
+        # captured CUDA graph runs the same kernels without the Python in between.
+        return "cuda_graph"
+    return "compile"
+
+
+class _Detokenizer:
+    """Streams text from token ids without splitting a character (nor a merge a tokenizer makes)."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self._decode = decode
+        self.ids: list[int] = []
+        self._prefix = 0
+        self._read = 0
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def flush(self) -> str:
+        before = self._decode(self.ids[self._prefix : self._read])
+        after = self._decode(self.ids[self._prefix :])
+        self._prefix = self._read = len(self.ids)
+        return after[len(before) :]
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: str, settings: TransformersSettings, *, model_name: str | None = None) -> None:
+        self.model_ref = str(model)
+        self.settings = settings
+        self.model_name = model_name or Path(self.model_ref.rstrip("/")).name or self.model_ref
+        self.template: ChatTemplate | None = None
+        self.decode_mode: DecodeMode | None = None
+        """Set before load() to force a decode mode (tests, benchmarks); None picks one from the settings."""
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._session: DecodeSession | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transformers")
+        self._eos: set[int] = set()
+        self._bos_text = ""
+        self._bos_id: int | None = None
+        self._byte_level = False
+        self._n_ctx = settings.max_context
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @property
+    def context_size(self) -> int:
+        return self._n_ctx
+
+    @property
+    def session(self) -> DecodeSession:
+        """The decode session holding the KV cache (for benchmarks driving the decode loop directly)."""
+        if self._session is None:
+            raise BackendError("the model is not loaded yet")
+        return self._session
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            raise BackendError("the model is not loaded yet")
+        return self._model
+
+    async def load(self, progress: ProgressCallback | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._load, progress or (lambda _: None))
+
+    def _load(self, progress: ProgressCallback) -> None:
+        source = check_source(self.model_ref)
+        progress(LoadProgress(0.05, f"loading {self.model_name} with transformers"))
+        model, tokenizer = load_model(source, self.settings)
+        progress(LoadProgress(0.85, "preparing chat template"))
+        self.attach(model, tokenizer)
+        progress(LoadProgress(1.0, "ready"))
+
+    def attach(self, model: Any, tokenizer: Any) -> None:
+        """Use an already loaded model and tokenizer (what load() does after from_pretrained)."""
+        self._model, self._tokenizer = model, tokenizer
+        config = model.config
+        limit = getattr(config, "max_position_embeddings", None) or self.settings.max_context
+        self._n_ctx = min(self.settings.max_context, limit)
+        self._eos = _eos_ids(model, tokenizer)
+        self._bos_text = tokenizer.bos_token or ""
+        self._bos_id = tokenizer.bos_token_id
+        source = getattr(tokenizer, "chat_template", None)
+        if isinstance(source, dict):  # several named templates: the default one
+            source = source.get("default") or next(iter(source.values()), None)
+        self.template = ChatTemplate(
+            source or CHATML_TEMPLATE, bos_token=self._bos_text, eos_token=tokenizer.eos_token or ""
+        )
+        self._byte_level = _is_byte_level(tokenizer)
+        mode = self.decode_mode or decode_mode_for(self.settings, model)
+        self._session = DecodeSession(model, mode=mode, max_context=self._n_ctx)
+        self.decode_mode = mode
+
+    async def close(self) -> None:
+        def release() -> None:
+            self._session = None
+            self._model = None
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:
+                pass
+
+        if self._model is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, release)
+        self._executor.shutdown(wait=False)
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(
+            list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+    def _tokenize(self, prompt: str) -> list[int]:
+        tokens = self._encode(prompt)
+        if (
+            getattr(self._tokenizer, "add_bos_token", False)
+            and self._bos_id is not None
+            and not prompt.startswith(self._bos_text)
+        ):
+            tokens.insert(0, self._bos_id)
+        return tokens
+
+    def _tokenize_reusing_cache(self, prompt: str) -> list[int]:
+        """Tokenize ``prompt``, keeping the cached tokens whose text starts it (see the llama.cpp backend).
+
+        A generated reply does not always re-tokenize to the tokens it was generated as; tokenizing
+        the whole history again would then throw the cache away from that reply on.
+        """
+        cached = self._session.tokens if self._session is not None else []
+        if not self._byte_level or not cached:
+            return self._tokenize(prompt)
+
+        def fits(k: int) -> str | None:
+            text = self._decode(cached[:k])
+            return text if prompt.startswith(text) and not text.endswith("\ufffd") else None
+
+        keep, text = len(cached), fits(len(cached))
+        if text is None:  # binary search for the longest cached run that still starts the prompt
+            low, high, text = 0, len(cached), ""
+            while high - low > 1:
+                mid = (low + high) // 2
+                found = fits(mid)
+                if found is None:
+                    high = mid
+                else:
+                    low, text = mid, found
+            keep = low
+        if keep == 0:
+            return self._tokenize(prompt)
+        return cached[:keep] + self._encode(prompt[len(text) :])
+
+    def render(self, messages: Sequence[ChatMessage], params: GenerationParams) -> str:
+        if self.template is None:
+            raise BackendError("the model is not loaded yet")
+        return self.template.render(messages, think=params.think, tools=params.tools)
+
+    def prepare(self, messages: Sequence[ChatMessage], params: GenerationParams) -> list[int]:
+        return self._tokenize_reusing_cache(self.render(messages, params))
+
+    async def count_tokens(self, messages: Sequence[ChatMessage], params: GenerationParams) -> int:
+        loop = asyncio.get_running_loop()
+        return len(await loop.run_in_executor(self._executor, self.prepare, messages, params))
+
+    # -- generation ------------------------------------------------------------------------------
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
+    ) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: object) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def run() -> None:
+            try:
+                self._generate(messages, params, cancel, emit)
+            except BaseException as error:  # surfaced on the loop side
+                emit(error)
+            finally:
+                emit(_DONE)
+
+        future = loop.run_in_executor(self._executor, run)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    if isinstance(item, (BackendError, ModelError)):
+                        raise item
+                    raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
+                yield item
+        finally:
+            # The consumer stopped early (or raised): stop the thread before anyone reuses the cache.
+            cancel.cancel()
+            await future
+
+    def _generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken, emit: Any
+    ) -> None:
+        import torch
+
+        session = self.session
+        started = time.perf_counter()
+        if params.json_schema is not None:
+            log.debug("the transformers backend does not constrain output to a JSON schema yet")
+        prompt = self.render(messages, params)
+        tokens = self._tokenize_reusing_cache(prompt)
+        n_ctx = self._n_ctx
+        if len(tokens) >= n_ctx:
+            raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
+        cached = session.reuse(tokens)
+        generator = None
+        if params.seed is not None:
+            generator = torch.Generator(device=session.device)
+            generator.manual_seed(params.seed)
+        sampling = Sampling(
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            repeat_penalty=params.repeat_penalty,
+        )
+        parser = ThinkParser(start_in_thinking=params.think and prompt.rstrip().endswith("<think>"))
+        detok = _Detokenizer(self._decode)
+        history = list(tokens)
+        completion = 0
+        first_at: float | None = None
+        stop = "stop"
+        try:
+            logits = session.prefill(tokens[cached:], cancelled=lambda: cancel.cancelled)
+            while logits is not None:
+                token = self._sample(logits, sampling, history, generator)
+                if first_at is None:
+                    first_at = time.perf_counter()
+                if cancel.cancelled:
+                    stop = "cancelled"
+                    break
+                if token in self._eos:
+                    break
+                completion += 1
+                history.append(token)
+                piece = detok.add(token)
+                for delta in parser.feed(piece) if piece else ():
+                    emit(delta)
+                if completion >= params.max_tokens or len(tokens) + completion >= n_ctx - 1:
+                    stop = "length"
+                    break
+                logits = session.step(token)
+            else:
+                stop = "cancelled"  # stopped during the prefill
+        except BaseException as error:
+            # A forward pass that failed half way leaves the cache in an unknown state.
+            session.reset()
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                raise BackendError(out_of_memory_message(self.settings, "generating")) from None
+            if isinstance(error, OverflowError):
+                raise BackendError(f"the conversation no longer fits the context: {error}") from None
+            raise
+        for delta in parser.feed(detok.flush()) + parser.flush():
+            emit(delta)
+        ended = time.perf_counter()
+        first_at = first_at or ended
+        ttft = first_at - started
+        new_tokens = len(tokens) - cached
+        decode_s = ended - first_at
+        emit(
+            Finished(
+                GenerationStats(
+                    prompt_tokens=len(tokens),
+                    completion_tokens=completion,
+                    cached_tokens=cached,
+                    ttft_s=ttft,
+                    prefill_tok_s=new_tokens / ttft if ttft > 0 else 0.0,
+                    decode_tok_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0 else 0.0,
+                    context_used=len(tokens) + completion,
+                    context_size=n_ctx,
+                    total_s=ended - started,
+                    stop_reason=stop,  # type: ignore[arg-type]
+                )
+            )
+        )
+
+    def _sample(self, logits: Any, sampling: Sampling, history: list[int], generator: Any) -> int:
+        return sample(logits, sampling, history, generator)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config, tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    for text in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        token = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(token, int) and token != getattr(tokenizer, "unk_token_id", None):
+            ids.add(token)
+    return ids
+
+
+def _is_byte_level(tokenizer: Any) -> bool:
+    """Byte-level BPE (GPT-2 style, SmolLM's): pieces tokenized apart concatenate to the same text."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        return False
+    try:
+        spec = json.loads(backend.to_str())
+    except (AttributeError, ValueError):
+        return False
+    return "ByteLevel" in json.dumps(spec.get("pre_tokenizer")) and "ByteLevel" in json.dumps(
+        spec.get("decoder")
+    )

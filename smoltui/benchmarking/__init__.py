@@ -1,0 +1,1 @@
+"""``smoltui bench``: measure a backend and model, and build the random-weight models it can measure."""
