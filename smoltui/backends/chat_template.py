@@ -111,6 +111,27 @@ class ChatTemplate:
         """Whether the template knows a reasoning switch (SmolLM3's ``enable_thinking`` / ``/think``)."""
         return "enable_thinking" in self.source or "/think" in self.source
 
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the template writes the offered tools into the prompt itself (SmolLM3's does)."""
+        return "tools" in self.source
+
+    def _with_tools(
+        self, messages: Sequence[ChatMessage], tools: Sequence[dict] | None
+    ) -> tuple[Sequence[ChatMessage], Sequence[dict] | None]:
+        """For a template that ignores ``tools`` (plain ChatML), the tools go into the system message,
+        worded as SmolLM3's template words them, so the model still learns what it may call."""
+        if not tools or self.supports_tools:
+            return messages, tools
+        from smoltui.backends.tool_calls import tools_system_block
+
+        block = tools_system_block(tools)
+        if messages and messages[0].role == "system":
+            first = messages[0]
+            joined = f"{first.content.rstrip()}\n\n{block}" if first.content.strip() else block
+            return [ChatMessage("system", joined, first.thinking), *messages[1:]], None
+        return [ChatMessage("system", block), *messages], None
+
     def render(
         self,
         messages: Sequence[ChatMessage],
@@ -120,6 +141,7 @@ class ChatTemplate:
         tools: Sequence[dict] | None = None,
     ) -> str:
         """The prompt text for ``messages``; ``think=None`` leaves the template's default mode."""
+        messages, tools = self._with_tools(messages, tools)
         return self._render(
             [self._message_dict(m, think) for m in messages],
             add_generation_prompt=add_generation_prompt,
@@ -143,6 +165,7 @@ class ChatTemplate:
         """
         if not messages:
             return ""
+        messages, tools = self._with_tools(messages, tools)
         full = self.render(messages, think=think, tools=tools)
         try:
             prefix = self._leading_part(messages, think=think, tools=tools)

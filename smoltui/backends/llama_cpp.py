@@ -34,10 +34,12 @@ from smoltui.backends.base import (
     LoadProgress,
     ProgressCallback,
     StreamEvent,
+    TextDelta,
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
 from smoltui.backends.think_parser import ThinkParser
+from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema
 from smoltui.errors import BackendError, ModelError
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class LlamaCppBackend:
         self._llm: Llama | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama")
         self._eog: set[int] = set()
+        self._text_specials: set[int] = set()
         self._bos_text = ""
         self._add_bos = False
         self._model_key = ""
@@ -131,6 +134,12 @@ class LlamaCppBackend:
         llm = self._llm
         vocab = llm._model.vocab
         self._eog = {t for t in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        # Markup a reply must keep as text even where the vocabulary makes it one special token
+        # (SmolLM3: <think>=128002, <tool_call>=128015): detokenized with its text, not dropped.
+        for markup in ("<think>", "</think>", "<tool_call>", "</tool_call>"):
+            ids = llm.tokenize(markup.encode(), add_bos=False, special=True)
+            if len(ids) == 1:
+                self._text_specials.add(ids[0])
         bos = llm.token_bos()
         self._bos_text = llm.detokenize([bos], special=True).decode("utf-8", "replace") if bos >= 0 else ""
         self._add_bos = bool(llm._model.add_bos_token()) and bos >= 0
@@ -339,41 +348,84 @@ class LlamaCppBackend:
         cached = min(cached, len(tokens) - 1)  # generate() always re-evaluates at least one token
         if params.seed is not None:
             llm.set_seed(params.seed)
-        grammar = self._grammar(params.json_schema) if params.json_schema else None
+        free_grammar = self._grammar(params.json_schema) if params.json_schema else None
+        tools = list(params.tools or ())
+        splitter = ToolCallSplitter() if tools else None
+        # Lazy constraint: the model writes freely until it opens a call; from there to the end of the
+        # call's JSON the grammar of "one call to an offered tool" holds it (then the tag is closed for it).
+        call_grammar = self._grammar(call_schema(tools)) if tools and params.constrain_tools else None
         parser = ThinkParser(start_in_thinking=params.think and self._opens_think(tokens))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         completion = 0
         first_at: float | None = None
         stop = "stop"
-        generator = llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=0.05,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            grammar=grammar,
-        )
-        try:
-            for token in generator:
-                if first_at is None:
-                    first_at = time.perf_counter()
-                if cancel.cancelled:
-                    stop = "cancelled"
-                    break
-                if token in self._eog:
-                    break
-                completion += 1
-                piece = decoder.decode(llm.detokenize([token], special=False))
-                for delta in parser.feed(piece) if piece else ():
+        sequence = list(tokens)
+        in_call_phase = False
+        opening: list[int] = []
+        if splitter is not None and params.tool_choice == "required":
+            opening = llm.tokenize(OPEN.encode(), add_bos=False, special=True)
+            sequence.extend(opening)
+            in_call_phase = call_grammar is not None
+
+        def deliver(deltas: Sequence[Any]) -> None:
+            for delta in deltas:
+                if splitter is not None and isinstance(delta, TextDelta):
+                    for part in splitter.feed(delta.text):
+                        emit(part)
+                else:
                     emit(delta)
-                if completion >= params.max_tokens or len(tokens) + completion >= n_ctx - 1:
-                    stop = "length"
-                    break
-        finally:
-            generator.close()
+
+        if opening:
+            deliver([TextDelta(OPEN)])
+        while True:
+            grammar = call_grammar if in_call_phase else free_grammar
+            generator = llm.generate(
+                sequence,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=0.05,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                grammar=grammar,
+            )
+            switch = False
+            try:
+                for token in generator:
+                    if first_at is None:
+                        first_at = time.perf_counter()
+                    if cancel.cancelled:
+                        stop = "cancelled"
+                        break
+                    if token in self._eog:
+                        if in_call_phase:  # the grammar is satisfied: the call's JSON is complete
+                            switch = True
+                        break
+                    completion += 1
+                    sequence.append(token)
+                    piece = decoder.decode(llm.detokenize([token], special=token in self._text_specials))
+                    deliver(parser.feed(piece) if piece else ())
+                    if completion >= params.max_tokens or len(sequence) + 1 >= n_ctx - 1:
+                        stop = "length"
+                        break
+                    if (call_grammar is not None and not in_call_phase and splitter is not None
+                            and splitter.in_call and splitter.pending_call_text.strip() == ""):
+                        switch = True  # just opened a call: constrain what follows
+                        break
+            finally:
+                generator.close()
+            if not switch or stop != "stop":
+                break
+            if in_call_phase:
+                closing = llm.tokenize(("\n" + CLOSE).encode(), add_bos=False, special=True)
+                deliver(parser.feed("\n" + CLOSE))
+                sequence.extend(closing)
+                completion += len(closing)
+            in_call_phase = not in_call_phase
         for delta in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
-            emit(delta)
+            deliver([delta])
+        if splitter is not None:
+            for part in splitter.flush():
+                emit(part)
         ended = time.perf_counter()
         first_at = first_at or ended
         ttft = first_at - started

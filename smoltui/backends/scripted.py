@@ -25,6 +25,7 @@ from smoltui.backends.base import (
     TextDelta,
     ThinkingDelta,
 )
+from smoltui.backends.tool_calls import ToolCallSplitter
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 
@@ -92,6 +93,12 @@ class ScriptedBackend:
         if params.think and reply.thinking:
             pieces += [ThinkingDelta(t) for t in tokenize(reply.thinking)]
         pieces += [TextDelta(t) for t in tokenize(reply.text)]
+        if params.tools:  # calls in the script come out as calls, as from a real model
+            splitter = ToolCallSplitter()
+            split: list[StreamEvent] = []
+            for piece in pieces:
+                split += splitter.feed(piece.text) if isinstance(piece, TextDelta) else [piece]
+            pieces = split + splitter.flush()
         for piece in pieces:
             if cancel.cancelled:
                 stop = "cancelled"
