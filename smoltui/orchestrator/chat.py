@@ -8,10 +8,13 @@ reply as events and commits both messages to the store before announcing them.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from smoltui.backends.base import (
     Backend,
@@ -23,8 +26,11 @@ from smoltui.backends.base import (
     LoadProgress,
     TextDelta,
     ThinkingDelta,
+    ToolCallDelta,
 )
+from smoltui.backends.tool_calls import format_call
 from smoltui.errors import BackendError, SmoltuiError
+from smoltui.orchestrator.chat_tools import offered, run_call
 from smoltui.orchestrator.events import (
     ContextTrimmed,
     EventBus,
@@ -36,8 +42,15 @@ from smoltui.orchestrator.events import (
     ReplyStarted,
     ThinkingTokenDelta,
     TokenDelta,
+    ToolCallDone,
+    ToolCallRequested,
+    ToolStepLimit,
 )
 from smoltui.orchestrator.store import Store, StoredMessage
+
+if TYPE_CHECKING:
+    from smoltui.orchestrator.approval import ApprovalGate
+    from smoltui.tools.base import Tool
 
 _THINK_FLAG = re.compile(r"(?:^|\s)/(think|no_think)\s*$|^\s*/(think|no_think)(?:\s|$)")
 
@@ -59,13 +72,25 @@ class ChatSettings:
     # Trim down to this share of the prompt budget so that trimming (which invalidates the KV
     # cache from the first dropped turn on) happens once every few turns rather than every turn.
     trim_target: float = 0.75
+    max_tool_steps: int = 6
+    """Rounds of tool calls one message may lead to before the loop stops and says so."""
 
 
 class ChatService:
-    def __init__(self, backend: Backend, store: Store, settings: ChatSettings | None = None) -> None:
+    def __init__(self, backend: Backend, store: Store, settings: ChatSettings | None = None, *,
+                 gate: ApprovalGate | None = None, workspace: Path | None = None) -> None:
+        """
+        Args:
+            gate: runs the model's tool calls (asking the user where the policy says so); without
+                one, chats offer no tools.
+            workspace: the folder file and code tools work in (default: the current directory).
+        """
         self.backend = backend
         self.store = store
         self.settings = settings or ChatSettings()
+        self.gate = gate
+        self.workspace = workspace or Path.cwd()
+        self._tool_job: asyncio.Task[Any] | None = None
         self.bus = EventBus()
         self.ready = asyncio.Event()
         self._settled = asyncio.Event()  # set once loading has either succeeded or failed
@@ -118,11 +143,37 @@ class ChatService:
         return self._reply_lock.locked()
 
     def cancel(self) -> bool:
-        """Stop the reply in progress, keeping what was generated; False if nothing was running."""
+        """Stop the reply in progress, keeping what was generated; False if nothing was running.
+
+        During a tool call (waiting for approval, or running) the call is cancelled and the loop ends.
+        """
+        if self._tool_job is not None and not self._tool_job.done():
+            self._tool_job.cancel()
+            return True
         if self._cancel is None:
             return False
         self._cancel.cancel()
         return True
+
+    # -- tools -----------------------------------------------------------------------------------
+
+    def available_tools(self) -> list[Tool]:
+        """Every tool a chat could switch on."""
+        return list(self.gate.registry.tools) if self.gate is not None else []
+
+    async def session_tools(self, session_id: int) -> list[Tool]:
+        if self.gate is None:
+            return []
+        names = await asyncio.to_thread(self.store.session_tools, session_id)
+        return offered(self.gate, names)
+
+    async def set_session_tools(self, session_id: int, names: Sequence[str]) -> None:
+        if self.gate is None and names:
+            raise SmoltuiError("tools are not available in this chat (no approval gate)")
+        unknown = [n for n in names if self.gate is None or self.gate.registry.get(n) is None]
+        if unknown:
+            raise SmoltuiError(f"unknown tool(s): {', '.join(unknown)}")
+        await asyncio.to_thread(self.store.set_session_tools, session_id, list(names))
 
     async def send(self, session_id: int, text: str, *, think: bool | None = None) -> ReplyFinished | None:
         """Store ``text`` as the user's turn, stream a reply, store it; None if the reply failed."""
@@ -141,26 +192,78 @@ class ChatService:
             return await self._reply(session_id, user, think)
 
     async def _reply(self, session_id: int, user: StoredMessage, think: bool) -> ReplyFinished | None:
-        params = replace(self.settings.params, think=think)
+        """The model's answer; with tools on, call → result → call … until it answers in text."""
+        tools = await self.session_tools(session_id)
+        params = replace(self.settings.params, think=think, tools=[t.schema for t in tools] or None)
+        after = user.id
+        steps = 0
+        while True:
+            finished = await self._step(session_id, after, params)
+            if finished is None or not tools or not finished.tool_calls:
+                return finished
+            if steps >= self.settings.max_tool_steps:
+                self.bus.publish(ToolStepLimit(session_id, steps))
+                return finished
+            steps += 1
+            for call in finished.tool_calls:
+                stored = await self._call(session_id, call)
+                if stored is None:  # cancelled, or the result could not be saved
+                    return finished
+                after = stored
+
+    async def _call(self, session_id: int, call: ToolCallDelta) -> int | None:
+        """Run one call, store its result as a tool message; the message id, or None to stop."""
+        assert self.gate is not None
+        self.bus.publish(ToolCallRequested(session_id, call.id, call.name, call.arguments, call.error))
+        artifacts = Path(self.store.path).parent / "chat-artifacts" / str(session_id)
+        self._tool_job = asyncio.ensure_future(run_call(
+            self.gate, call, session_id=session_id, workspace=self.workspace, artifacts_dir=artifacts))
+        try:
+            outcome = await self._tool_job
+        except asyncio.CancelledError:
+            if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the whole reply is being cancelled, not just the call
+            self.bus.publish(ToolCallDone(session_id, call.id, call.name, False, "cancelled", None))
+            return None
+        finally:
+            self._tool_job = None
+        try:
+            stored = await asyncio.to_thread(self.store.add_message, session_id, "tool", outcome.content)
+        except SmoltuiError as error:
+            self.bus.publish(ReplyFailed(session_id, f"the tool result was not saved: {error}"))
+            return None
+        self.bus.publish(ToolCallDone(session_id, call.id, call.name, outcome.ok, outcome.summary, stored.id))
+        return stored.id
+
+    async def _step(self, session_id: int, after: int, params: GenerationParams) -> ReplyFinished | None:
+        """One generation: stream it, store it (text and the calls' markup), announce it."""
         history = await asyncio.to_thread(self.store.messages, session_id)
         try:
             messages = await self._fit_context(session_id, _to_chat(history, self.settings.system_prompt), params)
         except SmoltuiError as error:
             self.bus.publish(ReplyFailed(session_id, str(error)))
             return None
-        self.bus.publish(ReplyStarted(session_id, user.id, think))
+        self.bus.publish(ReplyStarted(session_id, after, params.think))
         cancel = self._cancel = CancelToken()
         content: list[str] = []
+        shown: list[str] = []
         thinking: list[str] = []
+        calls: list[ToolCallDelta] = []
         stats: GenerationStats | None = None
         try:
             async for event in self.backend.stream(messages, params, cancel):
                 if isinstance(event, TextDelta):
                     content.append(event.text)
+                    shown.append(event.text)
                     self.bus.publish(TokenDelta(session_id, event.text))
                 elif isinstance(event, ThinkingDelta):
                     thinking.append(event.text)
                     self.bus.publish(ThinkingTokenDelta(session_id, event.text))
+                elif isinstance(event, ToolCallDelta):
+                    calls.append(event)
+                    # The markup goes into the history as generated, so the next prompt re-renders
+                    # exactly the tokens already in the KV cache.
+                    content.append(event.raw or format_call(event.name, _loads(event.arguments)))
                 elif isinstance(event, Finished):
                     stats = event.stats
         except SmoltuiError as error:
@@ -170,6 +273,8 @@ class ChatService:
             self._cancel = None
         if stats is None:  # a backend that ended without stats is a bug, but keep the text
             stats = GenerationStats(0, 0, 0, 0.0, 0.0, 0.0, 0, self.backend.context_size, 0.0, "cancelled")
+        if stats.stop_reason == "cancelled":
+            calls = []  # a call cut off by the user is not run
         reply_text, reply_thinking = "".join(content), "".join(thinking)
         try:
             stored = await asyncio.to_thread(
@@ -178,13 +283,13 @@ class ChatService:
                 "assistant",
                 reply_text,
                 reply_thinking or None,
-                stats.as_dict(),
+                {**stats.as_dict(), "think": params.think},  # the mode is stored with the message
             )
         except SmoltuiError as error:
             # The streamed text is still on screen; say plainly that it is not in the history.
             self.bus.publish(ReplyFailed(session_id, f"the reply was not saved: {error}"))
             return None
-        finished = ReplyFinished(session_id, stored.id, reply_text, reply_thinking, stats)
+        finished = ReplyFinished(session_id, stored.id, "".join(shown), reply_thinking, stats, tuple(calls))
         self.bus.publish(finished)
         return finished
 
@@ -217,6 +322,14 @@ class ChatService:
             )
         self.bus.publish(ContextTrimmed(session_id, dropped, context))
         return system + turns
+
+
+def _loads(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _to_chat(history: Sequence[StoredMessage], system_prompt: str) -> list[ChatMessage]:

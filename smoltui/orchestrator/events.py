@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from smoltui.backends.base import GenerationStats
+from smoltui.backends.base import GenerationStats, ToolCallDelta
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class ReplyFinished:
     content: str
     thinking: str
     stats: GenerationStats
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    """Calls the model made in this turn (they run next, each announced on its own)."""
     kind: Literal["reply_finished"] = "reply_finished"
 
 
@@ -85,6 +87,40 @@ class ContextTrimmed:
     kind: Literal["context_trimmed"] = "context_trimmed"
 
 
+@dataclass(frozen=True)
+class ToolCallRequested:
+    """The model asked for a tool (the call may be malformed: then ``error`` says how)."""
+
+    session_id: int
+    call_id: str
+    name: str
+    arguments: str
+    error: str | None = None
+    kind: Literal["tool_call_requested"] = "tool_call_requested"
+
+
+@dataclass(frozen=True)
+class ToolCallDone:
+    """A requested call is over (ran, refused or invalid); its result is stored as a tool message."""
+
+    session_id: int
+    call_id: str
+    name: str
+    ok: bool
+    summary: str
+    message_id: int | None
+    kind: Literal["tool_call_done"] = "tool_call_done"
+
+
+@dataclass(frozen=True)
+class ToolStepLimit:
+    """The model kept calling tools; the loop stopped after ``steps`` rounds."""
+
+    session_id: int
+    steps: int
+    kind: Literal["tool_step_limit"] = "tool_step_limit"
+
+
 Event = (
     ModelLoading
     | ModelReady
@@ -95,6 +131,9 @@ Event = (
     | ReplyFinished
     | ReplyFailed
     | ContextTrimmed
+    | ToolCallRequested
+    | ToolCallDone
+    | ToolStepLimit
 )
 
 Subscriber = Callable[[Event], None]

@@ -14,7 +14,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +150,13 @@ MIGRATIONS: list[tuple[int, str]] = [
         -- What a task's attempt actually ran with: its inputs, prompt and system text after ${...}
         -- was evaluated (JSON, for the run view; values JSON cannot hold are kept as their repr).
         ALTER TABLE task_runs ADD COLUMN rendered TEXT;
+        """,
+    ),
+    (
+        5,
+        """
+        -- The tools a chat may call (JSON list of names; NULL: none): switched on per chat.
+        ALTER TABLE sessions ADD COLUMN tools TEXT;
         """,
     ),
 ]
@@ -336,6 +343,21 @@ class Store:
         if row is None:
             raise StoreError(f"no chat session {session_id}")
         return Session(*row)
+
+    def session_tools(self, session_id: int) -> list[str]:
+        """The names of the tools this chat may call (empty: none)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT tools FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no chat session {session_id}")
+        return list(json.loads(row[0])) if row[0] else []
+
+    def set_session_tools(self, session_id: int, names: Sequence[str]) -> None:
+        with self._write() as conn:
+            cur = conn.execute("UPDATE sessions SET tools = ? WHERE id = ?",
+                               (json.dumps(sorted(set(names))) if names else None, session_id))
+            if cur.rowcount == 0:
+                raise StoreError(f"no chat session {session_id}")
 
     def rename_session(self, session_id: int, title: str) -> Session:
         with self._write() as conn:
