@@ -36,6 +36,7 @@ from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.prompt_input import PromptInput
 from smoltui.screens.run_view import RunScreen
+from smoltui.screens.tool_picker import ToolPickerDialog
 from smoltui.screens.search import SearchScreen
 from smoltui.screens.themes import FALLBACK_THEME, bundled_theme_dirs, load_themes
 from smoltui.screens.workflow_tree import WorkflowTree
@@ -92,6 +93,8 @@ class SmolApp(App[int]):
         """
         super().__init__()
         self.workbench = workbench
+        if workbench is not None and service is not None and service.gate is None:
+            service.gate = workbench.gate  # one gate: chat calls and workflow calls ask the same way
         self._workbench_unsubscribe = None
         self.service = service
         self.store = store
@@ -253,7 +256,7 @@ class SmolApp(App[int]):
 def known_binding_ids() -> set[str]:
     """Every binding id a user can remap in ``[keymap]``."""
     owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog, RunScreen,
-              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog)
+              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog, ToolPickerDialog)
     return {b.id for owner in owners for b in owner.BINDINGS if isinstance(b, Binding) and b.id}
 
 
@@ -301,7 +304,8 @@ def run_tui(
         model_error = f"the model runtime is not installed: {error}; install smoltui[cpu]"
     else:
         model_label = ref.label
-        service = ChatService(backend, store, chat_settings(config))
+        workspace = Path(config.tools.workspace).expanduser() if config.tools.workspace else Path.cwd()
+        service = ChatService(backend, store, chat_settings(config), workspace=workspace)
     workbench = build_workbench(config, paths, store, service)
     try:
         app = SmolApp(

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this chat")
     chat.add_argument("--max-tokens", type=int, metavar="N", help="stop the reply after N tokens")
     chat.add_argument("--show-thinking", action="store_true", help="print thinking to stderr")
+    chat.add_argument("--tools", metavar="TOOL[,TOOL...]|all",
+                      help="tools the model may call (thinking is off unless --think); "
+                           "calls still need --approve")
+    chat.add_argument("--max-steps", type=int, metavar="N", default=None,
+                      help="rounds of tool calls before the loop stops (default 6)")
     add_approve_option(chat)
 
     audit = sub.add_parser("audit", parents=[common], help="list recorded tool calls and their approvals")
@@ -382,33 +387,77 @@ def _chat(args: argparse.Namespace, config: Config, paths: Paths) -> int:
 
     store = Store.open(paths.database)
     try:
+        tools = _chat_tools(args, config)
+        # SmolLM3 calls tools more reliably without a reasoning block: off unless asked for.
+        think = args.think if args.think is not None or not tools else False
         ref, backend = resolve_and_build(config, paths, getattr(args, "model", None))
-        settings = chat_settings(config, system=args.system, think=args.think, max_tokens=args.max_tokens)
-        return asyncio.run(_chat_async(args, prompt, store, ref, backend, settings))
+        settings = chat_settings(config, system=args.system, think=think, max_tokens=args.max_tokens)
+        if args.max_steps is not None:
+            if args.max_steps < 1:
+                raise SmoltuiError("--max-steps must be at least 1")
+            settings.max_tool_steps = args.max_steps
+        return asyncio.run(_chat_async(args, prompt, store, ref, backend, settings, tools))
     finally:
         store.close()
 
 
-async def _chat_async(args, prompt, store, ref, backend, settings) -> int:  # noqa: ANN001
+def _chat_tools(args: argparse.Namespace, config: Config) -> dict:
+    """The tools ``--tools`` switches on (name -> Tool); empty without the flag."""
+    from smoltui.errors import ConfigError
+
+    if not args.tools:
+        return {}
+    available = workflow_tools(config)
+    wanted = sorted(available) if args.tools.strip() == "all" else [t.strip() for t in args.tools.split(",") if t.strip()]
+    unknown = [name for name in wanted if name not in available]
+    if unknown or not wanted:
+        raise ConfigError(f"--tools: no tool named {', '.join(map(repr, unknown)) or repr(args.tools)} "
+                          f"(tools: {', '.join(sorted(available))})")
+    return {name: available[name] for name in wanted}
+
+
+async def _chat_async(args, prompt, store, ref, backend, settings, tools) -> int:  # noqa: ANN001
     import asyncio
     import json
 
     from smoltui.errors import BackendError, ModelError
     from smoltui.orchestrator.chat import ChatService
+    from smoltui.orchestrator.chat_tools import describe_arguments
     from smoltui.orchestrator.events import (
         ContextTrimmed,
         ReplyFailed,
         ThinkingTokenDelta,
         TokenDelta,
+        ToolCallDone,
+        ToolCallRequested,
+        ToolStepLimit,
     )
 
-    service = ChatService(backend, store, settings)
+    gate = None
+    if tools:
+        from smoltui.orchestrator.approval import ApprovalGate
+        from smoltui.orchestrator.audit import AuditLog
+        from smoltui.tools.registry import ToolRegistry
+
+        policy = approval_policy(args, base=None, known_tools=tools)
+        gate = ApprovalGate(ToolRegistry(tools.values()), policy, audit=AuditLog(store), timeout_s=0)
+    service = ChatService(backend, store, settings, gate=gate)
     failures: list[str] = []
+    calls: list[dict] = []
 
     def show(event) -> None:  # noqa: ANN001
         if isinstance(event, TokenDelta) and not args.json:
             sys.stdout.write(event.text)
             sys.stdout.flush()
+        elif isinstance(event, ToolCallRequested) and not args.json:
+            detail = event.error or describe_arguments(event.arguments)
+            print(f"\n⚙ {event.name or '(unreadable call)'}({detail})", file=sys.stderr, flush=True)
+        elif isinstance(event, ToolCallDone):
+            calls.append({"name": event.name, "ok": event.ok, "result": event.summary})
+            if not args.json:
+                print(f"  {'✓' if event.ok else '✗'} {event.summary}", file=sys.stderr, flush=True)
+        elif isinstance(event, ToolStepLimit):
+            print(f"smoltui: stopped after {event.steps} rounds of tool calls", file=sys.stderr)
         elif isinstance(event, ThinkingTokenDelta) and args.show_thinking:
             sys.stderr.write(event.text)
             sys.stderr.flush()
@@ -423,6 +472,8 @@ async def _chat_async(args, prompt, store, ref, backend, settings) -> int:  # no
         if not await service.load_model():
             raise ModelError(service.load_error or "the model failed to load")
         session = await asyncio.to_thread(store.create_session, _title(prompt), ref.name)
+        if tools:
+            await service.set_session_tools(session.id, list(tools))
         finished = await service.send(session.id, prompt)
     finally:
         await backend.close()
@@ -436,6 +487,7 @@ async def _chat_async(args, prompt, store, ref, backend, settings) -> int:  # no
             "backend": backend.name,
             "session_id": session.id,
             "stats": finished.stats.as_dict(),
+            "tool_calls": calls,
         }
         print(json.dumps(payload, ensure_ascii=False, indent=2))
     elif not finished.content.endswith("\n"):

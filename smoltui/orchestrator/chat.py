@@ -194,7 +194,7 @@ class ChatService:
     async def _reply(self, session_id: int, user: StoredMessage, think: bool) -> ReplyFinished | None:
         """The model's answer; with tools on, call → result → call … until it answers in text."""
         tools = await self.session_tools(session_id)
-        params = replace(self.settings.params, think=think, tools=[t.schema for t in tools] or None)
+        params = replace(self.settings.params, think=think, tools=[t.schema() for t in tools] or None)
         after = user.id
         steps = 0
         while True:

@@ -8,6 +8,7 @@ loop, in the order the orchestrator published them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,8 +23,11 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
+from smoltui.backends.tool_calls import CLOSE, OPEN, parse_call
 from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
 from smoltui.orchestrator.chat import ChatService, split_think_flag
+from smoltui.orchestrator.chat_tools import split_markup
 from smoltui.orchestrator.events import (
     ContextTrimmed,
     Event,
@@ -35,10 +39,14 @@ from smoltui.orchestrator.events import (
     ReplyStarted,
     ThinkingTokenDelta,
     TokenDelta,
+    ToolCallDone,
+    ToolCallRequested,
+    ToolStepLimit,
 )
 from smoltui.orchestrator.export import export_session
 from smoltui.orchestrator.store import Session, Store, StoredMessage
 from smoltui.orchestrator.workbench import Workbench
+from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from smoltui.screens.main_panes import LAYOUT_BINDINGS, WorkflowPanes
 from smoltui.screens.message_view import MessageView
@@ -46,6 +54,8 @@ from smoltui.screens.prompt_input import PromptInput
 from smoltui.screens.search import SearchScreen
 from smoltui.screens.session_list import SessionList
 from smoltui.screens.status_bar import StatusBar
+from smoltui.screens.tool_call_view import ToolCallView
+from smoltui.screens.tool_picker import ToolPickerDialog
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +100,8 @@ PALETTE_COMMANDS = (
         "Delete this chat (or the one highlighted in the chat list), after asking",
     ),
     PaletteCommand("toggle_sessions", "sessions.toggle", "Toggle chat list", "Show or hide the saved chats"),
+    PaletteCommand("pick_tools", "chat.tools", "Tools for this chat",
+                   "Choose the tools the model may call in this chat (each call still asks first)"),
     PaletteCommand(
         "search", "search.open", "Search chats", "Find words in every saved chat and open it there"
     ),
@@ -116,6 +128,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         Binding("ctrl+b", "toggle_sessions", "Chats", id="sessions.toggle"),
         Binding("ctrl+f", "search", "Search", id="search.open"),
         Binding("ctrl+n", "new_session", "New", id="sessions.new"),
+        Binding("f5", "pick_tools", "Tools", id="chat.tools"),
         Binding("ctrl+o", "copy_reply", "Copy reply", id="chat.copy", show=False),
         Binding("ctrl+s", "export", "Export", id="chat.export", show=False),
         Binding("f2", "rename_session", "Rename chat", id="sessions.rename", show=False),
@@ -167,6 +180,10 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         """The session whose reply is running (it may no longer be the one on screen)."""
         self._reply_started = False
         self._sessions_pinned: bool | None = None
+        self.session_tools: list[str] = []
+        """Tools the model may call in this chat."""
+        self._call_views: dict[str, ToolCallView] = {}
+        self._chat_cards: dict[str, ApprovalCard] = {}
         self._unsubscribe: Callable[[], None] | None = None
         # Kept as attributes rather than queried: workers may still touch them while the screen
         # is being torn down, when a query would no longer find them.
@@ -248,7 +265,8 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             f"{k('sessions.new', 'ctrl+n')} starts a new one; {k('app.command_palette', 'ctrl+p')} lists every command."
         )
         if self.workbench is not None:
-            text += (f"\n{k('layout.workflows', 'f3')} shows your workflows (enter runs one), "
+            text += (f"\n{k('chat.tools', 'f5')} picks tools the model may call here; "
+                     f"{k('layout.workflows', 'f3')} shows your workflows (enter runs one), "
                      f"{k('layout.logs', 'f4')} the run log; {k('approvals.next', 'ctrl+g')} opens a waiting approval.")
         self.log_view.mount(Static(text, classes="welcome", markup=False))
 
@@ -268,6 +286,8 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             return self._target_session_id() is not None
         if action == "send":
             return bool(self.prompt.text.strip())
+        if action == "pick_tools":
+            return self._service is not None and self._service.gate is not None
         return True
 
     @property
@@ -407,8 +427,24 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                     await self._restore_unsent()
             case ReplyStarted(session_id=sid, think=think) if sid == self.session_id:
                 self._reply_started = True
+                if live is None and self._replying and sid == self._reply_session:
+                    # The next step after tool results: a new reply under them.
+                    live = self._live = MessageView("assistant", status="generating…")
+                    await self.log_view.mount(live)
                 if live is not None:
                     live.set_status("thinking…" if think else "generating…")
+            case ToolCallRequested(session_id=sid) if sid == self.session_id:
+                view = ToolCallView(event.call_id, event.name, event.arguments, error=event.error)
+                self._call_views[event.call_id] = view
+                await self.log_view.mount(view)
+            case ToolCallDone(session_id=sid) if sid == self.session_id:
+                view = self._call_views.get(event.call_id)
+                if view is not None:
+                    view.finish(event.ok, event.summary)
+            case ToolStepLimit(session_id=sid, steps=steps) if sid == self.session_id:
+                await self.log_view.mount(Static(
+                    f"⚠ stopped after {steps} rounds of tool calls; ask again to go on",
+                    classes="notice", markup=False))
             case ThinkingTokenDelta(session_id=sid, text=text) if sid == self.session_id:
                 if live is not None:
                     await live.write_thinking(text)
@@ -432,7 +468,11 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 status.context_size = stats.context_size
                 if sid == self.session_id and live is not None:
                     live.message_id = mid
-                    await live.finish(stats.as_dict())
+                    if event.tool_calls and not event.content.strip() and not event.thinking:
+                        await live.stop_streams()
+                        await live.remove()  # only calls, no words: the call views say it all
+                    else:
+                        await live.finish(stats.as_dict())
                     self._live = None
                 elif sid == self.session_id and all(v.message_id != mid for v in self.message_views()):
                     # The user left this chat mid-reply and came back: the reply was not on screen.
@@ -535,8 +575,97 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     # -- sessions ----------------------------------------------------------------------------------
 
     def _set_session(self, session: Session | None) -> None:
+        changed = session is None or self.session is None or session.id != self.session.id
         self.session = session
-        self.title_label.update(session.title if session else NEW_CHAT_TITLE)
+        if changed:
+            self.session_tools = []
+            if session is not None:
+                self._load_session_tools(session.id)
+        self._show_title()
+
+    def _show_title(self) -> None:
+        title = self.session.title if self.session else NEW_CHAT_TITLE
+        if self.session_tools:
+            title += f"  ·  ⚙ {', '.join(self.session_tools)}"
+        self.title_label.update(title)
+
+    @work(group="session-tools")
+    async def _load_session_tools(self, session_id: int) -> None:
+        if self._service is None:
+            return
+        try:
+            tools = await self._service.session_tools(session_id)
+        except SmoltuiError as error:
+            self.notify(str(error), title="Tools", severity="error")
+            return
+        if self.session is not None and self.session.id == session_id:
+            self.session_tools = [t.name for t in tools]
+            self._show_title()
+
+    # -- tools -------------------------------------------------------------------------------------
+
+    def action_pick_tools(self) -> None:
+        self._pick_tools()
+
+    @work(group="pick-tools")
+    async def _pick_tools(self) -> None:
+        service = self._service
+        if service is None or service.gate is None:
+            return
+        chosen = await self.app.push_screen_wait(ToolPickerDialog(service.available_tools(), self.session_tools))
+        if chosen is None:
+            return
+        try:
+            if self.session is None:
+                self._set_session(await asyncio.to_thread(self._store.create_session, NEW_CHAT_TITLE,
+                                                          self._model_label))
+                self._refresh_sessions()
+            assert self.session is not None
+            await service.set_session_tools(self.session.id, chosen)
+        except SmoltuiError as error:
+            self.notify(str(error), title="Tools", severity="error")
+            return
+        switched_on = chosen and not self.session_tools
+        self.session_tools = list(chosen)
+        self._show_title()
+        if not chosen:
+            self.notify("tools are off for this chat")
+        elif switched_on and self.think:
+            # SmolLM3 calls tools more reliably without a reasoning block (BFCL 92.3 vs 88.8).
+            self.think = False
+            self.notify(f"{len(chosen)} tool(s) on; thinking switched off for tool calling "
+                        f"({self._key('chat.think', 'ctrl+t')} turns it back on)")
+        else:
+            self.notify(f"tools on: {', '.join(chosen)}")
+
+    def chat_approval_event(self, event: ApprovalNeeded | ToolCallFinished) -> None:
+        """An approval for a call of this chat shows up under the call, in the conversation."""
+        if isinstance(event, ToolCallFinished):
+            card = self._chat_cards.pop(event.call.id, None)
+            if card is not None:
+                had_focus = card.has_focus
+                card.remove()
+                if had_focus:
+                    self.prompt.focus()
+            return
+        call = event.pending.call
+        if call.session_id is None or call.session_id != self.session_id or call.id in self._chat_cards:
+            return
+        card = ApprovalCard(event.pending)
+        self._chat_cards[call.id] = card
+        anchor = self._call_views.get(call.id)
+        self.log_view.mount(card, after=anchor if anchor is not None and anchor.parent else None)
+        card.focus()
+        self.log_view.scroll_end(animate=False)
+
+    @on(ApprovalCard.Answered)
+    def _card_answered(self, message: ApprovalCard.Answered) -> None:
+        message.stop()
+        gate = self._service.gate if self._service is not None else None
+        if gate is None or not gate.answer(message.call_id, message.decision):
+            card = self._chat_cards.get(message.call_id)
+            if card is not None:
+                card.settle("already answered", replace=True)
 
     @work(exclusive=True, group="session-list")
     async def _refresh_sessions(self) -> None:
@@ -612,10 +741,21 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                     markup=False,
                 )
             )
-        views = [
-            MessageView(m.role, m.content, thinking=m.thinking, stats=m.stats, message_id=m.id) for m in shown
-        ]
-        widgets.extend(views)
+        views: list[MessageView] = []
+        calls: list[ToolCallView] = []
+        for m in shown:
+            if m.role == "tool":
+                widgets.extend(self._settle_call_view(calls, m.content))
+                continue
+            text, raw_calls = split_markup(m.content) if m.role == "assistant" else (m.content, [])
+            if text or m.thinking or not raw_calls:
+                view = MessageView(m.role, text, thinking=m.thinking, stats=m.stats, message_id=m.id)
+                views.append(view)
+                widgets.append(view)
+            for raw in raw_calls:
+                name, arguments, problem = parse_call(raw.removeprefix(OPEN).removesuffix(CLOSE))
+                calls.append(ToolCallView("", name, arguments, error=problem))
+                widgets.append(calls[-1])
         if widgets:
             await self.log_view.mount_all(widgets)
         else:
@@ -631,6 +771,25 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             self.call_after_refresh(self.log_view.scroll_to_widget, target, animate=False, top=True)
         else:
             self.log_view.anchor()
+
+    @staticmethod
+    def _settle_call_view(pending: list[ToolCallView], content: str) -> list[Static]:
+        """A stored tool result: it completes the oldest call view still waiting for one."""
+        try:
+            result = json.loads(content)
+        except json.JSONDecodeError:
+            result = {"result": content}
+        ok = isinstance(result, dict) and "error" not in result
+        summary = str(result.get("result") if ok else result.get("error")) if isinstance(result, dict) else content
+        summary = " ".join(summary.split())
+        summary = summary if len(summary) <= 160 else summary[:159] + "…"
+        waiting = next((v for v in pending if v.ok is None), None)
+        if waiting is not None:
+            waiting.finish(ok, summary)
+            return []
+        orphan = ToolCallView("", str(result.get("name", "tool")) if isinstance(result, dict) else "tool", "{}")
+        orphan.finish(ok, summary)
+        return [orphan]
 
     async def _clear_log(self) -> None:
         for view in self.message_views():

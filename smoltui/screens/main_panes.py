@@ -200,6 +200,11 @@ class WorkflowPanes:
                 self.log_pane.nudge()
             if isinstance(event, RunStateChanged | RunFinished) and self.workflow_tree is not None:
                 self.workflow_tree.nudge()
-        elif isinstance(event, ApprovalNeeded | ToolCallFinished) and self.workflow_tree is not None:
+        elif isinstance(event, ApprovalNeeded | ToolCallFinished):
             assert self.workbench is not None
-            self.workflow_tree.set_awaiting({p.call.run_id for p in self.workbench.pending_for() if p.call.run_id})
+            hook = getattr(self, "chat_approval_event", None)
+            if hook is not None:
+                hook(event)
+            if self.workflow_tree is not None:
+                self.workflow_tree.set_awaiting(
+                    {p.call.run_id for p in self.workbench.pending_for() if p.call.run_id})
