@@ -36,9 +36,9 @@ from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.prompt_input import PromptInput
 from smoltui.screens.run_view import RunScreen
-from smoltui.screens.tool_picker import ToolPickerDialog
 from smoltui.screens.search import SearchScreen
 from smoltui.screens.themes import FALLBACK_THEME, bundled_theme_dirs, load_themes
+from smoltui.screens.tool_picker import ToolPickerDialog
 from smoltui.screens.workflow_tree import WorkflowTree
 
 log = logging.getLogger(__name__)
