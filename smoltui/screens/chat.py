@@ -372,6 +372,11 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                     self._model_label,
                 )
                 self._set_session(session)
+            elif self.session.title == NEW_CHAT_TITLE and self.session.message_count == 0:
+                # Made empty by the tool picker: the first message names it, as for any chat.
+                renamed = await asyncio.to_thread(self._store.rename_session, self.session.id,
+                                                  title_from_prompt(split_think_flag(text)[0]))
+                self._set_session(renamed)
             assert self.session is not None
             self._reply_session = self.session.id
             await self._service.send(self.session.id, text, think=self.think)

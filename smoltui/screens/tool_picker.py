@@ -23,13 +23,9 @@ class ToolPickerDialog(ModalScreen[list[str] | None]):
 
     CSS_PATH = "dialogs.tcss"
     DEFAULT_CSS = """
-    ToolPickerDialog > .dialog-box {
-        width: 84;
-        max-height: 90%;
-    }
     ToolPickerDialog SelectionList {
         height: auto;
-        max-height: 18;
+        max-height: 14;
     }
     """
     BINDINGS = [
@@ -39,7 +35,7 @@ class ToolPickerDialog(ModalScreen[list[str] | None]):
     ]
 
     def __init__(self, tools: Iterable[Tool], chosen: Sequence[str]) -> None:
-        super().__init__(classes="dialog")
+        super().__init__(classes="dialog -wide")
         self.tools = sorted(tools, key=lambda t: (t.risk != "read", t.name))
         self.chosen = set(chosen)
 
@@ -47,14 +43,14 @@ class ToolPickerDialog(ModalScreen[list[str] | None]):
         with Vertical(classes="dialog-box"):
             yield Label("Tools this chat may call", classes="dialog-title")
             yield SelectionList[str](*(self._selection(t) for t in self.tools), id="tool-list")
-            yield Label("space toggles · enter keeps · ctrl+a all/none · esc cancels — every call still asks "
-                        "first unless the approval policy says otherwise", classes="dialog-help")
+            yield Label("space toggles · enter keeps · ctrl+a all/none · esc cancels; each call still "
+                        "asks first unless [approval] says otherwise", classes="dialog-help")
 
     def _selection(self, tool: Tool) -> Selection[str]:
         description = " ".join(tool.description.split())
         if len(description) > 56:
             description = description[:55] + "…"
-        prompt = Text.assemble((f"{tool.name:<16}", "bold"), (f"{tool.risk:<8}", RISK_STYLES.get(tool.risk, "")),
+        prompt = Text.assemble((f"{tool.name:<18}", "bold"), (f"{tool.risk:<8}", RISK_STYLES.get(tool.risk, "")),
                                (description, "dim"))
         return Selection(prompt, tool.name, tool.name in self.chosen)
 
