@@ -138,6 +138,7 @@ def test_bench_command_on_the_bundled_gguf(cli_env: dict[str, str], bundled_mode
         "1",
         "--threads",
         "2",
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
