@@ -34,6 +34,7 @@ from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from smoltui.screens.edit_arguments import EditArgumentsDialog
 from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
+from smoltui.screens.plan_dialog import PlanDialog
 from smoltui.screens.prompt_input import PromptInput
 from smoltui.screens.run_view import RunScreen
 from smoltui.screens.search import SearchScreen
@@ -52,6 +53,7 @@ class SmolApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True, show=False),
         Binding("f1", "toggle_keys", "Keys", id="app.keys", show=False),
         Binding("ctrl+g", "next_approval", "Approvals", id="approvals.next", priority=True, show=False),
+        Binding("f9", "plan_workflow", "Plan", id="app.plan", show=False),
         # Textual adds this binding itself, without an id; declared here so [keymap] can move it.
         Binding(
             "ctrl+p",
@@ -244,7 +246,32 @@ class SmolApp(App[int]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         if isinstance(screen, ChatScreen):
             yield from screen.system_commands()
+        if self.check_action("plan_workflow", ()):
+            key = self.get_key_display(Binding(self._binding_key("app.plan", "f9"), ""))
+            yield SystemCommand("Plan a workflow", f"Draft a workflow from a goal with the model, review it, save it ({key})",
+                                self.action_plan_workflow)
         yield from super().get_system_commands(screen)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "plan_workflow":
+            return self.service is not None and self.workbench is not None
+        if action == "next_approval":
+            return self.workbench is not None
+        return True
+
+    def action_plan_workflow(self) -> None:
+        self._plan()
+
+    @work(group="planner")
+    async def _plan(self) -> None:
+        """The planner drafts into the user's workflow folder; the tree picks the file up by itself."""
+        from smoltui.screens.plan_dialog import open_planner
+
+        if self.service is None or self.workbench is None:
+            return
+        folders = self.workbench.catalog.folders
+        folder = next((f.path for f in folders if f.label == "mine"), folders[0].path if folders else Path.cwd())
+        await open_planner(self, self.service.loaded_backend, self.workbench.catalog.tools, folder)
 
     def action_toggle_keys(self) -> None:
         if self.screen.query("HelpPanel"):
@@ -256,7 +283,7 @@ class SmolApp(App[int]):
 def known_binding_ids() -> set[str]:
     """Every binding id a user can remap in ``[keymap]``."""
     owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog, RunScreen,
-              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog, ToolPickerDialog)
+              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog, ToolPickerDialog, PlanDialog)
     return {b.id for owner in owners for b in owner.BINDINGS if isinstance(b, Binding) and b.id}
 
 

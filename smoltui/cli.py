@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("file", metavar="FILE", help="the workflow YAML file")
     validate.add_argument("--json", action="store_true", help="print the problems as a JSON list")
 
+    plan = sub.add_parser("plan", parents=[common], help="let the model draft a workflow for a goal")
+    plan.add_argument("goal", metavar="GOAL", nargs="?", help="what the workflow should do (default: read stdin)")
+    plan_save = plan.add_mutually_exclusive_group()
+    plan_save.add_argument("--save", dest="save", action="store_true", default=None,
+                           help="save a valid draft even with no terminal to ask on")
+    plan_save.add_argument("--no-save", dest="save", action="store_false", help="only print the draft")
+    plan.add_argument("--yes", "-y", action="store_true", help="save a valid draft without asking")
+    plan.add_argument("--out", metavar="DIR", help="folder to save in (default: your workflow folder)")
+    plan.add_argument("--json", action="store_true", help="print {yaml, problems, path} as JSON")
+    plan.add_argument("--max-tokens", type=int, metavar="N", help="longest reply the model may write (1200)")
+
     add_workflow_commands(sub, common)
 
     models = sub.add_parser("models", parents=[common], help="list or download models")
@@ -193,6 +204,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit(args, paths)
     if args.command == "validate":
         return _validate(args, load_config(paths.config_file))
+    if args.command == "plan":
+        from smoltui.plan_cli import plan_command
+
+        config = load_config(paths.config_file)
+        _apply_overrides(config, args)
+        return plan_command(args, config, paths)
     if args.command in ("run", "resume", "runs", "logs"):
         return _workflow_command(args, paths)
     if args.command == "chat":

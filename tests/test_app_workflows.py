@@ -297,3 +297,16 @@ async def test_the_tree_follows_file_changes(store: Store, tmp_path: Path) -> No
         await wait_until(pilot, lambda: "✗ Fresh one  1 problem" in labels(), "its problem", timeout=10)
         (folder / "fresh.yaml").unlink()
         await wait_until(pilot, lambda: "Fresh one" not in labels(), "the file gone from the tree", timeout=10)
+
+
+async def test_the_planner_opens_from_its_key_and_the_palette(store: Store, tmp_path: Path) -> None:
+    from smoltui.screens.plan_dialog import PlanDialog
+
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert any(c.title == "Plan a workflow" for c in app.get_system_commands(app.screen))
+        await pilot.press("f9")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, PlanDialog), "the planner to close")

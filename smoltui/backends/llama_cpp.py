@@ -455,7 +455,9 @@ class LlamaCppBackend:
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             try:
-                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+                # The schema as written, not the sorted cache key: the grammar fixes the order of
+                # object keys, and a workflow's `id` should come before its `tasks`.
+                self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             except Exception as error:  # the converter raises plain exceptions on unsupported schemas
                 raise BackendError(f"cannot constrain output to this JSON schema: {error}") from None
         return self._grammars[key]

@@ -1,0 +1,183 @@
+"""``smoltui plan "GOAL"``: the model drafts a workflow, you review it, it is saved on accept.
+
+The draft is printed as YAML on stdout (problems, one per line, on stderr). On a terminal you are
+asked ``save to PATH? [y/N/e(dit)]``; ``e`` opens ``$EDITOR`` on the draft and checks it again.
+``--yes`` saves without asking, ``--save`` saves even when nobody can be asked, ``--no-save`` never
+saves. ``--json`` prints ``{"yaml", "problems", "path", "reply"}`` (``reply``: what the model wrote).
+
+Exit codes: 0 a valid draft (printed or saved), 2 still invalid after the repair attempt (or after
+your edit), others as in :mod:`smoltui.errors`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from smoltui.cli import resolve_and_build, setup_logging, workflow_tools
+from smoltui.config import Config
+from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.planner import (
+    MAX_TOKENS,
+    TEMPERATURE,
+    Draft,
+    Planner,
+    next_free_path,
+    save_workflow,
+    workflow_stem,
+)
+from smoltui.orchestrator.workflow_spec import Problem, WorkflowError
+from smoltui.paths import Paths
+
+
+def plan_command(args: argparse.Namespace, config: Config, paths: Paths) -> int:
+    """The ``plan`` command (its options are defined in :func:`smoltui.cli.build_parser`)."""
+    goal = _read_goal(args)
+    max_tokens = args.max_tokens or MAX_TOKENS
+    if max_tokens < 64:
+        raise SmoltuiError("--max-tokens must be at least 64")
+    folder = Path(args.out).expanduser() if args.out else paths.workflows_dir
+    setup_logging(paths)
+    tools = workflow_tools(config)
+    ref, backend = resolve_and_build(config, paths, getattr(args, "model", None))
+    params = _params(config, max_tokens)
+    if not args.json:
+        print(f"smoltui: drafting a workflow with {ref.name} …", file=sys.stderr, flush=True)
+    draft = asyncio.run(_draft(backend, tools, goal, params))
+    text, problems = draft.yaml, draft.problems
+    path: Path | None = None
+    interactive = not args.json and args.save is not False and not args.yes and _can_ask()
+    if not args.json:  # not even JSON: show what the model wrote
+        shown_text = text or draft.reply
+        sys.stdout.write(shown_text if shown_text.endswith("\n") else shown_text + "\n")
+        sys.stdout.flush()
+    shown = False
+    if interactive and draft.yaml:
+        if problems:
+            _print_problems(problems)
+        text, problems, path = _review(text, problems, folder, _Checker(tools))
+        shown = True
+    elif not problems and (args.yes or args.save):
+        path = save_workflow(text, folder)
+    if args.json:
+        payload = {"yaml": text, "problems": [p.as_dict() for p in problems], "path": str(path) if path else None,
+                   "reply": draft.reply}
+        print(json.dumps(payload, ensure_ascii=False, indent=2))
+    if problems:
+        if not shown:
+            _print_problems(problems)
+        return WorkflowError.exit_code
+    if path is not None:
+        print(f"smoltui: saved {path}", file=sys.stderr)
+    elif not args.json and args.save is None and not interactive:
+        print(f"smoltui: not saved (pass --yes to save it in {folder})", file=sys.stderr)
+    return 0
+
+
+def _read_goal(args: argparse.Namespace) -> str:
+    goal = args.goal
+    if goal is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise SmoltuiError('nothing to plan: give a goal, e.g. smoltui plan "summarise notes.md", or on stdin')
+        goal = sys.stdin.read()
+    goal = " ".join(goal.split())
+    if not goal:
+        raise SmoltuiError("nothing to plan: the goal is empty")
+    return goal
+
+
+def _params(config: Config, max_tokens: int):  # noqa: ANN202
+    from smoltui.backends.base import GenerationParams
+
+    c = config.chat
+    return GenerationParams(max_tokens=max_tokens, temperature=min(c.temperature, TEMPERATURE), top_p=c.top_p,
+                            top_k=c.top_k, repeat_penalty=c.repeat_penalty, seed=c.seed)
+
+
+async def _draft(backend, tools, goal, params) -> Draft:  # noqa: ANN001
+    from smoltui.errors import ModelError
+
+    try:
+        try:
+            await backend.load()
+        except SmoltuiError:
+            raise
+        except Exception as error:
+            raise ModelError(f"the model failed to load: {error}") from None
+        planner = Planner(backend, tools, params=params)
+
+        def repairing(problems: list[Problem]) -> None:
+            print(f"smoltui: the draft has {len(problems)} problem{'s' if len(problems) != 1 else ''}; "
+                  "asking the model to fix them …", file=sys.stderr, flush=True)
+
+        return await planner.draft(goal, on_repair=repairing)
+    finally:
+        await backend.close()
+
+
+class _Checker:
+    """Validation of an edited draft, against the same tools (no model needed)."""
+
+    def __init__(self, tools: dict) -> None:
+        self.tools = tools
+
+    def __call__(self, text: str) -> list[Problem]:
+        from smoltui.orchestrator.workflow_validate import validate_text
+
+        return validate_text(text, "draft.yaml", tools=self.tools)
+
+
+def _can_ask() -> bool:
+    return bool(sys.stdin and sys.stdin.isatty() and sys.stderr.isatty())
+
+
+def _review(text: str, problems: list[Problem], folder: Path, check: _Checker) -> tuple[str, list[Problem], Path | None]:
+    """Ask until the user saves, declines or gives up; edits are checked again."""
+    while True:
+        if problems:
+            question = "the draft has problems: edit it? [e(dit)/N] "
+        else:
+            question = f"save to {next_free_path(folder, workflow_stem(text))}? [y/N/e(dit)] "
+        sys.stderr.write(question)  # stdout carries only the YAML
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer in ("y", "yes") and not problems:
+            return text, problems, save_workflow(text, folder)
+        if answer in ("e", "edit"):
+            text = _edit(text)
+            problems = check(text)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+            if problems:
+                _print_problems(problems)
+            continue
+        return text, problems, None
+
+
+def _edit(text: str) -> str:
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    fd, name = tempfile.mkstemp(prefix="smoltui-plan-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        try:
+            subprocess.run([*shlex.split(editor), name], check=False)
+        except OSError as error:
+            raise SmoltuiError(f"cannot start the editor {editor!r}: {error}") from None
+        return Path(name).read_text(encoding="utf-8")
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    count = len(problems)
+    print(f"draft.yaml: {count} problem{'s' if count != 1 else ''} (not saved)", file=sys.stderr)

@@ -1,0 +1,270 @@
+"""The planner dialog: describe a goal, the model drafts a workflow, review and edit it, save it.
+
+The draft streams in as the model writes it (JSON), then shows as YAML in an editor; every edit is
+checked again (debounced) and the problems are listed under it. ``ctrl+s`` saves a valid draft to the
+workflow folder under a fresh name (the workflow tree picks the file up by itself), ``ctrl+r`` drafts
+again, ``escape`` closes the dialog. The dialog answers with the saved file's path, or None.
+
+All the work is :class:`smoltui.orchestrator.planner.Planner`'s; this is only its face.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import Input, Label, Static, TextArea
+
+from smoltui.backends.base import Backend, GenerationParams
+from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.planner import DRAFT_FILE, Planner, next_free_path, save_workflow, workflow_stem
+from smoltui.orchestrator.workflow_spec import Problem
+from smoltui.orchestrator.workflow_validate import validate_text
+from smoltui.tools.base import Tool
+
+log = logging.getLogger(__name__)
+
+BackendProvider = Callable[[], Awaitable[Backend]]
+
+VALIDATE_DELAY_S = 0.3
+MAX_PROBLEMS_SHOWN = 50
+
+
+class PlanDialog(ModalScreen[Path | None]):
+    """Goal → draft → review → saved path (or None when cancelled)."""
+
+    CSS_PATH = "plan_dialog.tcss"
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", id="plan.save", priority=True),
+        Binding("ctrl+r", "redraft", "Redraft", id="plan.redraft", priority=True),
+        Binding("escape", "cancel", "Cancel", id="plan.cancel"),
+    ]
+
+    def __init__(
+        self,
+        backend_provider: BackendProvider,
+        tools: Mapping[str, Tool],
+        folder: Path,
+        *,
+        goal: str = "",
+        params: GenerationParams | None = None,
+    ) -> None:
+        super().__init__(classes="dialog")
+        self.backend_provider = backend_provider
+        self.tools = dict(tools)
+        self.folder = Path(folder)
+        self.initial_goal = goal
+        self.params = params
+        self.planner: Planner | None = None
+        self.drafting = False
+        self.problems: list[Problem] = []
+        self.saved: Path | None = None
+        self._streamed = 0
+        self._validate_timer: Timer | None = None
+
+    # -- layout --------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog-box"):
+            yield Label("Plan a workflow", classes="dialog-title")
+            yield Input(self.initial_goal, placeholder="What should the workflow do? (enter drafts it)",
+                        id="plan-goal", compact=True, select_on_focus=False)
+            yield Label("Describe a goal and press enter.", id="plan-status", markup=False)
+            editor = TextArea("", id="plan-yaml", read_only=True, show_line_numbers=True, soft_wrap=False)
+            if "yaml" in editor.available_languages:
+                editor.language = "yaml"
+            yield editor
+            with VerticalScroll(id="plan-problems-box"):
+                yield Static("", id="plan-problems", markup=False)
+            yield Label("enter draft · ctrl+s save · ctrl+r redraft · esc cancel", classes="dialog-help")
+
+    def on_mount(self) -> None:
+        self.query_one("#plan-problems-box").display = False
+        self.query_one("#plan-goal", Input).focus()
+        if self.initial_goal.strip():
+            self.start_draft()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def editor(self) -> TextArea:
+        return self.query_one("#plan-yaml", TextArea)
+
+    @property
+    def goal(self) -> str:
+        return " ".join(self.query_one("#plan-goal", Input).value.split())
+
+    @property
+    def can_save(self) -> bool:
+        return not self.drafting and not self.problems and bool(self.editor.text.strip())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "save":
+            return True if self.can_save else None
+        if action == "redraft":
+            return True if self.goal else None
+        return True
+
+    def set_status(self, text: str, *, error: bool = False) -> None:
+        status = self.query_one("#plan-status", Label)
+        status.update(text)
+        status.set_class(error, "-error")
+
+    def show_problems(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        box = self.query_one("#plan-problems-box")
+        box.display = bool(problems)
+        lines = [f"✗ line {p.line}:{p.col}: {p.message}" for p in problems[:MAX_PROBLEMS_SHOWN]]
+        if len(problems) > MAX_PROBLEMS_SHOWN:
+            lines.append(f"… and {len(problems) - MAX_PROBLEMS_SHOWN} more")
+        self.query_one("#plan-problems", Static).update("\n".join(lines))
+        self.editor.set_class(bool(problems), "-invalid")
+        self.refresh_bindings()
+
+    # -- drafting ------------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#plan-goal")
+    def _goal_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.start_draft()
+
+    def action_redraft(self) -> None:
+        self.start_draft()
+
+    def start_draft(self) -> None:
+        goal = self.goal
+        if not goal:
+            self.set_status("Describe a goal first.", error=True)
+            self.query_one("#plan-goal", Input).focus()
+            return
+        if self.planner is not None:
+            self.planner.cancel()
+        self._draft(goal)
+
+    @work(exclusive=True, group="plan-draft")
+    async def _draft(self, goal: str) -> None:
+        editor = self.editor
+        self.drafting = True
+        self._streamed = 0
+        self.show_problems([])
+        editor.read_only = True
+        editor.load_text("")
+        self.set_status("Drafting… (loading the model)")
+        self.refresh_bindings()
+        try:
+            backend = await self.backend_provider()
+            self.planner = planner = Planner(backend, self.tools, params=self.params)
+            self.set_status("Drafting…")
+            draft = await planner.draft(goal, on_text=self._streamed_text, on_repair=self._repairing)
+        except Exception as error:  # the model failed to load or to generate: say so, stay open
+            if not isinstance(error, SmoltuiError):
+                log.exception("drafting a workflow failed")
+            self.drafting = False
+            self.set_status(f"Drafting failed: {error}", error=True)
+            self.refresh_bindings()
+            return
+        finally:
+            editor.read_only = False
+        self.drafting = False
+        if draft.cancelled:
+            self.set_status("Drafting stopped.")
+            self.refresh_bindings()
+            return
+        editor.load_text(draft.yaml or draft.reply)
+        editor.move_cursor((0, 0))
+        self.show_problems(draft.problems if draft.yaml else self.check(editor.text) or draft.problems)
+        tries = "" if draft.attempts == 1 else f" after {draft.attempts} tries"
+        if self.problems:
+            self.set_status(f"Draft ready{tries}, with problems: fix them, then ctrl+s saves.", error=True)
+        else:
+            target = next_free_path(self.folder, workflow_stem(editor.text))
+            self.set_status(f"Draft ready{tries}: review it; ctrl+s saves to {target}")
+        editor.focus()
+
+    def _streamed_text(self, text: str) -> None:
+        editor = self.editor
+        editor.insert(text, editor.document.end)
+        self._streamed += 1
+        if self._streamed % 8 == 1:
+            editor.scroll_end(animate=False)
+            self.set_status(f"Drafting… ({self._streamed} tokens)")
+
+    def _repairing(self, problems: list[Problem]) -> None:
+        count = len(problems)
+        self.set_status(f"The draft had {count} problem{'s' if count != 1 else ''}: asking the model to fix it…")
+        self.editor.load_text("")
+
+    # -- editing -------------------------------------------------------------------------------
+
+    def check(self, text: str) -> list[Problem]:
+        return validate_text(text, DRAFT_FILE, tools=self.tools)
+
+    @on(TextArea.Changed, "#plan-yaml")
+    def _edited(self, event: TextArea.Changed) -> None:
+        if self.drafting:
+            return
+        if self._validate_timer is not None:
+            self._validate_timer.stop()
+        self._validate_timer = self.set_timer(VALIDATE_DELAY_S, self.revalidate)
+
+    def revalidate(self) -> None:
+        self._validate_timer = None
+        if self.drafting:
+            return
+        problems = self.check(self.editor.text) if self.editor.text.strip() else []
+        self.show_problems(problems)
+        if problems:
+            many = len(problems) != 1
+            self.set_status(f"{len(problems)} problem{'s' if many else ''}: fix {'them' if many else 'it'}, "
+                            "then ctrl+s saves.", error=True)
+        elif self.editor.text.strip():
+            self.set_status(f"Valid: ctrl+s saves to {next_free_path(self.folder, workflow_stem(self.editor.text))}")
+
+    # -- answers -------------------------------------------------------------------------------
+
+    def action_save(self) -> None:
+        if self._validate_timer is not None:  # an edit not checked yet: check it now
+            self._validate_timer.stop()
+            self.revalidate()
+        if not self.can_save:
+            self.app.bell()
+            return
+        try:
+            path = save_workflow(self.editor.text, self.folder)
+        except OSError as error:
+            self.set_status(f"Cannot save in {self.folder}: {error}", error=True)
+            return
+        self.saved = path
+        self.app.notify(f"Saved {path}", title="Workflow saved")
+        self.dismiss(path)
+
+    def action_cancel(self) -> None:
+        if self.planner is not None:
+            self.planner.cancel()
+        self.workers.cancel_group(self, "plan-draft")
+        self.dismiss(None)
+
+
+async def open_planner(
+    app: App[Any],
+    backend_provider: BackendProvider,
+    tools: Mapping[str, Tool],
+    folder: Path,
+    *,
+    goal: str = "",
+    params: GenerationParams | None = None,
+) -> Path | None:
+    """Show the planner and wait for its answer: the saved workflow's path, or None.
+
+    Call it from a worker (``push_screen_wait`` needs one); without a worker, push
+    ``PlanDialog(...)`` with a callback instead.
+    """
+    return await app.push_screen_wait(PlanDialog(backend_provider, tools, folder, goal=goal, params=params))

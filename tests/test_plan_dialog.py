@@ -1,0 +1,150 @@
+"""The planner dialog in a tiny host app, driven with Pilot against a scripted backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.pilot import Pilot
+from textual.widgets import Input, Static, TextArea
+
+from smoltui.backends.base import Backend
+from smoltui.backends.scripted import ScriptedBackend
+from smoltui.cli import workflow_tools
+from smoltui.config import Config
+from smoltui.errors import ModelError
+from smoltui.orchestrator.workflow_spec import load_workflow
+from smoltui.screens.plan_dialog import PlanDialog, open_planner
+
+TOOLS = workflow_tools(Config())
+
+DRAFT = {
+    "id": "notes-digest",
+    "name": "Notes digest",
+    "description": "Summarise the notes",
+    "variables": [{"name": "notes_file", "value": "notes.md"}],
+    "tasks": [
+        {"id": "read_notes", "type": "tool_call", "tool": "read_file", "depends_on": [],
+         "inputs": {"path": "${notes_file}"}, "outputs": ["notes"]},
+        {"id": "summarise", "type": "llm_task", "depends_on": ["read_notes"],
+         "prompt": "Summarise:\n${notes}", "outputs": ["summary"]},
+    ],
+}
+
+
+class Host(App[None]):
+    """Opens the planner the way the app will: ``open_planner`` inside a worker."""
+
+    def __init__(self, provider: Callable[[], Any], folder: Path) -> None:
+        super().__init__()
+        self.provider = provider
+        self.folder = folder
+        self.answers: list[Path | None] = []
+
+    def on_mount(self) -> None:
+        self.run_worker(self._plan(), exclusive=True)
+
+    async def _plan(self) -> None:
+        self.answers.append(await open_planner(self, self.provider, TOOLS, self.folder))
+
+
+def provider_of(backend: Backend) -> Callable[[], Any]:
+    async def provide() -> Backend:
+        return backend
+
+    return provide
+
+
+async def wait_until(pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def problems_text(dialog: PlanDialog) -> str:
+    return str(dialog.query_one("#plan-problems", Static).render())
+
+
+async def test_goal_draft_break_fix_save(tmp_path: Path) -> None:
+    backend = ScriptedBackend([json.dumps(DRAFT)], delay_s=0.001)
+    folder = tmp_path / "mine"
+    app = Host(provider_of(backend), folder)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
+        dialog = app.screen
+        assert isinstance(dialog, PlanDialog)
+        assert {b.id for b in dialog._bindings.key_to_bindings.get("ctrl+s", [])} == {"plan.save"}
+        await pilot.press(*"summarise my notes", "enter")
+        await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
+        editor = dialog.query_one("#plan-yaml", TextArea)
+        assert editor.language == "yaml" and not editor.read_only
+        assert "tool: read_file" in editor.text and dialog.problems == []
+        assert backend.prompts[0][1].content == "Goal: summarise my notes"
+
+        # Break it: a key the workflow does not have. The problem shows; ctrl+s saves nothing.
+        editor.focus()
+        editor.move_cursor(editor.document.end)
+        await pilot.press(*"bogus: 1")
+        await wait_until(pilot, lambda: dialog.problems, "the problem to show")
+        assert "unknown key `bogus`" in problems_text(dialog)
+        assert editor.has_class("-invalid")
+        await pilot.press("ctrl+s")
+        await pilot.pause(0.05)
+        assert app.screen is dialog and not folder.exists()
+
+        # Fix it: the problem goes; ctrl+s saves and the dialog answers with the path.
+        await pilot.press(*["backspace"] * len("bogus: 1"))
+        await wait_until(pilot, lambda: not dialog.problems, "the problem to go")
+        assert "ctrl+s saves to" in str(dialog.query_one("#plan-status").render())
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.answers, "the dialog's answer")
+    saved = folder / "notes-digest.yaml"
+    assert app.answers == [saved]
+    assert load_workflow(saved).spec.tasks[0].tool == "read_file"
+
+
+async def test_escape_cancels_and_saves_nothing(tmp_path: Path) -> None:
+    backend = ScriptedBackend([json.dumps(DRAFT)], delay_s=0.05)
+    app = Host(provider_of(backend), tmp_path / "mine")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
+        await pilot.press(*"x", "enter")
+        await wait_until(pilot, lambda: app.screen.drafting, "drafting to start")  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.answers, "the dialog's answer")
+    assert app.answers == [None]
+    assert not (tmp_path / "mine").exists()
+
+
+async def test_redraft_and_a_model_that_fails_to_load(tmp_path: Path) -> None:
+    calls: list[int] = []
+    backend = ScriptedBackend(["not json at all", json.dumps(DRAFT)], delay_s=0.001)
+
+    async def provide() -> Backend:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ModelError("the model is not loaded: no such file")
+        return backend
+
+    app = Host(provide, tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
+        dialog = app.screen
+        assert isinstance(dialog, PlanDialog)
+        dialog.query_one("#plan-goal", Input).value = "summarise"
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "Drafting failed" in str(dialog.query_one("#plan-status").render()),
+                         "the failure")
+        assert "no such file" in str(dialog.query_one("#plan-status").render())
+        await pilot.press("ctrl+r")  # the second try: not JSON, then repaired
+        await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
+        assert len(backend.prompts) == 2 and dialog.problems == []
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.answers, "the dialog's answer")
+    assert app.answers == [tmp_path / "notes-digest.yaml"]
