@@ -45,14 +45,14 @@ async def test_example_workflow_runs_on_the_bundled_model_through_the_tui(tmp_pa
             screen = await ready(pilot)
             await pilot.press("f3")
             tree = screen.workflow_tree
-            await wait_until(pilot, lambda: tree.snapshot is not None, "the workflow tree")
+            await wait_until(pilot, lambda: tree.snapshot is not None, "the workflow tree", timeout=60)
             await wait_until(pilot, lambda: tree.cursor_node is not None and "Notes to report" in str(
-                tree.cursor_node.label), "the workflow under the cursor")
+                tree.cursor_node.label), "the workflow under the cursor", timeout=60)
             await pilot.press("enter")
-            await wait_until(pilot, lambda: isinstance(app.screen, LaunchDialog), "the launch form")
+            await wait_until(pilot, lambda: isinstance(app.screen, LaunchDialog), "the launch form", timeout=60)
             app.screen.query_one("#var-report_title").value = "From the TUI"
             await pilot.press("ctrl+s")
-            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run view")
+            await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run view", timeout=60)
             run = app.screen
             approved = 0
             while not (run.loaded and run.loaded.state in ("succeeded", "failed")):
@@ -60,10 +60,10 @@ async def test_example_workflow_runs_on_the_bundled_model_through_the_tui(tmp_pa
                                  "an approval or the end of the run", timeout=240)
                 if run.cards:
                     card = next(iter(run.cards.values()))
-                    await wait_until(pilot, lambda c=card: c.has_focus, "the card's focus")
+                    await wait_until(pilot, lambda c=card: c.has_focus, "the card's focus", timeout=60)
                     await pilot.press("y")
                     approved += 1
-                    await wait_until(pilot, lambda c=card: c.pending.call.id not in run.cards, "the card to go")
+                    await wait_until(pilot, lambda c=card: c.pending.call.id not in run.cards, "the card to go", timeout=60)
             assert run.loaded.state == "succeeded", run.loaded.tasks
             assert approved == 2  # read_notes (python) and save_report (write_file)
             report = (folder / "out" / "report.md").read_text(encoding="utf-8")
@@ -74,6 +74,6 @@ async def test_example_workflow_runs_on_the_bundled_model_through_the_tui(tmp_pa
             assert summary.strip()
             await pilot.press("escape")
             await wait_until(pilot, lambda: any("succeeded" in str(n.label) for n in tree._walk(tree.root)),
-                             "the finished run in the tree")
+                             "the finished run in the tree", timeout=60)
     finally:
         store.close()
