@@ -32,6 +32,7 @@ from smoltui.orchestrator.store import Store
 from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow
 from smoltui.orchestrator.workflow_validate import validate_workflow
 from smoltui.paths import Paths
+from smoltui.screens.state_icons import STATE_STYLES
 
 TASK_FAILED_EXIT = 1
 CANCELLED_EXIT = 130
@@ -202,17 +203,7 @@ class _Printer:
         print(f"run {result.run_id} {result.state} ({detail})", flush=True)
 
 
-_STATE_STYLES: dict[str, tuple[str, str]] = {
-    "pending": ("·", "dim"),
-    "ready": ("·", "dim"),
-    "running": ("●", "bold yellow"),
-    "retrying": ("↻", "yellow"),
-    "succeeded": ("✓", "green"),
-    "skipped": ("-", "cyan"),
-    "failed": ("✗", "bold red"),
-    "upstream_failed": ("✗", "red"),
-    "cancelled": ("■", "magenta"),
-}
+_STATE_STYLES = STATE_STYLES
 _TASK_FINAL_STATES = frozenset({"succeeded", "skipped", "failed", "upstream_failed", "cancelled"})
 
 

@@ -451,13 +451,18 @@ class LlamaCppBackend:
     def _grammar(self, schema: Mapping[str, Any]) -> Any:
         """A GBNF grammar for ``schema`` (cached: building one takes a while for big schemas)."""
         from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         key = json.dumps(schema, sort_keys=True)
         if key not in self._grammars:
             try:
                 # The schema as written, not the sorted cache key: the grammar fixes the order of
                 # object keys, and a workflow's `id` should come before its `tasks`.
-                self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                gbnf = json_schema_to_gbnf(json.dumps(schema))
+                # llama-cpp-python's converter lets raw control characters (a newline, a tab) into
+                # JSON strings, which no JSON parser accepts; upstream llama.cpp keeps them out.
+                gbnf = gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
+                self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
             except Exception as error:  # the converter raises plain exceptions on unsupported schemas
                 raise BackendError(f"cannot constrain output to this JSON schema: {error}") from None
         return self._grammars[key]

@@ -10,6 +10,11 @@ already holds; the prompt is rendered from the model's own chat template by our 
 compiled once per backend (reused by every reply), or captured in a CUDA graph for bitsandbytes models
 whose layers ``torch.compile`` cannot trace through (see :mod:`smoltui.backends.transformers_decode`).
 
+Tool calls are split from the text as on llama.cpp, and held to the offered tools' schemas from the
+``<tool_call>`` tag to the end of the call's JSON by a logits mask from llguidance
+(:mod:`smoltui.backends.token_constraint`), applied to the logits each step hands back, so it works
+the same in every decode mode; without llguidance, calls are decoded unconstrained (one warning).
+
 torch and transformers are imported on the worker thread when the model loads, never at import.
 """
 
@@ -33,9 +38,12 @@ from smoltui.backends.base import (
     LoadProgress,
     ProgressCallback,
     StreamEvent,
+    TextDelta,
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.think_parser import ThinkParser
+from smoltui.backends.token_constraint import ConstraintFactory, TokenConstraint
+from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter
 from smoltui.backends.transformers_decode import DecodeMode, DecodeSession, Sampling, sample
 from smoltui.backends.transformers_loading import (
     TransformersSettings,
@@ -112,6 +120,7 @@ class TransformersBackend:
         self._bos_id: int | None = None
         self._byte_level = False
         self._n_ctx = settings.max_context
+        self._constraints: ConstraintFactory | None = None
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -160,6 +169,8 @@ class TransformersBackend:
             source or CHATML_TEMPLATE, bos_token=self._bos_text, eos_token=tokenizer.eos_token or ""
         )
         self._byte_level = _is_byte_level(tokenizer)
+        vocab = max(len(tokenizer), int(getattr(config, "vocab_size", 0) or 0))
+        self._constraints = ConstraintFactory(tokenizer, vocab_size=vocab, eos_ids=self._eos)
         mode = self.decode_mode or decode_mode_for(self.settings, model)
         self._session = DecodeSession(model, mode=mode, max_context=self._n_ctx)
         self.decode_mode = mode
@@ -279,6 +290,16 @@ class TransformersBackend:
     def _generate(
         self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken, emit: Any
     ) -> None:
+        """Decode one reply; mirrors :meth:`LlamaCppBackend._generate` (phases, tool calls, stats).
+
+        With tools offered, the text goes through a :class:`ToolCallSplitter`. With ``constrain_tools``
+        (and llguidance installed), the model writes freely until it opens a call; from the tag to the
+        end of the call's JSON every step's logits are masked to what the call grammar allows; when
+        the grammar lets the model end (it samples end-of-sequence), ``"\\n</tool_call>"`` is fed
+        for it and free decoding resumes. ``tool_choice="required"`` puts the opening tag at the end
+        of the prompt and starts in the call phase. The mask is applied to the logits a step hands
+        back, outside any compiled or captured forward pass.
+        """
         import torch
 
         session = self.session
@@ -301,15 +322,41 @@ class TransformersBackend:
             top_p=params.top_p,
             repeat_penalty=params.repeat_penalty,
         )
+        tools = list(params.tools or ())
+        splitter = ToolCallSplitter() if tools else None
+        factory = self._constraints if tools and params.constrain_tools else None
+        if factory is not None and not factory.available:
+            factory = None  # (warned once) decode unconstrained
         parser = ThinkParser(start_in_thinking=params.think and prompt.rstrip().endswith("<think>"))
         detok = _Detokenizer(self._decode)
         history = list(tokens)
+        feed = tokens[cached:]
+        constraint: TokenConstraint | None = None
+        opened = splitter is not None and params.tool_choice == "required"
+        if opened:  # the reply starts inside a call: the tag goes at the end of the prompt
+            opening = self._encode(OPEN)
+            feed = feed + opening
+            history.extend(opening)
+            constraint = factory.tool_call(tools) if factory is not None else None
+
+        def deliver(deltas: Sequence[Any]) -> None:
+            for delta in deltas:
+                if splitter is not None and isinstance(delta, TextDelta):
+                    for part in splitter.feed(delta.text):
+                        emit(part)
+                else:
+                    emit(delta)
+
+        if opened:
+            deliver([TextDelta(OPEN)])
         completion = 0
         first_at: float | None = None
         stop = "stop"
         try:
-            logits = session.prefill(tokens[cached:], cancelled=lambda: cancel.cancelled)
+            logits = session.prefill(feed, cancelled=lambda: cancel.cancelled)
             while logits is not None:
+                if constraint is not None:
+                    logits = constraint.mask(logits)
                 token = self._sample(logits, sampling, history, generator)
                 if first_at is None:
                     first_at = time.perf_counter()
@@ -317,15 +364,33 @@ class TransformersBackend:
                     stop = "cancelled"
                     break
                 if token in self._eos:
-                    break
+                    if constraint is None:
+                        break
+                    # The grammar allowed the end: the call's JSON is complete. Close the tag for the
+                    # model and let it write on freely.
+                    constraint = None
+                    closing = self._encode("\n" + CLOSE)
+                    deliver(parser.feed("\n" + CLOSE))
+                    history.extend(closing)
+                    completion += len(closing)
+                    if completion >= params.max_tokens or len(history) >= n_ctx - 1:
+                        stop = "length"
+                        break
+                    logits = session.prefill(closing)
+                    continue
+                if constraint is not None and not constraint.advance(token):
+                    log.warning("the tool-call constraint failed (%s); decoding on unconstrained", constraint.error)
+                    constraint = None
                 completion += 1
                 history.append(token)
                 piece = detok.add(token)
-                for delta in parser.feed(piece) if piece else ():
-                    emit(delta)
-                if completion >= params.max_tokens or len(tokens) + completion >= n_ctx - 1:
+                deliver(parser.feed(piece) if piece else ())
+                if completion >= params.max_tokens or len(history) >= n_ctx - 1:
                     stop = "length"
                     break
+                if (factory is not None and constraint is None and splitter is not None
+                        and splitter.in_call and splitter.pending_call_text.strip() == ""):
+                    constraint = factory.tool_call(tools)  # just opened a call: constrain what follows
                 logits = session.step(token)
             else:
                 stop = "cancelled"  # stopped during the prefill
@@ -337,8 +402,10 @@ class TransformersBackend:
             if isinstance(error, OverflowError):
                 raise BackendError(f"the conversation no longer fits the context: {error}") from None
             raise
-        for delta in parser.feed(detok.flush()) + parser.flush():
-            emit(delta)
+        deliver(parser.feed(detok.flush()) + parser.flush())
+        if splitter is not None:
+            for part in splitter.flush():
+                emit(part)
         ended = time.perf_counter()
         first_at = first_at or ended
         ttft = first_at - started

@@ -38,20 +38,12 @@ from smoltui.orchestrator.workbench import Workbench
 from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflow
 from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.log_pane import LogPane
+from smoltui.screens.state_icons import STATE_STYLES
 from smoltui.screens.workflow_tree import RUN_ICONS, duration_text
 
 log = logging.getLogger(__name__)
 
-TASK_ICONS: dict[str, tuple[str, str]] = {
-    "pending": ("·", "dim"),
-    "running": ("●", "bold yellow"),
-    "awaiting approval": ("?", "bold magenta"),
-    "succeeded": ("✓", "green"),
-    "skipped": ("-", "cyan"),
-    "failed": ("✗", "bold red"),
-    "upstream_failed": ("✗", "red"),
-    "cancelled": ("■", "magenta"),
-}
+TASK_ICONS = STATE_STYLES
 clock: Callable[[], float] = time.time
 """Now, for durations of what still runs (tests fix it to take steady snapshots)."""
 SHORT_STATES = {"awaiting approval": "approve?", "upstream_failed": "upstream✗"}

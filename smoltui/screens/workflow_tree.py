@@ -22,18 +22,11 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from smoltui.orchestrator.workflow_catalog import CatalogSnapshot, RunSummary, WorkflowCatalog, WorkflowEntry
+from smoltui.screens.state_icons import STATE_STYLES
 
 log = logging.getLogger(__name__)
 
-RUN_ICONS: dict[str, tuple[str, str]] = {
-    "pending": ("·", "dim"),
-    "running": ("●", "bold yellow"),
-    "awaiting approval": ("?", "bold magenta"),
-    "succeeded": ("✓", "green"),
-    "failed": ("✗", "bold red"),
-    "cancelled": ("■", "magenta"),
-    "interrupted": ("↯", "yellow"),
-}
+RUN_ICONS = STATE_STYLES
 
 
 @dataclass(frozen=True)
