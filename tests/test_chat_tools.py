@@ -18,7 +18,13 @@ from smoltui.orchestrator.approval import ApprovalGate, ApprovalNeeded, Decision
 from smoltui.orchestrator.audit import AuditLog
 from smoltui.orchestrator.chat import ChatService, ChatSettings
 from smoltui.orchestrator.chat_tools import split_markup
-from smoltui.orchestrator.events import EventBus, ReplyFinished, ToolCallDone, ToolCallRequested, ToolStepLimit
+from smoltui.orchestrator.events import (
+    EventBus,
+    ReplyFinished,
+    ToolCallDone,
+    ToolCallRequested,
+    ToolStepLimit,
+)
 from smoltui.orchestrator.store import Store
 from smoltui.tools.base import tool
 from smoltui.tools.registry import ToolRegistry
