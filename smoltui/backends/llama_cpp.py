@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from smoltui.backends.base import (
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
 from smoltui.backends.think_parser import ThinkParser
+from smoltui.backends.threaded import stream_from_thread
 from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema
 from smoltui.errors import BackendError, ModelError
 
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -297,35 +298,9 @@ class LlamaCppBackend:
     async def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
     ) -> AsyncIterator[StreamEvent]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def run() -> None:
-            try:
-                self._generate(messages, params, cancel, emit)
-            except BaseException as error:  # surfaced on the loop side
-                emit(error)
-            finally:
-                emit(_DONE)
-
-        future = loop.run_in_executor(self._executor, run)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, (BackendError, ModelError)):
-                        raise item
-                    raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
-                yield item
-        finally:
-            # The consumer stopped early (or raised): stop the thread before anyone reuses the context.
-            cancel.cancel()
-            await future
+        generate = functools.partial(self._generate, messages, params, cancel)
+        async for event in stream_from_thread(self._executor, generate, cancel):
+            yield event
 
     def _generate(
         self,

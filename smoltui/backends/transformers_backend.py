@@ -21,6 +21,7 @@ torch and transformers are imported on the worker thread when the model loads, n
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -42,6 +43,7 @@ from smoltui.backends.base import (
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.think_parser import ThinkParser
+from smoltui.backends.threaded import stream_from_thread
 from smoltui.backends.token_constraint import ConstraintFactory, TokenConstraint
 from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter
 from smoltui.backends.transformers_decode import DecodeMode, DecodeSession, Sampling, sample
@@ -51,13 +53,12 @@ from smoltui.backends.transformers_loading import (
     load_model,
     out_of_memory_message,
 )
-from smoltui.errors import BackendError, ModelError
+from smoltui.errors import BackendError
 
 __all__ = ["TransformersBackend", "TransformersSettings", "decode_mode_for"]
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 
 
 def decode_mode_for(settings: TransformersSettings, model: Any) -> DecodeMode:
@@ -257,35 +258,9 @@ class TransformersBackend:
     async def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken
     ) -> AsyncIterator[StreamEvent]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        def run() -> None:
-            try:
-                self._generate(messages, params, cancel, emit)
-            except BaseException as error:  # surfaced on the loop side
-                emit(error)
-            finally:
-                emit(_DONE)
-
-        future = loop.run_in_executor(self._executor, run)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _DONE:
-                    break
-                if isinstance(item, BaseException):
-                    if isinstance(item, (BackendError, ModelError)):
-                        raise item
-                    raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
-                yield item
-        finally:
-            # The consumer stopped early (or raised): stop the thread before anyone reuses the cache.
-            cancel.cancel()
-            await future
+        generate = functools.partial(self._generate, messages, params, cancel)
+        async for event in stream_from_thread(self._executor, generate, cancel):
+            yield event
 
     def _generate(
         self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken, emit: Any
