@@ -183,3 +183,14 @@ async def test_cancel_while_a_call_waits_for_approval(make) -> None:
     assert not done.ok and done.summary == "cancelled"
     assert not h.gate.pending
     assert [m.role for m in h.store.messages(h.session.id)] == ["user", "assistant"]
+
+
+def test_call_schema_keeps_a_parameter_named_title() -> None:
+    from smoltui.backends.tool_calls import call_schema
+
+    tool_schema = {"type": "function", "function": {"name": "create_event", "parameters": {
+        "type": "object", "title": "Args", "properties": {"title": {"type": "string", "title": "Title"}},
+        "required": ["title"]}}}
+    arguments = call_schema([tool_schema])["properties"]["arguments"]
+    assert arguments["properties"] == {"title": {"type": "string"}} and "title" not in {
+        k for k in arguments if k != "properties"}

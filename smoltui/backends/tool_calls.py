@@ -52,10 +52,16 @@ def call_schema(tools: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
+_NAMED = ("properties", "patternProperties", "$defs", "definitions")
+
+
 def _clean(schema: Any) -> Any:
-    """Drop what only documents a schema (titles, examples): the grammar converter need not see it."""
+    """Drop what only documents a schema (titles, examples): the grammar converter need not see it.
+    Only keywords go: a parameter that happens to be *named* ``title`` stays."""
     if isinstance(schema, dict):
-        return {k: _clean(v) for k, v in schema.items() if k not in ("title", "examples", "$schema")}
+        return {k: {name: _clean(sub) for name, sub in v.items()} if k in _NAMED and isinstance(v, dict)
+                else _clean(v)
+                for k, v in schema.items() if k not in ("title", "examples", "$schema")}
     if isinstance(schema, list):
         return [_clean(item) for item in schema]
     return schema
@@ -75,7 +81,7 @@ def parse_call(body: str) -> tuple[str, str, str | None]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return "", text, f"the call is not valid JSON ({error.msg} at character {error.pos}): {text[:200]}"
+        return "", text, f"the call is not valid JSON ({error.msg}; character {error.pos}): {text[:200]}"
     if not isinstance(value, dict):
         return "", text, f"the call must be a JSON object with name and arguments, not {type(value).__name__}"
     name = value.get("name")
