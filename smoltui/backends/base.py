@@ -89,6 +89,27 @@ class GenerationStats:
     total_s: float
     stop_reason: StopReason = "stop"
 
+    @classmethod
+    def measured(cls, *, prompt_tokens: int, cached_tokens: int, completion_tokens: int, started: float,
+                 first_token_at: float | None, ended: float, context_size: int,
+                 stop_reason: StopReason) -> GenerationStats:
+        """Stats from the clock readings of one local generation (``perf_counter`` seconds)."""
+        first = first_token_at or ended
+        ttft = first - started
+        decode_s = ended - first
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached_tokens=cached_tokens,
+            ttft_s=ttft,
+            prefill_tok_s=(prompt_tokens - cached_tokens) / ttft if ttft > 0 else 0.0,
+            decode_tok_s=(completion_tokens - 1) / decode_s if completion_tokens > 1 and decode_s > 0 else 0.0,
+            context_used=prompt_tokens + completion_tokens,
+            context_size=context_size,
+            total_s=ended - started,
+            stop_reason=stop_reason,
+        )
+
     @property
     def new_prompt_tokens(self) -> int:
         """Prompt tokens this reply actually had to prefill (the rest came from the KV cache)."""

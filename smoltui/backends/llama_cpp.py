@@ -401,27 +401,11 @@ class LlamaCppBackend:
         if splitter is not None:
             for part in splitter.flush():
                 emit(part)
-        ended = time.perf_counter()
-        first_at = first_at or ended
-        ttft = first_at - started
-        new_tokens = len(tokens) - cached
-        decode_s = ended - first_at
-        emit(
-            Finished(
-                GenerationStats(
-                    prompt_tokens=len(tokens),
-                    completion_tokens=completion,
-                    cached_tokens=cached,
-                    ttft_s=ttft,
-                    prefill_tok_s=new_tokens / ttft if ttft > 0 else 0.0,
-                    decode_tok_s=(completion - 1) / decode_s if completion > 1 and decode_s > 0 else 0.0,
-                    context_used=len(tokens) + completion,
-                    context_size=n_ctx,
-                    total_s=ended - started,
-                    stop_reason=stop,  # type: ignore[arg-type]
-                )
-            )
-        )
+        emit(Finished(GenerationStats.measured(
+            prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,
+            first_token_at=first_at, ended=time.perf_counter(), context_size=n_ctx,
+            stop_reason=stop,  # type: ignore[arg-type]
+        )))
 
     def _grammar(self, schema: Mapping[str, Any]) -> Any:
         """A GBNF grammar for ``schema`` (cached: building one takes a while for big schemas)."""
