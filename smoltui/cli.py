@@ -487,7 +487,7 @@ async def _chat_async(args, prompt, store, ref, backend, settings, tools) -> int
     service.bus.subscribe(show)
     try:
         if not await service.load_model():
-            raise ModelError(service.load_error or "the model failed to load")
+            raise service.load_exception or ModelError(service.load_error or "the model failed to load")
         session = await asyncio.to_thread(store.create_session, _title(prompt), ref.name)
         if tools:
             await service.set_session_tools(session.id, list(tools))

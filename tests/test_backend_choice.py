@@ -222,9 +222,9 @@ def test_an_unreachable_server_is_one_line_and_exit_7(cli_env: dict[str, str]) -
     )
     result = run(cli_env, "bench", "--runs", "1")
     assert_one_line_error(result, 7, "the server at http://127.0.0.1:9/v1 is unreachable")
-    # The chat command reports every failed load as a model error (exit 4), with the same message.
+    # The chat command keeps the kind of failure too.
     result = run(cli_env, "chat", "--prompt", "Hi")
-    assert_one_line_error(result, 4, "the server at http://127.0.0.1:9/v1 is unreachable")
+    assert_one_line_error(result, 7, "the server at http://127.0.0.1:9/v1 is unreachable")
 
 
 def test_transformers_on_a_gguf_is_a_clear_error(cli_env: dict[str, str], bundled_model: Path) -> None:

@@ -95,6 +95,7 @@ class ChatService:
         self.ready = asyncio.Event()
         self._settled = asyncio.Event()  # set once loading has either succeeded or failed
         self.load_error: str | None = None
+        self.load_exception: SmoltuiError | None = None
         self._cancel: CancelToken | None = None
         self._reply_lock = asyncio.Lock()
 
@@ -114,6 +115,7 @@ class ChatService:
             await self.backend.load(progress)
         except SmoltuiError as error:
             self.load_error = str(error)
+            self.load_exception = error  # its class keeps the exit code (a network error is not a model's)
             self._settled.set()
             self.bus.publish(ModelFailed(self.load_error))
             return False
