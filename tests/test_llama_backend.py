@@ -180,3 +180,42 @@ async def test_a_json_schema_constrains_the_reply(llama_backend) -> None:  # noq
     text, stats = await reply(llama_backend, [ChatMessage("user", "Name a color and say if it is warm.")], params)
     assert stats.stop_reason == "stop", text
     jsonschema.validate(json.loads(text), schema)
+
+
+SCHEMA_WITH_DOLLAR = r'''
+import asyncio, re
+from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings
+from smoltui.backends.base import CancelToken, ChatMessage, GenerationParams, TextDelta
+from pathlib import Path
+import sys
+
+async def main():
+    backend = LlamaCppBackend(Path(sys.argv[1]), LlamaSettings(n_ctx=512, n_threads=2, prompt_cache_dir=None))
+    await backend.load()
+    schema = {"type": "object", "properties": {"ref": {"type": "string", "pattern": "^\\$\\{[a-z]+\\}$"}},
+              "required": ["ref"]}
+    params = GenerationParams(json_schema=schema, max_tokens=24, temperature=0.0)
+    text = "".join([e.text async for e in backend.stream([ChatMessage("user", "A reference?")], params,
+                                                         CancelToken()) if isinstance(e, TextDelta)])
+    await backend.close()
+    print(text)
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.llama
+def test_a_dollar_in_a_schema_pattern_does_not_crash_the_process(bundled_model: Path, tmp_path: Path) -> None:
+    # llama-cpp-python writes `$` as `\$`, which llama.cpp's grammar parser rejects and then segfaults
+    # on: run it in a child process so a regression fails this test, not the whole test run.
+    import json
+    import re
+    import subprocess
+
+    from tests.conftest import PYTHON
+
+    script = tmp_path / "dollar.py"
+    script.write_text(SCHEMA_WITH_DOLLAR)
+    result = subprocess.run([PYTHON, str(script), str(bundled_model)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.fullmatch(r"\$\{[a-z]+\}", json.loads(result.stdout)["ref"])

@@ -421,6 +421,9 @@ class LlamaCppBackend:
                 # llama-cpp-python's converter lets raw control characters (a newline, a tab) into
                 # JSON strings, which no JSON parser accepts; upstream llama.cpp keeps them out.
                 gbnf = gbnf.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |')
+                # A `$` in a schema pattern comes out as `\$`, an escape llama.cpp's grammar parser
+                # rejects (and then crashes the process); `$` needs no escape in a GBNF literal.
+                gbnf = gbnf.replace("\\$", "$")
                 self._grammars[key] = LlamaGrammar.from_string(gbnf, verbose=False)
             except Exception as error:  # the converter raises plain exceptions on unsupported schemas
                 raise BackendError(f"cannot constrain output to this JSON schema: {error}") from None
