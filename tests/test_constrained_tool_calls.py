@@ -369,3 +369,78 @@ def test_llama_cpp_call_grammar_keeps_raw_control_characters_out_of_strings() ->
     grammar = backend._grammar(call_schema(TOOLS))._grammar
     char_rule = next(line for line in grammar.splitlines() if line.startswith("char ::="))
     assert "\\x00-\\x1F" in char_rule, char_rule
+
+
+# -- a whole reply held to GenerationParams.json_schema (transformers) ---------------------------------
+
+REPLY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "count": {"type": "integer"},
+        "tags": {"type": "array", "items": {"$ref": "#/$defs/Tag"}},
+    },
+    "required": ["name", "count", "tags"],
+    "additionalProperties": False,
+    "$defs": {"Tag": {"type": "string", "enum": ["red", "green", "blue"]}},
+}
+JSON_REPLIES = 8
+
+
+async def json_replies(backend, schema) -> tuple[int, list[str], list[str]]:  # noqa: ANN001
+    """(schema-valid replies, problems, stop reasons) over ``JSON_REPLIES`` sampled replies."""
+    valid, problems, stops = 0, [], []
+    for i in range(JSON_REPLIES):
+        params = GenerationParams(max_tokens=160, temperature=1.0, top_k=0, top_p=1.0, seed=i, json_schema=schema)
+        messages = [ChatMessage("user", "Describe a fruit basket as JSON.")]
+        events = [e async for e in backend.stream(messages, params, CancelToken())]
+        text = "".join(e.text for e in events if isinstance(e, TextDelta))
+        assert isinstance(events[-1], Finished)
+        stops.append(events[-1].stats.stop_reason)
+        try:
+            jsonschema.validate(json.loads(text), REPLY_SCHEMA)
+        except (ValueError, jsonschema.ValidationError) as error:
+            problems.append(f"#{i}: {error} | {text[:160]!r}")
+        else:
+            valid += 1
+    return valid, problems, stops
+
+
+@pytest.mark.transformers
+async def test_transformers_json_schema_replies_are_valid_only_with_the_constraint(tiny_hf_model: Path) -> None:
+    pytest.importorskip("llguidance")
+    backend = await load_transformers(tiny_hf_model)
+    try:
+        started = time.perf_counter()
+        on, problems, stops = await json_replies(backend, REPLY_SCHEMA)
+        middle = time.perf_counter()
+        off, _, _ = await json_replies(backend, None)
+        ended = time.perf_counter()
+        print(
+            f"\ntransformers json_schema replies: schema-valid with the constraint {on}/{JSON_REPLIES} "
+            f"({middle - started:.1f}s), without {off}/{JSON_REPLIES} ({ended - middle:.1f}s)"
+        )
+        assert on == JSON_REPLIES, "\n".join(problems)
+        assert stops == ["stop"] * JSON_REPLIES  # ended by the complete value, not the token limit
+        assert off < on
+    finally:
+        await backend.close()
+
+
+@pytest.mark.transformers
+async def test_transformers_json_schema_without_llguidance_decodes_unconstrained(
+    tiny_hf_model: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llguidance", None)
+    monkeypatch.setitem(sys.modules, "llguidance.hf", None)
+    backend = await load_transformers(tiny_hf_model)
+    try:
+        params = GenerationParams(max_tokens=16, temperature=1.0, seed=0, json_schema=REPLY_SCHEMA)
+        for _ in range(2):
+            events = [e async for e in backend.stream([ChatMessage("user", "JSON?")], params, CancelToken())]
+            assert isinstance(events[-1], Finished)
+        assert caplog.text.count("llguidance is not installed") == 1
+    finally:
+        await backend.close()

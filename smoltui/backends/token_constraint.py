@@ -7,7 +7,8 @@ and the sampler picks from what is left. The sampled token is then fed back to t
 
 * :class:`ConstraintFactory` wraps one tokenizer (converting its vocabulary for llguidance takes up
   to a second for 128k tokens, so it is done once, on first use) and compiles grammars, cached per
-  schema; each :meth:`ConstraintFactory.tool_call` hands out a fresh :class:`TokenConstraint`.
+  schema; each :meth:`ConstraintFactory.tool_call` (or :meth:`ConstraintFactory.json_schema`, for a
+  whole reply held to ``GenerationParams.json_schema``) hands out a fresh :class:`TokenConstraint`.
 * The grammar of a call is ``"\\n"?`` then one JSON object matching
   :func:`~smoltui.backends.tool_calls.call_schema`, written the way SmolLM3's template writes calls
   (``{"name": "x", "arguments": {"k": 1}}``: ``", "`` and ``": "``, no other whitespace), so a
@@ -53,6 +54,18 @@ def tool_call_grammar(tools: Sequence[Mapping[str, Any]]) -> str:
     schema = dict(call_schema([_with_refs_inlined(tool) for tool in tools]))
     schema["x-guidance"] = dict(JSON_STYLE)
     return "start: /\\n?/ call\ncall: %json " + json.dumps(schema, ensure_ascii=False)
+
+
+def json_schema_grammar(schema: Mapping[str, Any]) -> str:
+    """The Lark grammar of a whole reply that is one JSON value matching ``schema``.
+
+    Local ``$ref``s are inlined as in tool parameters, and keywords llguidance does not implement are
+    left out (``lenient``), so the structure is still held. Written compactly (``", "``, ``": "``).
+    """
+    defs = {**(schema.get("definitions") or {}), **(schema.get("$defs") or {})}
+    inlined = dict(_inline(schema, defs, 0))
+    inlined["x-guidance"] = dict(JSON_STYLE)
+    return "start: %json " + json.dumps(inlined, ensure_ascii=False)
 
 
 def _with_refs_inlined(tool: Mapping[str, Any]) -> dict[str, Any]:
@@ -157,7 +170,7 @@ class ConstraintFactory:
         except ImportError:
             self._failed = True
             log.warning(
-                "llguidance is not installed: tool calls are not held to their schemas "
+                "llguidance is not installed: tool calls and JSON replies are not held to their schemas "
                 "(pip install 'smoltui[transformers]' or pip install llguidance)"
             )
             return None
@@ -169,14 +182,20 @@ class ConstraintFactory:
             )
         except Exception as error:  # a slow tokenizer, an odd vocabulary: decode unconstrained
             self._failed = True
-            log.warning("llguidance cannot use this tokenizer (%s): tool calls are not constrained", error)
+            log.warning(
+                "llguidance cannot use this tokenizer (%s): tool calls and JSON replies are not constrained", error
+            )
         return self._ll_tokenizer
 
     def tool_call(self, tools: Sequence[Mapping[str, Any]]) -> TokenConstraint | None:
         """A fresh constraint for the text after ``<tool_call>``; None when constraints are unavailable."""
-        return self._constraint(tool_call_grammar(tools))
+        return self._constraint(tool_call_grammar(tools), "tool calls to these schemas")
 
-    def _constraint(self, grammar: str) -> TokenConstraint | None:
+    def json_schema(self, schema: Mapping[str, Any]) -> TokenConstraint | None:
+        """A fresh constraint for a whole reply that is JSON matching ``schema``; None when unavailable."""
+        return self._constraint(json_schema_grammar(schema), "the reply to this JSON schema")
+
+    def _constraint(self, grammar: str, what: str) -> TokenConstraint | None:
         ll_tokenizer = self._load()
         if ll_tokenizer is None:
             return None
@@ -186,7 +205,7 @@ class ConstraintFactory:
         if template is None:
             template = llguidance.LLMatcher(ll_tokenizer, grammar, log_level=0)
             if template.is_error():
-                log.warning("cannot constrain tool calls to these schemas: %s", template.get_error())
+                log.warning("cannot constrain %s: %s", what, template.get_error())
                 return None
             self._matchers[grammar] = template
         words = (int(ll_tokenizer.vocab_size) + 31) // 32

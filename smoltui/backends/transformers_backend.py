@@ -13,7 +13,9 @@ whose layers ``torch.compile`` cannot trace through (see :mod:`smoltui.backends.
 Tool calls are split from the text as on llama.cpp, and held to the offered tools' schemas from the
 ``<tool_call>`` tag to the end of the call's JSON by a logits mask from llguidance
 (:mod:`smoltui.backends.token_constraint`), applied to the logits each step hands back, so it works
-the same in every decode mode; without llguidance, calls are decoded unconstrained (one warning).
+the same in every decode mode; ``GenerationParams.json_schema`` holds the whole reply to a JSON schema
+with the same machinery (as the llama.cpp backend's grammar does); without llguidance, calls and
+replies are decoded unconstrained (one warning).
 
 torch and transformers are imported on the worker thread when the model loads, never at import.
 """
@@ -272,15 +274,15 @@ class TransformersBackend:
         end of the call's JSON every step's logits are masked to what the call grammar allows; when
         the grammar lets the model end (it samples end-of-sequence), ``"\\n</tool_call>"`` is fed
         for it and free decoding resumes. ``tool_choice="required"`` puts the opening tag at the end
-        of the prompt and starts in the call phase. The mask is applied to the logits a step hands
-        back, outside any compiled or captured forward pass.
+        of the prompt and starts in the call phase. With ``json_schema`` the whole reply is masked to
+        the schema's grammar from the first token, and ends once the JSON value is complete (the model
+        samples end-of-sequence, or the grammar allows nothing else). The mask is applied to the
+        logits a step hands back, outside any compiled or captured forward pass.
         """
         import torch
 
         session = self.session
         started = time.perf_counter()
-        if params.json_schema is not None:
-            log.debug("the transformers backend does not constrain output to a JSON schema yet")
         prompt = self.render(messages, params)
         tokens = self._tokenize_reusing_cache(prompt)
         n_ctx = self._n_ctx
@@ -302,6 +304,9 @@ class TransformersBackend:
         factory = self._constraints if tools and params.constrain_tools else None
         if factory is not None and not factory.available:
             factory = None  # (warned once) decode unconstrained
+        schema_factory = self._constraints if params.json_schema is not None else None
+        if schema_factory is not None and not schema_factory.available:
+            schema_factory = None  # (warned once) decode unconstrained
         parser = ThinkParser(start_in_thinking=params.think and prompt.rstrip().endswith("<think>"))
         detok = _Detokenizer(self._decode)
         history = list(tokens)
@@ -313,6 +318,10 @@ class TransformersBackend:
             feed = feed + opening
             history.extend(opening)
             constraint = factory.tool_call(tools) if factory is not None else None
+        json_reply = False  # the constraint in force holds the whole reply to params.json_schema
+        if constraint is None and schema_factory is not None and params.json_schema is not None:
+            constraint = schema_factory.json_schema(params.json_schema)
+            json_reply = constraint is not None
 
         def deliver(deltas: Sequence[Any]) -> None:
             for delta in deltas:
@@ -339,8 +348,8 @@ class TransformersBackend:
                     stop = "cancelled"
                     break
                 if token in self._eos:
-                    if constraint is None:
-                        break
+                    if constraint is None or json_reply:
+                        break  # (a JSON reply: the grammar allowed the end, the value is complete)
                     # The grammar allowed the end: the call's JSON is complete. Close the tag for the
                     # model and let it write on freely.
                     constraint = None
@@ -354,12 +363,15 @@ class TransformersBackend:
                     logits = session.prefill(closing)
                     continue
                 if constraint is not None and not constraint.advance(token):
-                    log.warning("the tool-call constraint failed (%s); decoding on unconstrained", constraint.error)
-                    constraint = None
+                    what = "JSON-schema" if json_reply else "tool-call"
+                    log.warning("the %s constraint failed (%s); decoding on unconstrained", what, constraint.error)
+                    constraint, json_reply = None, False
                 completion += 1
                 history.append(token)
                 piece = detok.add(token)
                 deliver(parser.feed(piece) if piece else ())
+                if json_reply and constraint is not None and constraint.stopped:
+                    break  # the JSON value is complete and nothing may follow it: stop_reason "stop"
                 if completion >= params.max_tokens or len(history) >= n_ctx - 1:
                     stop = "length"
                     break
