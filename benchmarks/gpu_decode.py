@@ -57,28 +57,9 @@ from smoltui.backends.transformers_decode import (  # noqa: E402
     sample,
 )
 
-# SmolLM3-3B's config.json (the numbers that shape the network; random weights).
-SMOLLM3_3B = {
-    "vocab_size": 128256,
-    "hidden_size": 2048,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 36,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 4,
-    "max_position_embeddings": 65536,
-    "rope_theta": 5000000.0,
-    "rms_norm_eps": 1e-06,
-    "hidden_act": "silu",
-    "attention_bias": False,
-    "mlp_bias": False,
-    "no_rope_layer_interval": 4,
-    "no_rope_layers": [0 if (i + 1) % 4 == 0 else 1 for i in range(36)],
-    "use_sliding_window": False,
-    "tie_word_embeddings": True,
-    "bos_token_id": 128000,
-    "eos_token_id": 128012,
-    "pad_token_id": 128004,
-}
+# SmolLM3-3B's config numbers live in one place (importing them costs no torch).
+from smoltui.benchmarking.synthetic_hf import SMOLLM3_3B  # noqa: E402
+
 TINY = {
     **SMOLLM3_3B,
     "vocab_size": 512,

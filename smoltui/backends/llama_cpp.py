@@ -41,7 +41,7 @@ from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
 from smoltui.backends.think_parser import ThinkParser
 from smoltui.backends.threaded import stream_from_thread
-from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema
+from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema, route
 from smoltui.errors import BackendError, ModelError
 
 if TYPE_CHECKING:
@@ -343,12 +343,7 @@ class LlamaCppBackend:
             in_call_phase = call_grammar is not None
 
         def deliver(deltas: Sequence[Any]) -> None:
-            for delta in deltas:
-                if splitter is not None and isinstance(delta, TextDelta):
-                    for part in splitter.feed(delta.text):
-                        emit(part)
-                else:
-                    emit(delta)
+            route(deltas, splitter, emit)
 
         if opening:
             deliver([TextDelta(OPEN)])

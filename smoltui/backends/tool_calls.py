@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from smoltui.backends.base import TextDelta, ToolCallDelta
@@ -157,6 +157,16 @@ class ToolCallSplitter:
     def _call(raw: str, body: str) -> ToolCallDelta:
         name, arguments, problem = parse_call(body)
         return ToolCallDelta(new_call_id(), name, arguments, raw=raw, error=problem)
+
+
+def route(deltas: Sequence[Any], splitter: ToolCallSplitter | None, emit: Callable[[object], None]) -> None:
+    """Emit ``deltas``, text first through ``splitter`` (when tools are offered) so calls come out whole."""
+    for delta in deltas:
+        if splitter is not None and isinstance(delta, TextDelta):
+            for part in splitter.feed(delta.text):
+                emit(part)
+        else:
+            emit(delta)
 
 
 def _partial_tag(text: str, tag: str) -> int:

@@ -47,7 +47,7 @@ from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.think_parser import ThinkParser
 from smoltui.backends.threaded import stream_from_thread
 from smoltui.backends.token_constraint import ConstraintFactory, TokenConstraint
-from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter
+from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, route
 from smoltui.backends.transformers_decode import DecodeMode, DecodeSession, Sampling, sample
 from smoltui.backends.transformers_loading import (
     TransformersSettings,
@@ -324,12 +324,7 @@ class TransformersBackend:
             json_reply = constraint is not None
 
         def deliver(deltas: Sequence[Any]) -> None:
-            for delta in deltas:
-                if splitter is not None and isinstance(delta, TextDelta):
-                    for part in splitter.feed(delta.text):
-                        emit(part)
-                else:
-                    emit(delta)
+            route(deltas, splitter, emit)
 
         if opened:
             deliver([TextDelta(OPEN)])
