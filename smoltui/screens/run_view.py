@@ -88,6 +88,7 @@ class RunScreen(Screen[None]):
         self.selected: str | None = None
         self.live_text: dict[str, str] = {}
         self.cards: dict[str, ApprovalCard] = {}
+        self._shown_outputs: dict[tuple[str, int, float | None], RenderableType] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self.title_label = Label(id="run-title", markup=False)
         self.table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
@@ -272,11 +273,17 @@ class RunScreen(Screen[None]):
     def _outputs(self, task_id: str, record: TaskRecord) -> RenderableType:
         if not record.outputs:
             return Text("(the task declares no outputs)", "dim italic")
-        try:
-            values = self.workbench.run_store.task_outputs(self.run_id, task_id)
-        except Exception as error:  # an artifact deleted by hand, or pandas missing
-            return Text(f"the outputs cannot be read back: {error}", "red")
-        return Group(*(item for name, value in values.items() for item in (Text(name, "bold"), _value(value))))
+        # The view refreshes every second; a finished task's artifacts (tables read back from
+        # Parquet) are read once, not on every tick.
+        key = (task_id, record.attempt, record.finished_at)
+        if key not in self._shown_outputs:
+            try:
+                values = self.workbench.run_store.task_outputs(self.run_id, task_id)
+            except Exception as error:  # an artifact deleted by hand, or pandas missing
+                return Text(f"the outputs cannot be read back: {error}", "red")
+            self._shown_outputs[key] = Group(
+                *(item for name, value in values.items() for item in (Text(name, "bold"), _value(value))))
+        return self._shown_outputs[key]
 
     # -- events ----------------------------------------------------------------------------------
 
