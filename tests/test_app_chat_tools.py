@@ -3,6 +3,7 @@ inline under it, see its result, and find it all again when the chat is reopened
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -110,3 +111,21 @@ async def test_a_malformed_call_is_shown_and_sent_back(store: Store, tmp_path: P
         assert view.ok is False and "not valid JSON" in view.text
         assert screen.message_views()[-1].markdown == "Sorry, let me answer directly."
         assert isinstance(screen.message_views()[-1], MessageView)
+
+
+async def test_tools_picked_for_a_new_chat_stay_on_when_the_stored_list_answers_late(
+        store: Store, tmp_path: Path) -> None:
+    # Picking tools on a new chat creates the session, which also starts loading its (empty) tool list.
+    # That read can answer after the pick has been stored; it must not switch the tools back off.
+    app = make_app(store, tmp_path, "ok")
+
+    async def slow_session_tools(session_id: int):
+        await asyncio.sleep(0.3)
+        return []  # what the new chat held when the read began
+
+    app.service.session_tools = slow_session_tools
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await switch_on(pilot, app, "read_file")
+        await pilot.pause(0.5)
+        assert screen.session_tools == ["read_file"]
+        assert "⚙ read_file" in str(screen.title_label.render())

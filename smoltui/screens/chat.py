@@ -630,6 +630,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         except SmoltuiError as error:
             self.notify(str(error), title="Tools", severity="error")
             return
+        # A load of the stored list started before this pick (creating the chat starts one) would
+        # answer with the list as it was and switch the tools back off.
+        self.workers.cancel_group(self, "session-tools")
         switched_on = chosen and not self.session_tools
         self.session_tools = list(chosen)
         self._show_title()
