@@ -13,6 +13,9 @@ b. follow-up: TTFT of a message sent after a ~2,000-token conversation that the 
    vs TTFT of the same message as the first turn of a fresh chat. Target: <= 1.5x.
 c. cached system prompt: a ~500-token system prompt prefilled once (state saved to disk), then a new
    backend instance with the same cache dir opens a new chat with it. Target: TTFT < 2 s.
+d. switching think mode on mid-chat (the template renders the chat differently: a re-prefill);
+e. back in the ~2,000-token chat after another chat took the context: TTFT with the conversation
+   kept in RAM (``kv_snapshots``) and with keeping switched off.
 
 ``--quick`` uses the tiny model and small sizes to check the script end to end in well under a minute.
 Results: a table on stdout and ``benchmarks/out/bench_llama.json``.
@@ -330,12 +333,33 @@ async def bench_followup(
         ChatMessage("user", "And in one sentence?"),
     ]
     switch = await chat(backend, switched, sizes.probe_max_tokens, think=True)
-    await backend.close()
     print(
         f"  (d) think switched on: prompt {switch.stats.prompt_tokens}, cached {switch.stats.cached_tokens}, "
         f"prefilled {switch.stats.new_prompt_tokens}, ttft {switch.stats.ttft_s:.2f}s",
         flush=True,
     )
+    # (e) Back in this chat after another one took the context (another chat, a plan, a workflow
+    # task): with the conversation kept in RAM, then with keeping switched off.
+    answered = conversation + [ChatMessage("assistant", follow.text, thinking=follow.thinking)]
+    back: dict[str, Any] = {}
+    for keep in (True, False):
+        if not keep:
+            backend.kept.budget_bytes = 0
+            backend.kept.clear()
+        other = [
+            ChatMessage("system", "You translate English into French. Reply with the translation only."),
+            ChatMessage("user", filler(48, count, seed=500 + keep)),
+        ]
+        await chat(backend, other, sizes.probe_max_tokens)
+        returning = answered + [ChatMessage("user", f"Back to my notes{'' if keep else ' again'}: what came first?")]
+        reply = await chat(backend, returning, sizes.probe_max_tokens)
+        back["kept" if keep else "not_kept"] = {**reply.summary(), "restored_tokens": backend.last_restored_tokens}
+        print(
+            f"  (e) back after another chat, {'kept in RAM' if keep else 'not kept'}: prompt "
+            f"{reply.stats.prompt_tokens}, cached {reply.stats.cached_tokens}, ttft {reply.stats.ttft_s:.2f}s",
+            flush=True,
+        )
+    await backend.close()
 
     fresh = await new_backend(model, args, work / "b-first")
     first = await chat(
@@ -355,6 +379,7 @@ async def bench_followup(
         "first_turn": first.summary(),
         "ratio": round(ratio, 3),
         "think_switch": switch.summary(),
+        "switch_back": back,
     }
 
 
@@ -518,6 +543,15 @@ def build_report(results: dict[str, Any]) -> Report:
         f"follow-up {f['ttft_s']:.2f} s",
         f"{d['ttft_s'] / f['ttft_s']:.1f}x",
         f"prefilled {d['prompt_tokens'] - d['cached_tokens']} of {d['prompt_tokens']}",
+    )
+    e = b["switch_back"]
+    kept, lost = e["kept"], e["not_kept"]
+    rep.add(
+        "(e) TTFT back in a chat after another one",
+        f"{kept['ttft_s']:.2f} s",
+        f"not kept {lost['ttft_s']:.2f} s",
+        f"{kept['ttft_s'] / lost['ttft_s']:.2f}x",
+        f"restored {kept['restored_tokens']} of {kept['prompt_tokens']}",
     )
     c = results["cached_system"]
     size = sum(s["bytes"] for s in c["state_files"])

@@ -330,6 +330,7 @@ def build_backend(ref: ModelRef, config: Config, paths: Paths) -> Backend:
         n_threads=config.model.threads or physical_cores(),
         n_batch=config.model.n_batch,
         prompt_cache_dir=paths.prompt_cache_dir if config.model.prompt_cache else None,
+        kv_keep_bytes=config.model.keep_conversations_mb << 20,
     )
     return LlamaCppBackend(ref.path, settings, model_name=ref.name)
 

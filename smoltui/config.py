@@ -55,6 +55,11 @@ class ModelConfig(_Section):
     n_batch: int = Field(512, ge=8, le=8192)
     search_paths: list[str] = Field(default_factory=list, description="folders scanned for .gguf files")
     prompt_cache: bool = Field(True, description="keep prefilled system prompts on disk")
+    keep_conversations_mb: int = Field(
+        1024, ge=0, le=1 << 20,
+        description="RAM for the KV caches of chats the model is not serving now, so switching back "
+        "does not prefill them again (llama.cpp; 0: off)",
+    )
 
 
 class TransformersConfig(_Section):

@@ -162,6 +162,16 @@ class LoadProgress:
 ProgressCallback = Callable[[LoadProgress], None]
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share (how much of a KV cache a prompt can keep)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the orchestrator needs from a model runtime."""

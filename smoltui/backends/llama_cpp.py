@@ -6,6 +6,8 @@ Three things make it fast on a laptop:
   context already holds, and ``Llama.generate`` only evaluates the tokens after that shared prefix;
 * the prefilled system prompt (SmolLM3's header plus any tool block) is saved to disk per model, so a
   new chat with the same system prompt loads it instead of prefilling it again;
+* a conversation the context stops serving (another chat opened, a plan drafted, a workflow task
+  run) keeps its KV state in RAM (:mod:`smoltui.backends.kv_snapshots`), and comes back from there;
 * everything touching the llama context runs on one dedicated thread, off the event loop.
 """
 
@@ -36,9 +38,11 @@ from smoltui.backends.base import (
     ProgressCallback,
     StreamEvent,
     TextDelta,
+    common_prefix,
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
+from smoltui.backends.kv_snapshots import KVSnapshots
 from smoltui.backends.think_parser import ThinkParser
 from smoltui.backends.threaded import stream_from_thread
 from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema, route
@@ -60,6 +64,8 @@ class LlamaSettings:
     # Shorter system prefixes prefill in well under a second; not worth a file.
     prompt_cache_min_tokens: int = 32
     prompt_cache_keep: int = 16
+    kv_keep_bytes: int = 1 << 30
+    """RAM for the KV states of conversations the context is not serving now (0: none kept)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ class LlamaCppBackend:
         self._grammars: dict[str, Any] = {}
         self.last_prompt_cache: str = "none"
         """What the last reply did with the on-disk system prompt state: none/hit/saved/kv."""
+        self.kept = KVSnapshots(settings.kv_keep_bytes)
+        self.last_restored_tokens = 0
+        """Tokens the last reply took from a conversation kept in RAM (0: none)."""
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -177,10 +186,24 @@ class LlamaCppBackend:
         starts the prompt is kept as is, and only the text after it is tokenized.
         """
         llm = self.llama
-        if not self._byte_level_vocab or llm.n_tokens == 0:
+        if not self._byte_level_vocab:
             return self._tokenize(prompt)
         data = prompt.encode("utf-8")
-        cached = llm.input_ids[: llm.n_tokens].tolist()
+        # What the context holds, and the conversations kept in RAM: the prompt may continue any of them.
+        candidates = [llm.input_ids[: llm.n_tokens].tolist(), *(list(s.tokens) for s in self.kept.snapshots)]
+        best, keep, end = [], 0, 0
+        for cached in candidates:
+            count, offset = self._text_prefix_tokens(cached, data)
+            if count > keep:
+                best, keep, end = cached, count, offset
+        if keep == 0:
+            return self._tokenize(prompt)
+        tail = data[end:]
+        return best[:keep] + (llm.tokenize(tail, add_bos=False, special=True) if tail else [])
+
+    def _text_prefix_tokens(self, cached: Sequence[int], data: bytes) -> tuple[int, int]:
+        """How many leading ``cached`` tokens spell the start of ``data``, and the byte offset they reach."""
+        llm = self.llama
         offsets = [0]
         for token in cached:
             piece = llm.detokenize([token], special=True)
@@ -191,10 +214,7 @@ class LlamaCppBackend:
         # Never split a UTF-8 character between the kept tokens and the freshly tokenized tail.
         while keep > 0 and offsets[keep] < len(data) and data[offsets[keep]] & 0xC0 == 0x80:
             keep -= 1
-        if keep == 0:
-            return self._tokenize(prompt)
-        tail = data[offsets[keep] :]
-        return cached[:keep] + (llm.tokenize(tail, add_bos=False, special=True) if tail else [])
+        return keep, offsets[keep]
 
     def prepare(self, messages: Sequence[ChatMessage], params: GenerationParams) -> PreparedPrompt:
         """Render and tokenize the prompt; find the system prefix worth caching."""
@@ -214,6 +234,26 @@ class LlamaCppBackend:
         loop = asyncio.get_running_loop()
         prepared = await loop.run_in_executor(self._executor, self.prepare, messages, params)
         return len(prepared.tokens)
+
+    # -- conversations kept in RAM -------------------------------------------------------------------
+
+    def _switch_conversation(self, tokens: Sequence[int], cached: int) -> int:
+        """Keep what the context holds if this prompt displaces it; bring back a kept conversation
+        that shares more with the prompt. Returns the tokens brought back (0: none)."""
+        kept = self.kept
+        if kept.budget_bytes <= 0:
+            return 0
+        llm = self.llama
+        if llm.n_tokens - cached >= kept.min_tokens:
+            kept.keep_current(llm)
+        snapshot, shared = kept.best(tokens)
+        shared = min(shared, len(tokens) - 1)
+        # Copying a state back costs milliseconds; prefilling the tokens it saves costs ~25 ms each.
+        if snapshot is None or shared <= cached + 8:
+            return 0
+        if not kept.restore(llm, snapshot):
+            return 0
+        return shared
 
     # -- on-disk system prompt states ---------------------------------------------------------------
 
@@ -316,6 +356,8 @@ class LlamaCppBackend:
         n_ctx = llm.n_ctx()
         if len(tokens) >= n_ctx:
             raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
+        cached = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
+        self.last_restored_tokens = self._switch_conversation(tokens, cached)
         cached = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)
         self.last_prompt_cache = self._restore_prefix(prepared)
         if self.last_prompt_cache == "hit":  # a prefix prefilled in this call ("saved") is not cached
@@ -428,14 +470,4 @@ class LlamaCppBackend:
         """True when the generation prompt itself ends inside an open ``<think>`` block."""
         tail = self.llama.detokenize(list(tokens[-8:]), special=True).decode("utf-8", "replace")
         return tail.rstrip().endswith("<think>")
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 

@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from smoltui.backends.base import common_prefix
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,16 +46,6 @@ DecodeMode = Literal["dynamic", "static", "compile", "cuda_graph"]
 # llama.cpp's defaults, so both backends sample alike.
 MIN_P = 0.05
 REPEAT_LAST_N = 64
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens two sequences share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def cache_keyword(model: Any) -> str:
