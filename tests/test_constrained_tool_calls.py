@@ -259,6 +259,37 @@ async def test_transformers_a_call_the_model_opens_itself_is_constrained_from_th
 
 
 @pytest.mark.transformers
+async def test_transformers_a_token_running_on_past_the_opening_tag_is_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A vocabulary with a `></` token (SmolLM2's has one): picked right after `<tool_call`, it would open
+    and close an empty call in one step. The run-on is taken back, the tag's end fed, and the mask holds."""
+    pytest.importorskip("llguidance")
+    from tests.tiny_smollm3 import build_model_folder
+
+    backend = await load_transformers(build_model_folder(tmp_path / "model", extra_tokens=("></",)))
+    try:
+        run_on = backend._tokenizer.convert_tokens_to_ids("></")
+        forced = iter([*backend._encode("Sure. <tool_call"), run_on])
+        real = backend._sample
+
+        def sample(logits, *args):  # noqa: ANN001, ANN002, ANN202
+            token = next(forced, None)
+            return real(logits, *args) if token is None else token
+
+        monkeypatch.setattr(backend, "_sample", sample)
+        params = GenerationParams(max_tokens=192, temperature=1.0, top_k=0, seed=1, tools=TOOLS)
+        events = [e async for e in backend.stream([ChatMessage("user", PROMPTS[1])], params, CancelToken())]
+        calls = [e for e in events if isinstance(e, ToolCallDelta)]
+        assert calls and problem(calls[0]) is None, calls
+        assert calls[0].raw.startswith("<tool_call>") and not calls[0].raw.startswith("<tool_call></")
+        text = "".join(e.text for e in events[: events.index(calls[0])] if isinstance(e, TextDelta))
+        assert text == "Sure. "
+    finally:
+        await backend.close()
+
+
+@pytest.mark.transformers
 def test_the_mask_keeps_raw_control_characters_out_of_strings_and_pads_wide_logits() -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("llguidance")
@@ -444,3 +475,34 @@ async def test_transformers_json_schema_without_llguidance_decodes_unconstrained
         assert caplog.text.count("llguidance is not installed") == 1
     finally:
         await backend.close()
+
+
+@pytest.mark.llama
+async def test_llama_cpp_a_token_running_on_past_the_opening_tag_is_taken_back(
+    llama_backend, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """SmolLM2 writes <tool_call> as `<` `tool` `_` `call` `>`, and has a token `></`: a model that picks
+    it opens and closes an empty call in one step. The run-on is taken back and the grammar writes the call."""
+    llm = llama_backend.llama
+    real = llm.generate
+    opening = llm.tokenize(b"Let me look. <tool_call", add_bos=False, special=False)
+    run_on = llm.tokenize(b"></", add_bos=False, special=False)
+    assert len(run_on) == 1, "the bundled vocabulary has a `></` token"
+    rest = llm.tokenize(b"tool_call>", add_bos=False, special=False) + [llm.token_eos()]
+    calls_to_generate = []
+
+    def generate(tokens, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls_to_generate.append(kwargs.get("grammar") is not None)
+        if len(calls_to_generate) == 1:  # the free phase: what a model without constraints might write
+            return (token for token in [*opening, *run_on, *rest])
+        return real(tokens, **kwargs)
+
+    monkeypatch.setattr(llm, "generate", generate)
+    params = GenerationParams(max_tokens=96, temperature=0.0, seed=1, tools=TOOLS[:1])
+    events = [e async for e in llama_backend.stream([ChatMessage("user", PROMPTS[0])], params, CancelToken())]
+    calls = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert calls and problem(calls[0]) is None, calls
+    assert calls[0].raw.startswith("<tool_call>") and not calls[0].raw.startswith("<tool_call></")
+    assert calls_to_generate[:2] == [False, True]  # free, then the call grammar from right after the tag
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert text.startswith("Let me look. ") and "</" not in text

@@ -72,3 +72,24 @@ def test_the_call_schema_names_only_offered_tools() -> None:
     tools = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in ("a", "b")]
     schema = call_schema(tools)
     assert [o["properties"]["name"] for o in schema["anyOf"]] == [{"const": "a"}, {"const": "b"}]
+
+
+def test_a_token_that_runs_on_past_the_opening_tag_is_taken_back() -> None:
+    splitter = ToolCallSplitter()
+    assert splitter.feed("Let me look. <tool_call") == [TextDelta("Let me look. ")]
+    assert splitter.feed("></") == []  # the tag's end and the start of a closing tag, in one token
+    assert splitter.take_back_run_on("></") == ">"
+    assert splitter.in_call and splitter.pending_call_text == ""
+    (call,) = splitter.feed('{"name": "read_file", "arguments": {"path": "a"}}</tool_call>')
+    assert call.name == "read_file" and call.error is None
+    assert call.raw == '<tool_call>{"name": "read_file", "arguments": {"path": "a"}}</tool_call>'
+
+
+def test_nothing_is_taken_back_without_a_run_on() -> None:
+    splitter = ToolCallSplitter()
+    splitter.feed("<tool_call>\n")
+    assert splitter.take_back_run_on(">\n") is None  # whitespace: the grammar allows it
+    assert splitter.pending_call_text == "\n"
+    outside = ToolCallSplitter()
+    assert outside.feed("no call here") == [TextDelta("no call here")]
+    assert outside.take_back_run_on("here") is None and not outside.in_call

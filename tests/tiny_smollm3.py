@@ -26,7 +26,8 @@ SMOLLM3_TEMPLATE = (
 )
 
 
-def build_tokenizer():  # noqa: ANN201 (transformers types are imported lazily)
+def build_tokenizer(extra_tokens: tuple[str, ...] = ()):  # noqa: ANN201 (transformers types are imported lazily)
+    """``extra_tokens``: plain (not special) multi-byte tokens, as a real vocabulary's merges make."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -37,16 +38,20 @@ def build_tokenizer():  # noqa: ANN201 (transformers types are imported lazily)
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|im_end|>")
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    if extra_tokens:
+        tokenizer.add_tokens(list(extra_tokens))
     return tokenizer
 
 
-def build_model_folder(folder: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
+def build_model_folder(
+    folder: Path, *, seed: int = 0, layers: int = 2, hidden: int = 64, extra_tokens: tuple[str, ...] = ()
+) -> Path:
     """Write config, random weights, tokenizer and chat template to ``folder``; return it."""
     import torch
     from transformers import SmolLM3Config, SmolLM3ForCausalLM
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(extra_tokens)
     if SMOLLM3_TEMPLATE.is_file():
         tokenizer.chat_template = SMOLLM3_TEMPLATE.read_text(encoding="utf-8")
     else:

@@ -419,10 +419,16 @@ class LlamaCppBackend:
                     if completion >= params.max_tokens or len(sequence) + 1 >= n_ctx - 1:
                         stop = "length"
                         break
-                    if (call_grammar is not None and not in_call_phase and splitter is not None
-                            and splitter.in_call and splitter.pending_call_text.strip() == ""):
-                        switch = True  # just opened a call: constrain what follows
-                        break
+                    if call_grammar is not None and not in_call_phase and splitter is not None and splitter.in_call:
+                        # Just opened a call: constrain what follows. A token that ran on past the tag
+                        # is taken back and replaced by the tag's end.
+                        tag_end = splitter.take_back_run_on(piece)
+                        if tag_end is not None:
+                            sequence.pop()
+                            sequence.extend(llm.tokenize(tag_end.encode(), add_bos=False, special=True))
+                        if tag_end is not None or splitter.pending_call_text.strip() == "":
+                            switch = True
+                            break
             finally:
                 generator.close()
             if not switch or stop != "stop":

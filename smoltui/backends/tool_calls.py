@@ -148,6 +148,21 @@ class ToolCallSplitter:
         """What the open call holds so far, after its opening tag ("" outside a call)."""
         return self._buffer[len(OPEN):] if self._in_call else ""
 
+    def take_back_run_on(self, piece: str) -> str | None:
+        """Where the token that completed the opening tag ran on into the call (``></``, ``>{"``),
+        forget the run-on and return the part of ``piece`` that ends the tag: the caller puts that in
+        the token's place, so a constrained decoder writes the whole call. None: nothing to take back.
+
+        With a vocabulary where ``<tool_call>`` is several tokens (SmolLM2's ``<``, ``tool``, ``_``,
+        ``call``, ``>``), a token such as ``></`` would otherwise open and close an empty call before
+        any grammar could hold it.
+        """
+        extra = self.pending_call_text
+        if not self._in_call or not extra.strip() or len(extra) >= len(piece) or not piece.endswith(extra):
+            return None
+        self._buffer = self._buffer[: len(self._buffer) - len(extra)]
+        return piece[: len(piece) - len(extra)]
+
     @property
     def in_call(self) -> bool:
         """True between an opening tag and its end: what streams now belongs to a call."""

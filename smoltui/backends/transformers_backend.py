@@ -370,9 +370,19 @@ class TransformersBackend:
                 if completion >= params.max_tokens or len(history) >= n_ctx - 1:
                     stop = "length"
                     break
-                if (factory is not None and constraint is None and splitter is not None
-                        and splitter.in_call and splitter.pending_call_text.strip() == ""):
-                    constraint = factory.tool_call(tools)  # just opened a call: constrain what follows
+                if factory is not None and constraint is None and splitter is not None and splitter.in_call:
+                    # Just opened a call: constrain what follows. A token that ran on past the tag
+                    # (not fed to the model yet) is taken back and replaced by the tag's end.
+                    tag_end = splitter.take_back_run_on(piece)
+                    if tag_end is not None:
+                        history.pop()
+                        replacement = self._encode(tag_end)
+                        history.extend(replacement)
+                        constraint = factory.tool_call(tools)
+                        logits = session.prefill(replacement)
+                        continue
+                    if splitter.pending_call_text.strip() == "":
+                        constraint = factory.tool_call(tools)
                 logits = session.step(token)
             else:
                 stop = "cancelled"  # stopped during the prefill
