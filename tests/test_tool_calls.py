@@ -93,3 +93,15 @@ def test_nothing_is_taken_back_without_a_run_on() -> None:
     outside = ToolCallSplitter()
     assert outside.feed("no call here") == [TextDelta("no call here")]
     assert outside.take_back_run_on("here") is None and not outside.in_call
+
+
+def test_a_call_cut_off_at_the_token_limit_says_so() -> None:
+    splitter = ToolCallSplitter()
+    splitter.feed('<tool_call>{"name": "calculate", "arguments": {"expression": "1+1+1+')
+    (call,) = splitter.flush(cut_at_tokens=128)
+    assert call.error.startswith("the reply reached its limit of 128 tokens inside this call")
+    assert "not valid JSON" in call.error
+    dropped_tag = ToolCallSplitter()  # a whole call whose closing tag was dropped still parses
+    dropped_tag.feed('<tool_call>{"name": "calculate", "arguments": {"expression": "2"}}')
+    (whole,) = dropped_tag.flush(cut_at_tokens=128)
+    assert whole.error is None and whole.name == "calculate"

@@ -442,7 +442,7 @@ class LlamaCppBackend:
         for delta in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
             deliver([delta])
         if splitter is not None:
-            for part in splitter.flush():
+            for part in splitter.flush(cut_at_tokens=params.max_tokens if stop == "length" else None):
                 emit(part)
         emit(Finished(GenerationStats.measured(
             prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,

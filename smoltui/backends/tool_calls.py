@@ -16,6 +16,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from smoltui.backends.base import TextDelta, ToolCallDelta
@@ -133,14 +134,22 @@ class ToolCallSplitter:
             self._in_call = False
             out.append(self._call(raw, raw[len(OPEN): end]))
 
-    def flush(self) -> list[TextDelta | ToolCallDelta]:
-        """The reply ended: an unclosed call is parsed as it stands (small models drop the tag)."""
+    def flush(self, *, cut_at_tokens: int | None = None) -> list[TextDelta | ToolCallDelta]:
+        """The reply ended: an unclosed call is parsed as it stands (small models drop the tag).
+
+        ``cut_at_tokens``: the reply stopped at that token limit, so an unclosed call that does not
+        parse was cut off, and its error says so (the model and the user then know what to change).
+        """
         rest, self._buffer = self._buffer, ""
         if not rest:
             return []
         if self._in_call:
             self._in_call = False
-            return [self._call(rest + CLOSE, rest[len(OPEN):])]
+            call = self._call(rest + CLOSE, rest[len(OPEN):])
+            if call.error and cut_at_tokens is not None:
+                call = replace(call, error=f"the reply reached its limit of {cut_at_tokens} tokens inside "
+                                           f"this call, which was cut off: {call.error}")
+            return [call]
         return [TextDelta(rest)]
 
     @property

@@ -396,7 +396,7 @@ class TransformersBackend:
             raise
         deliver(parser.feed(detok.flush()) + parser.flush())
         if splitter is not None:
-            for part in splitter.flush():
+            for part in splitter.flush(cut_at_tokens=params.max_tokens if stop == "length" else None):
                 emit(part)
         emit(Finished(GenerationStats.measured(
             prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,
