@@ -506,3 +506,30 @@ async def test_llama_cpp_a_token_running_on_past_the_opening_tag_is_taken_back(
     assert calls_to_generate[:2] == [False, True]  # free, then the call grammar from right after the tag
     text = "".join(e.text for e in events if isinstance(e, TextDelta))
     assert text.startswith("Let me look. ") and "</" not in text
+
+
+@pytest.mark.llama
+async def test_llama_cpp_a_closing_tag_written_inside_a_constrained_string_does_not_end_the_call(
+    llama_backend, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """A small model looping inside a string may write `</tool_call>` there (the grammar allows any text
+    in a string): the call ends where the grammar says, and the text stays the string's."""
+    llm = llama_backend.llama
+    body = '{"name": "search", "arguments": {"query": "a</tool_call>b", "limit": 2}}'
+    scripted = {False: llm.tokenize(b"<tool_call>", add_bos=False, special=True),  # the free phase opens a call
+                True: llm.tokenize(body.encode(), add_bos=False, special=False)}  # what the grammar let through
+    phases = []
+
+    def generate(tokens, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        constrained = kwargs.get("grammar") is not None
+        phases.append(constrained)
+        script = scripted.pop(constrained, [])
+        return (token for token in [*script, llm.token_eos()])
+
+    monkeypatch.setattr(llm, "generate", generate)
+    params = GenerationParams(max_tokens=96, temperature=0.0, tools=TOOLS)
+    events = [e async for e in llama_backend.stream([ChatMessage("user", PROMPTS[2])], params, CancelToken())]
+    (call,) = [e for e in events if isinstance(e, ToolCallDelta)]
+    assert phases == [False, True, False]
+    assert call.error is None and json.loads(call.arguments) == {"query": "a</tool_call>b", "limit": 2}
+    assert not [e for e in events if isinstance(e, TextDelta) and "tool_call" in e.text]

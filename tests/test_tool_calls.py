@@ -105,3 +105,14 @@ def test_a_call_cut_off_at_the_token_limit_says_so() -> None:
     dropped_tag.feed('<tool_call>{"name": "calculate", "arguments": {"expression": "2"}}')
     (whole,) = dropped_tag.flush(cut_at_tokens=128)
     assert whole.error is None and whole.name == "calculate"
+
+
+def test_a_closing_tag_inside_a_constrained_call_is_string_content() -> None:
+    splitter = ToolCallSplitter()
+    splitter.feed("<tool_call>")
+    splitter.constrained = True  # a grammar holds the call: it, not the text, says where the call ends
+    assert splitter.feed('{"name": "write_file", "arguments": {"content": "a</tool_call>b"}}') == []
+    splitter.constrained = False
+    (call,) = splitter.feed("\n</tool_call>")
+    assert call.error is None and json.loads(call.arguments) == {"content": "a</tool_call>b"}
+    assert splitter.feed(" done") == [TextDelta(" done")]

@@ -391,6 +391,8 @@ class LlamaCppBackend:
             deliver([TextDelta(OPEN)])
         while True:
             grammar = call_grammar if in_call_phase else free_grammar
+            if splitter is not None:
+                splitter.constrained = in_call_phase  # the grammar, not a `</tool_call>` in a string, ends it
             generator = llm.generate(
                 sequence,
                 top_k=params.top_k,
@@ -435,6 +437,8 @@ class LlamaCppBackend:
                 break
             if in_call_phase:
                 closing = llm.tokenize(("\n" + CLOSE).encode(), add_bos=False, special=True)
+                if splitter is not None:
+                    splitter.constrained = False
                 deliver(parser.feed("\n" + CLOSE))
                 sequence.extend(closing)
                 completion += len(closing)

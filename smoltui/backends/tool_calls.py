@@ -109,6 +109,24 @@ class ToolCallSplitter:
     def __init__(self) -> None:
         self._buffer = ""
         self._in_call = False
+        self._constrained = False
+        self._close_from = 0  # where in the buffer a closing tag may start to count
+
+    @property
+    def constrained(self) -> bool:
+        """True while a grammar holds the open call: its end is the grammar's, not a closing tag.
+
+        A constrained call's JSON string may hold the text ``</tool_call>`` (a small model looping
+        inside a string writes it); that must not end the call half way through the string. When the
+        constraint is released, only a closing tag written after that point ends the call.
+        """
+        return self._constrained
+
+    @constrained.setter
+    def constrained(self, value: bool) -> None:
+        if self._constrained and not value:
+            self._close_from = len(self._buffer)
+        self._constrained = value
 
     def feed(self, text: str) -> list[TextDelta | ToolCallDelta]:
         self._buffer += text
@@ -126,7 +144,10 @@ class ToolCallSplitter:
                     out.append(TextDelta(self._buffer[:start]))
                 self._buffer = self._buffer[start:]
                 self._in_call = True
-            end = self._buffer.find(CLOSE)
+                self._close_from = len(OPEN)
+            if self._constrained:
+                return out
+            end = self._buffer.find(CLOSE, self._close_from)
             if end < 0:
                 return out
             raw = self._buffer[: end + len(CLOSE)]

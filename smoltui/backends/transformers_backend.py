@@ -318,6 +318,8 @@ class TransformersBackend:
             feed = feed + opening
             history.extend(opening)
             constraint = factory.tool_call(tools) if factory is not None else None
+            if splitter is not None:
+                splitter.constrained = constraint is not None
         json_reply = False  # the constraint in force holds the whole reply to params.json_schema
         if constraint is None and schema_factory is not None and params.json_schema is not None:
             constraint = schema_factory.json_schema(params.json_schema)
@@ -348,6 +350,8 @@ class TransformersBackend:
                     # The grammar allowed the end: the call's JSON is complete. Close the tag for the
                     # model and let it write on freely.
                     constraint = None
+                    if splitter is not None:
+                        splitter.constrained = False
                     closing = self._encode("\n" + CLOSE)
                     deliver(parser.feed("\n" + CLOSE))
                     history.extend(closing)
@@ -361,6 +365,8 @@ class TransformersBackend:
                     what = "JSON-schema" if json_reply else "tool-call"
                     log.warning("the %s constraint failed (%s); decoding on unconstrained", what, constraint.error)
                     constraint, json_reply = None, False
+                    if splitter is not None:
+                        splitter.constrained = False
                 completion += 1
                 history.append(token)
                 piece = detok.add(token)
@@ -379,10 +385,12 @@ class TransformersBackend:
                         replacement = self._encode(tag_end)
                         history.extend(replacement)
                         constraint = factory.tool_call(tools)
+                        splitter.constrained = constraint is not None
                         logits = session.prefill(replacement)
                         continue
                     if splitter.pending_call_text.strip() == "":
                         constraint = factory.tool_call(tools)
+                        splitter.constrained = constraint is not None
                 logits = session.step(token)
             else:
                 stop = "cancelled"  # stopped during the prefill
