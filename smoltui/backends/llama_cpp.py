@@ -8,6 +8,8 @@ Three things make it fast on a laptop:
   new chat with the same system prompt loads it instead of prefilling it again;
 * a conversation the context stops serving (another chat opened, a plan drafted, a workflow task
   run) keeps its KV state in RAM (:mod:`smoltui.backends.kv_snapshots`), and comes back from there;
+  the most recent ones are written beside the system prompt states when the backend closes, so a
+  long chat reopened in a later run does not prefill again either;
 * everything touching the llama context runs on one dedicated thread, off the event loop.
 """
 
@@ -42,7 +44,7 @@ from smoltui.backends.base import (
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
-from smoltui.backends.kv_snapshots import KVSnapshots
+from smoltui.backends.kv_snapshots import KVSnapshots, SnapshotFolder
 from smoltui.backends.think_parser import ThinkParser
 from smoltui.backends.threaded import stream_from_thread
 from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema, route
@@ -96,8 +98,12 @@ class LlamaCppBackend:
         self.last_prompt_cache: str = "none"
         """What the last reply did with the on-disk system prompt state: none/hit/saved/kv."""
         self.kept = KVSnapshots(settings.kv_keep_bytes)
+        self.saved: SnapshotFolder | None = None
+        """Conversations kept on disk across runs (with the prompt cache folder and a RAM budget)."""
         self.last_restored_tokens = 0
-        """Tokens the last reply took from a conversation kept in RAM (0: none)."""
+        """Tokens the last reply took from a kept conversation, in RAM or on disk (0: none)."""
+        self.last_restored_from = "none"
+        """Where they came from: none/ram/disk."""
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -161,9 +167,16 @@ class LlamaCppBackend:
         stat = self.model_path.stat()
         identity = f"{self.model_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{n_ctx}"
         self._model_key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        if self.settings.prompt_cache_dir is not None and self.settings.kv_keep_bytes > 0:
+            # A KV state's layout is llama.cpp's own: a saved conversation only fits the version that wrote it.
+            runtime = hashlib.sha256(f"{identity}:{llama_cpp.__version__}".encode()).hexdigest()[:16]
+            self.saved = SnapshotFolder(self.settings.prompt_cache_dir, f"conv-{runtime}",
+                                        self.settings.kv_keep_bytes)
         progress(LoadProgress(1.0, "ready"))
 
     async def close(self) -> None:
+        if self._llm is not None and self.saved is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._save_conversations)
         llm, self._llm = self._llm, None
         if llm is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, llm.close)
@@ -189,8 +202,10 @@ class LlamaCppBackend:
         if not self._byte_level_vocab:
             return self._tokenize(prompt)
         data = prompt.encode("utf-8")
-        # What the context holds, and the conversations kept in RAM: the prompt may continue any of them.
+        # What the context holds, and the conversations kept (in RAM, on disk): the prompt may continue any.
         candidates = [llm.input_ids[: llm.n_tokens].tolist(), *(list(s.tokens) for s in self.kept.snapshots)]
+        if self.saved is not None:
+            candidates += [list(tokens) for _, tokens in self.saved.token_lists()]
         best, keep, end = [], 0, 0
         for cached in candidates:
             count, offset = self._text_prefix_tokens(cached, data)
@@ -239,7 +254,8 @@ class LlamaCppBackend:
 
     def _switch_conversation(self, tokens: Sequence[int], cached: int) -> int:
         """Keep what the context holds if this prompt displaces it; bring back a kept conversation
-        that shares more with the prompt. Returns the tokens brought back (0: none)."""
+        (from RAM, else from disk) that shares more with the prompt. Returns the tokens brought back."""
+        self.last_restored_from = "none"
         kept = self.kept
         if kept.budget_bytes <= 0:
             return 0
@@ -247,13 +263,33 @@ class LlamaCppBackend:
         if llm.n_tokens - cached >= kept.min_tokens:
             kept.keep_current(llm)
         snapshot, shared = kept.best(tokens)
+        where = "ram"
+        saved = self.saved
+        if saved is not None and len(tokens) - max(cached, shared) >= saved.min_tokens:
+            path, on_disk = saved.best(tokens)
+            # Reading a file costs more than copying RAM: worth it for a long stretch of prefill only.
+            if path is not None and on_disk >= max(cached, shared) + saved.min_tokens:
+                loaded = saved.load(path)
+                if loaded is not None:
+                    kept.add(loaded)
+                    snapshot, shared, where = loaded, on_disk, "disk"
         shared = min(shared, len(tokens) - 1)
         # Copying a state back costs milliseconds; prefilling the tokens it saves costs ~25 ms each.
         if snapshot is None or shared <= cached + 8:
             return 0
         if not kept.restore(llm, snapshot):
             return 0
+        self.last_restored_from = where
         return shared
+
+    def _save_conversations(self) -> None:
+        """On close: the conversation the context holds and those kept in RAM go to disk (the newest few)."""
+        assert self.saved is not None
+        try:
+            self.kept.keep_current(self.llama)
+            self.saved.save(self.kept.snapshots)
+        except Exception:  # closing must never fail over a cache
+            log.exception("could not save the conversations' KV states")
 
     # -- on-disk system prompt states ---------------------------------------------------------------
 
