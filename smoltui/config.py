@@ -58,7 +58,8 @@ class ModelConfig(_Section):
     keep_conversations_mb: int = Field(
         1024, ge=0, le=1 << 20,
         description="RAM for the KV caches of chats the model is not serving now, so switching back "
-        "does not prefill them again (llama.cpp; 0: off)",
+        "does not prefill them again; also the disk budget for the newest few, written beside the "
+        "prompt cache at exit (llama.cpp; 0: off)",
     )
 
 
