@@ -122,7 +122,7 @@ class KVSnapshots:
         if written == 0:
             log.warning("llama.cpp could not copy the KV state of %d tokens", n)
             return False
-        self.add(Snapshot(tokens, bytes(buffer)[:written]))
+        self.add(Snapshot(tokens, ctypes.string_at(buffer, written)))  # one copy, not two
         return True
 
     def restore(self, llm: Llama, snapshot: Snapshot) -> bool:
