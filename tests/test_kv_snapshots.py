@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smoltui.backends.base import ChatMessage, GenerationParams
-from smoltui.backends.kv_snapshots import KVSnapshots, Snapshot
+from smoltui.backends.kv_snapshots import KVSnapshots, Snapshot, SnapshotFolder
 
 GREEDY = GenerationParams(max_tokens=24, temperature=0.0, seed=7)
 
@@ -137,9 +137,7 @@ async def test_a_kept_state_llama_cpp_refuses_is_dropped_and_the_reply_goes_on(b
 # -- kept across runs ---------------------------------------------------------------------------------
 
 
-def folder_of(tmp_path: Path, budget: int = 10_000, **kwargs) -> "SnapshotFolder":  # noqa: ANN003
-    from smoltui.backends.kv_snapshots import SnapshotFolder
-
+def folder_of(tmp_path: Path, budget: int = 10_000, **kwargs) -> SnapshotFolder:  # noqa: ANN003
     return SnapshotFolder(tmp_path, "conv-test", budget, min_tokens=3, **kwargs)
 
 
@@ -184,8 +182,6 @@ def test_a_saved_file_that_does_not_match_its_name_is_deleted(tmp_path: Path) ->
 
 
 def test_an_unwritable_folder_costs_the_copies_never_an_error(tmp_path: Path) -> None:
-    from smoltui.backends.kv_snapshots import SnapshotFolder
-
     (tmp_path / "a-file").write_text("x")
     saved = SnapshotFolder(tmp_path / "a-file" / "states", "conv-test", 10_000, min_tokens=1)
     assert saved.save([Snapshot((1, 2), b"state")]) == 0
