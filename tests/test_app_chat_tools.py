@@ -129,3 +129,104 @@ async def test_tools_picked_for_a_new_chat_stay_on_when_the_stored_list_answers_
         await pilot.pause(0.5)
         assert screen.session_tools == ["read_file"]
         assert "⚙ read_file" in str(screen.title_label.render())
+
+
+async def test_a_reply_of_calls_only_keeps_its_stats_line(store: Store, tmp_path: Path) -> None:
+    # Two rounds of calls without a word, then the answer: every reply shows its stats line,
+    # above the calls it made, live and again when the chat is reopened.
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "b.txt").write_text("beta")
+    app = make_app(store, tmp_path, call("read_file", path="a.txt"), call("read_file", path="b.txt"),
+                   "a.txt says alpha, b.txt says beta.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await switch_on(pilot, app, "read_file")
+
+        def shown_replies() -> list[MessageView]:
+            return [v for v in screen.message_views() if v.role == "assistant"]
+
+        def check() -> None:
+            replies = shown_replies()
+            assert len(replies) == 3, [v.markdown for v in replies]
+            children = list(screen.log_view.children)
+            calls = list(screen.query(ToolCallView))
+            for reply in replies:
+                assert "tokens" in reply.stats_text and "tok/s" in reply.stats_text
+                line = reply.query_one(".stats")
+                assert line.display and line.region.height == 1  # on screen, not just in the tree
+            # Each call-only reply stands right above its call, showing no empty body.
+            for reply, view in zip(replies[:2], calls, strict=True):
+                assert children.index(view) == children.index(reply) + 1
+                assert reply.markdown == "" and reply.region.height == 2, reply.region  # role, stats
+            assert replies[-1].markdown == "a.txt says alpha, b.txt says beta."
+
+        await send(pilot, screen, "What do a.txt and b.txt say?")  # reading runs without asking
+        await wait_until(pilot, lambda: len(shown_replies()) == 3 and not screen._reply_running, "the answer")
+        await pilot.pause()
+        check()
+        session_id = screen.session_id
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: not screen.message_views(), "a new, empty chat")
+        screen._open_session(session_id)
+        await wait_until(pilot, lambda: len(screen.query(ToolCallView)) == 2, "the calls in the history")
+        await pilot.pause()
+        check()
+
+
+async def test_the_tool_picker_help_is_read_whole_at_80_columns(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, tmp_path, "ok")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: isinstance(app.screen, ToolPickerDialog), "the tool picker")
+        await pilot.pause()
+        picker = app.screen
+        box = picker.query_one(".dialog-box")
+        help_line = picker.query_one(".dialog-help")
+        text = str(help_line.render())
+        assert "unless [approval] says otherwise" in text  # the config section's name, not markup
+        # Wrapped inside the box, not cut at its edge.
+        assert help_line.region.height >= 2 and box.content_region.contains_region(help_line.region)
+        await pilot.press("escape")
+
+
+async def test_a_call_left_waiting_is_found_again_with_its_card(store: Store, tmp_path: Path) -> None:
+    # The user leaves the chat while a call waits for them: ctrl+g (the "waiting approval" key)
+    # brings the chat back with the card under its call, and answering it finishes that call.
+    app = make_app(store, tmp_path, call("write_file", path="note.txt", content="hello"), "Saved it.")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await switch_on(pilot, app, "write_file")
+        await send(pilot, screen, "Save hello to note.txt")
+        await wait_until(pilot, lambda: screen.query(ApprovalCard), "the inline approval")
+        session_id = screen.session_id
+        await pilot.press("ctrl+n")
+        await wait_until(pilot, lambda: not screen.query(ToolCallView), "a new, empty chat")
+        assert app.pending_approvals == 1
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: screen.session_id == session_id and screen.query(ApprovalCard),
+                         "the chat and its card again")
+        card = screen.query_one(ApprovalCard)
+        view = screen.query_one(ToolCallView)
+        children = list(screen.log_view.children)
+        assert children.index(card) == children.index(view) + 1 and card.has_focus
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not screen._reply_running, "the reply to finish")
+        assert (tmp_path / "note.txt").read_text() == "hello"
+        assert view.ok is True and "note.txt" in view.text  # the call shown again follows the call
+        assert not screen.query(ApprovalCard) and app.pending_approvals == 0
+        assert screen.message_views()[-1].markdown == "Saved it."
+
+
+async def test_stopping_the_reply_while_a_call_asks_takes_its_card_away(store: Store, tmp_path: Path) -> None:
+    app = make_app(store, tmp_path, call("write_file", path="note.txt", content="hello"), "unused")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await switch_on(pilot, app, "write_file")
+        await send(pilot, screen, "Save hello to note.txt")
+        await wait_until(pilot, lambda: screen.query(ApprovalCard) and app.pending_approvals == 1, "the card")
+        await pilot.press("escape")  # stop: the call is cancelled, nothing runs
+        await wait_until(pilot, lambda: not screen._reply_running, "the reply to end")
+        view = screen.query_one(ToolCallView)
+        assert view.ok is False and "cancelled" in view.text
+        await wait_until(pilot, lambda: not screen.query(ApprovalCard), "the card to go")
+        assert app.pending_approvals == 0 and not screen.status.has_class("-approvals")
+        assert screen.prompt.has_focus
+        assert not (tmp_path / "note.txt").exists()

@@ -310,3 +310,159 @@ async def test_the_planner_opens_from_its_key_and_the_palette(store: Store, tmp_
         await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, PlanDialog), "the planner to close")
+
+
+async def test_the_launch_form_and_planner_look_the_same_after_another_dialog(store: Store, tmp_path: Path) -> None:
+    # Screen stylesheets stay loaded once used: the small dialogs' shared rules must not reshape the
+    # launch form or the planner after one of those dialogs (here the tool picker) has been open.
+    from smoltui.screens.plan_dialog import PlanDialog
+    from smoltui.screens.tool_picker import ToolPickerDialog
+
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+
+        async def shapes() -> list[tuple[object, ...]]:
+            seen = []
+            for key, kind in (("enter", LaunchDialog), ("f9", PlanDialog)):
+                if kind is LaunchDialog:
+                    _, tree = await open_tree(pilot, app)
+                    await move_to(pilot, tree, "Copy a note")
+                await pilot.press(key)
+                await wait_until(pilot, lambda kind=kind: isinstance(app.screen, kind), kind.__name__)
+                await pilot.pause()
+                box = app.screen.query_one(".dialog-box")
+                title = app.screen.query_one(".dialog-title")
+                seen.append((kind.__name__, box.region, box.styles.border_top[0], title.region))
+                await pilot.press("escape")
+                await wait_until(pilot, lambda: app.screen is screen, "the chat screen again")
+            return seen
+
+        fresh = await shapes()
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: isinstance(app.screen, ToolPickerDialog), "the tool picker")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, "the chat screen again")
+        assert await shapes() == fresh
+        assert fresh[0][1].width == 76 and fresh[0][2] == "round"  # launch_dialog.tcss: wide, compact rows
+
+
+async def test_a_run_whose_process_dies_shows_as_interrupted_in_the_tree(store: Store, tmp_path: Path) -> None:
+    # A run started by another smoltui process (a headless `smoltui run`) that is killed changes no
+    # row in the store; the tree must still stop calling it running.
+    import subprocess
+    import sys
+
+    app, workbench, folder = setup(tmp_path, store)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = workbench.run_store.create_run("copy", name="Copy a note", file=str((folder / "copy.yaml").resolve()),
+                                             task_ids=["read", "write"])
+        with store._write() as conn:
+            conn.execute("UPDATE runs SET state = 'running', pid = ? WHERE id = ?", (other.pid, run.id))
+        async with app.run_test(size=WIDE) as pilot:
+            screen = await ready(pilot)
+            tree = screen.workflow_tree
+
+            def run_label() -> str:
+                return next((str(n.label) for n in tree._walk(tree.root)
+                             if getattr(n.data, "run", None) is not None and n.data.run.id == run.id), "")
+
+            await wait_until(pilot, lambda: "running" in run_label(), "the run, running")
+            other.kill()
+            other.wait()
+            await wait_until(pilot, lambda: "interrupted" in run_label(), "the run shown as interrupted", timeout=10)
+    finally:
+        other.kill()
+        other.wait()
+
+
+async def test_the_run_view_task_table_is_not_cut_at_80_columns(store: Store, tmp_path: Path) -> None:
+    # Task ids like the examples' (generate_chart) and an LLM task's time in tens of seconds: the
+    # table takes the width its columns need, so the time column is not cut off at its edge.
+    import time
+
+    app, workbench, folder = setup(tmp_path, store)
+    run = workbench.run_store.create_run("chart", name="Chart", file=str((folder / "copy.yaml").resolve()),
+                                         task_ids=["load_data", "generate_chart"])
+    now = time.time()
+    with store._write() as conn:
+        conn.execute("UPDATE runs SET state = 'failed', created_at = ?, updated_at = ? WHERE id = ?",
+                     (now - 100, now, run.id))
+        conn.execute("UPDATE task_runs SET state = 'succeeded', attempt = 1, started_at = ?, finished_at = ?"
+                     " WHERE run_id = ?", (now - 100, now - 35.5, run.id))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await app.push_screen(RunScreen(workbench, run.id))
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded is not None and screen.table.row_count >= 2, "the run")
+        await pilot.pause()
+        table = screen.table
+        assert table.get_row("generate_chart")[-1] == "1m04s"
+        assert table.virtual_size.width <= table.scrollable_content_region.width, (table.virtual_size, table.region)
+        assert table.region.width <= 42  # the detail keeps most of the 80 columns
+
+
+async def test_at_80_columns_the_chat_list_and_the_tree_take_turns(store: Store, tmp_path: Path) -> None:
+    # Side by side at 80 columns they would leave the conversation about 20 columns.
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        tree, sessions, chat = screen.workflow_tree, screen.session_list, screen.query_one("#chat")
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert sessions.display and not tree.display and sessions.options.has_focus
+        await pilot.press("f3")
+        await pilot.pause()
+        assert tree.display and tree.has_focus and not sessions.display
+        assert chat.region.width >= 40
+        await pilot.press("ctrl+b")
+        await pilot.pause()
+        assert sessions.display and not tree.display and sessions.options.has_focus
+        assert chat.region.width >= 40
+        await pilot.press("f3")
+        await pilot.pause()
+        assert tree.display and not sessions.display
+        # Put aside, not shut for good: on a wider terminal both are back.
+        await pilot.resize_terminal(*WIDE)
+        await pilot.pause()
+        assert tree.display and sessions.display
+    wide = build_app(store, scripted("ok"), tmp_path, workbench=workbench)
+    async with wide.run_test(size=WIDE) as pilot:
+        screen = await ready(pilot)
+        assert screen.workflow_tree.display and screen.session_list.display  # room for both
+        await pilot.press("f3", "f3")  # to the tree, then hide it, then show it again
+        await pilot.press("f3")
+        await pilot.pause()
+        assert screen.workflow_tree.display and screen.session_list.display
+
+
+async def test_cancelling_a_run_that_waits_for_approval_clears_the_count(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Copy a note")
+        await wait_until(pilot, lambda: screen.cards and app.pending_approvals == 1, "the approval card")
+        await pilot.press("c")
+        await wait_until(pilot, lambda: screen.loaded.state == "cancelled", "the run to be cancelled", timeout=10)
+        await wait_until(pilot, lambda: not screen.cards, "the card to go")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the main screen")
+        await wait_until(pilot, lambda: app.pending_approvals == 0, "the count to drop")
+        assert not app.screen.status.has_class("-approvals")
+        assert not (folder / "out.txt").exists()
+
+
+async def test_a_pane_shrunk_by_a_small_window_gets_its_size_back(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await ready(pilot)
+        tree, logs = screen.workflow_tree, screen.log_pane
+        await pilot.press("f3", "f4")
+        await pilot.pause()
+        width, height = tree.outer_size.width, logs.outer_size.height
+        await pilot.resize_terminal(50, 14)  # for a moment, a very small window
+        await pilot.pause()
+        assert tree.outer_size.width < width and logs.outer_size.height < height
+        await pilot.resize_terminal(*SIZE)
+        await pilot.pause()
+        assert (tree.outer_size.width, logs.outer_size.height) == (width, height)

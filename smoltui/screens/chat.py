@@ -446,6 +446,11 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 view = self._call_views.get(event.call_id)
                 if view is not None:
                     view.finish(event.ok, event.summary)
+                # A call cancelled while it asked ends without an answer: its card goes too.
+                self._drop_card(event.call_id)
+                recount = getattr(self.app, "recount_approvals", None)
+                if recount is not None:
+                    recount()
             case ToolStepLimit(session_id=sid, steps=steps) if sid == self.session_id:
                 await self.log_view.mount(Static(
                     f"⚠ stopped after {steps} rounds of tool calls; ask again to go on",
@@ -455,6 +460,8 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                     await live.write_thinking(text)
             case TokenDelta(session_id=sid, text=text) if sid == self.session_id:
                 if live is not None:
+                    if live.stats_text == "thinking…":
+                        live.set_status("generating…")  # the answer has begun (or came without a thought)
                     await live.write(text)
             case ContextTrimmed(session_id=sid, dropped_messages=dropped, context_size=size):
                 if sid == self.session_id:
@@ -473,11 +480,8 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 status.context_size = stats.context_size
                 if sid == self.session_id and live is not None:
                     live.message_id = mid
-                    if event.tool_calls and not event.content.strip() and not event.thinking:
-                        await live.stop_streams()
-                        await live.remove()  # only calls, no words: the call views say it all
-                    else:
-                        await live.finish(stats.as_dict())
+                    # A reply of calls only keeps its view: its stats line stands above the calls.
+                    await live.finish(stats.as_dict())
                     self._live = None
                 elif sid == self.session_id and all(v.message_id != mid for v in self.message_views()):
                     # The user left this chat mid-reply and came back: the reply was not on screen.
@@ -649,12 +653,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     def chat_approval_event(self, event: ApprovalNeeded | ToolCallFinished) -> None:
         """An approval for a call of this chat shows up under the call, in the conversation."""
         if isinstance(event, ToolCallFinished):
-            card = self._chat_cards.pop(event.call.id, None)
-            if card is not None:
-                had_focus = card.has_focus
-                card.remove()
-                if had_focus:
-                    self.prompt.focus()
+            self._drop_card(event.call.id)
             return
         call = event.pending.call
         if call.session_id is None or call.session_id != self.session_id or call.id in self._chat_cards:
@@ -665,6 +664,14 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         self.log_view.mount(card, after=anchor if anchor is not None and anchor.parent else None)
         card.focus()
         self.log_view.scroll_end(animate=False)
+
+    def _drop_card(self, call_id: str) -> None:
+        card = self._chat_cards.pop(call_id, None)
+        if card is not None:
+            had_focus = card.has_focus
+            card.remove()
+            if had_focus:
+                self.prompt.focus()
 
     @on(ApprovalCard.Answered)
     def _card_answered(self, message: ApprovalCard.Answered) -> None:
@@ -699,13 +706,28 @@ class ChatScreen(WorkflowPanes, Screen[None]):
 
     def action_toggle_sessions(self) -> None:
         show = not self._sessions_visible()
-        self._sessions_pinned = show
-        self.set_class(show, "-show-sessions")
-        self.set_class(not show, "-hide-sessions")
+        self._pin_sessions(show)
         if show:
+            if self.has_class("-narrow") and self.workflow_tree is not None and self._tree_visible():
+                # Below 110 columns the chat list and the workflow tree take turns: side by side
+                # they would leave the conversation a sliver. Unpinned, not pinned shut: a wider
+                # terminal shows the tree again.
+                self._tree_pinned = None
+                self._apply_layout()
             self.session_list.options.focus()
         elif self.session_list.has_focus_within:
             self.prompt.focus()
+
+    def _pin_sessions(self, show: bool | None) -> None:
+        """Pin the chat list open or shut; None lets the terminal's width decide again."""
+        self._sessions_pinned = show
+        self.set_class(show is True, "-show-sessions")
+        self.set_class(show is False, "-hide-sessions")
+
+    def action_toggle_workflows(self) -> None:
+        super().action_toggle_workflows()
+        if self.has_class("-narrow") and self._tree_visible() and self._sessions_visible():
+            self._pin_sessions(None)  # they take turns below 110 columns (see action_toggle_sessions)
 
     async def action_new_session(self) -> None:
         await self._clear_log()
@@ -756,7 +778,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 widgets.extend(self._settle_call_view(calls, m.content))
                 continue
             text, raw_calls = split_markup(m.content) if m.role == "assistant" else (m.content, [])
-            if text or m.thinking or not raw_calls:
+            if text or m.thinking or m.stats or not raw_calls:
                 view = MessageView(m.role, text, thinking=m.thinking, stats=m.stats, message_id=m.id)
                 views.append(view)
                 widgets.append(view)
@@ -779,6 +801,32 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             self.call_after_refresh(self.log_view.scroll_to_widget, target, animate=False, top=True)
         else:
             self.log_view.anchor()
+        self._restore_cards(calls)
+
+    def _restore_cards(self, calls: list[ToolCallView]) -> None:
+        """A call of this chat that still waits for its answer (the user left the chat while it
+        asked): its card comes back under its call, and that call's view follows it again."""
+        if self.workbench is None or self.session is None:
+            return
+        for pending in self.workbench.pending_for():
+            call = pending.call
+            if call.session_id != self.session.id or call.id in self._chat_cards:
+                continue
+            view = next((v for v in reversed(calls) if v.ok is None and v.tool == call.tool), None)
+            if view is not None:
+                view.call_id = call.id
+                self._call_views[call.id] = view
+            self.chat_approval_event(ApprovalNeeded(pending))
+
+    def show_approval(self, session_id: int, call_id: str) -> None:
+        """Bring a waiting call of one of the chats into view, its card focused."""
+        if session_id != self.session_id:
+            self._open_session(session_id)  # its cards come back with it
+            return
+        card = self._chat_cards.get(call_id)
+        if card is not None and card.is_attached:
+            card.focus()
+            self.log_view.scroll_to_widget(card, animate=False)
 
     @staticmethod
     def _settle_call_view(pending: list[ToolCallView], content: str) -> list[Static]:
@@ -804,6 +852,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             await view.stop_streams()
         # The reply may go on in the background; its events no longer belong to this view.
         self._live = None
+        # Cards and call views go with the log; a card still waiting returns with its chat.
+        self._chat_cards.clear()
+        self._call_views.clear()
         await self.log_view.remove_children()
 
     async def _clear_highlight(self) -> None:

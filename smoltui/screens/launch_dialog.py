@@ -67,7 +67,9 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
     ]
 
     def __init__(self, entry: WorkflowEntry) -> None:
-        super().__init__(classes="dialog")
+        # Not the shared "dialog" class: this form has its own stylesheet, and dialogs.tcss (loaded
+        # once any other dialog has been open) would otherwise outrank it and reshape the form.
+        super().__init__()
         self.entry = entry
 
     def compose(self) -> ComposeResult:

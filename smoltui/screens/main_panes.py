@@ -91,17 +91,28 @@ class WorkflowPanes:
         return screen.size.width >= WIDE_COLUMNS and screen.size.height >= TALL_ROWS
 
     def _apply_layout(self) -> None:
-        screen: Any = self
         tree, logs = self.workflow_tree, self.log_pane
         if tree is None or logs is None:
             return
-        width, height = screen.size.width, screen.size.height
-        self._tree_width = max(TREE_WIDTH[1], min(self._tree_width, max(TREE_WIDTH[1], width - 30)))
-        self._log_height = max(LOG_HEIGHT[1], min(self._log_height, max(LOG_HEIGHT[1], height - 10)))
         tree.display = self._tree_visible()
-        tree.styles.width = self._tree_width
+        tree.styles.width = self._shown_tree_width()
         logs.display = self._logs_visible()
-        logs.styles.height = self._log_height
+        logs.styles.height = self._shown_log_height()
+
+    # The sizes the user chose are kept; a small terminal only shows the panes smaller for as long
+    # as it is small (shrinking the window for a moment does not shrink them for good).
+
+    def _shown_tree_width(self) -> int:
+        width = self._screen_size()[0]
+        return max(TREE_WIDTH[1], min(self._tree_width, max(TREE_WIDTH[1], width - 30)))
+
+    def _shown_log_height(self) -> int:
+        height = self._screen_size()[1]
+        return max(LOG_HEIGHT[1], min(self._log_height, max(LOG_HEIGHT[1], height - 10)))
+
+    def _screen_size(self) -> tuple[int, int]:
+        screen: Any = self
+        return screen.size.width, screen.size.height
 
     def action_toggle_workflows(self) -> None:
         if self.workflow_tree is None:
@@ -128,12 +139,12 @@ class WorkflowPanes:
 
     def action_resize_tree(self, delta: int) -> None:
         self._tree_pinned = True
-        self._tree_width += delta
+        self._tree_width = max(TREE_WIDTH[1], self._shown_tree_width() + delta)
         self._apply_layout()
 
     def action_resize_logs(self, delta: int) -> None:
         self._logs_pinned = True
-        self._log_height += delta
+        self._log_height = max(LOG_HEIGHT[1], self._shown_log_height() + delta)
         self._apply_layout()
 
     def _focus_prompt(self) -> None:

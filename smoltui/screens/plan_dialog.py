@@ -57,7 +57,9 @@ class PlanDialog(ModalScreen[Path | None]):
         goal: str = "",
         params: GenerationParams | None = None,
     ) -> None:
-        super().__init__(classes="dialog")
+        # Not the shared "dialog" class: this form has its own stylesheet, and dialogs.tcss (loaded
+        # once any other dialog has been open) would otherwise outrank it and reshape the form.
+        super().__init__()
         self.backend_provider = backend_provider
         self.tools = dict(tools)
         self.folder = Path(folder)

@@ -68,6 +68,16 @@ class StatusBar(Horizontal):
         & > #sb-fill {
             width: 1fr;
         }
+        /* Ready, the model's name takes what the figures on the right leave, and is cut short
+           itself rather than pushing them off the edge of a narrow terminal. */
+        &.-ready > #sb-model {
+            width: 1fr;
+            max-width: 100%;
+            padding-right: 1;
+        }
+        &.-ready > #sb-state, &.-ready > #sb-fill {
+            display: none;
+        }
         & > #sb-think.-on {
             color: $accent;
             text-style: bold;

@@ -44,7 +44,7 @@ class ToolPickerDialog(ModalScreen[list[str] | None]):
             yield Label("Tools this chat may call", classes="dialog-title")
             yield SelectionList[str](*(self._selection(t) for t in self.tools), id="tool-list")
             yield Label("space toggles · enter keeps · ctrl+a all/none · esc cancels; each call still "
-                        "asks first unless [approval] says otherwise", classes="dialog-help")
+                        "asks first unless [approval] says otherwise", classes="dialog-help", markup=False)
 
     def _selection(self, tool: Tool) -> Selection[str]:
         description = " ".join(tool.description.split())

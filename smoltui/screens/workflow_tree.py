@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.workflow_catalog import CatalogSnapshot, RunSummary, WorkflowCatalog, WorkflowEntry
 from smoltui.screens.state_icons import STATE_STYLES
 
@@ -109,7 +110,7 @@ class WorkflowTree(Tree[Any]):
     @work(thread=True, exclusive=True, group="workflow-tree")
     def _poll(self) -> None:
         try:
-            fingerprint = self.catalog.fingerprint()
+            fingerprint = (self.catalog.fingerprint(), self._dead_runs())
             if fingerprint == self._fingerprint and self.snapshot is not None:
                 return
             snapshot = self.catalog.scan()
@@ -118,6 +119,15 @@ class WorkflowTree(Tree[Any]):
             return
         self._fingerprint = fingerprint
         self.app.call_from_thread(self.show_snapshot, snapshot)
+
+    def _dead_runs(self) -> tuple[str, ...]:
+        """Runs stored as running whose process is gone. A run killed in another process changes no
+        row, so the catalog's fingerprint alone would leave it shown as running for good."""
+        store = self.catalog.run_store
+        if store is None:
+            return ()
+        return tuple(r.id for r in store.list_runs(limit=50)
+                     if r.state in ("running", "pending") and run_state_now(r) == "interrupted")
 
     def set_awaiting(self, run_ids: set[str]) -> None:
         """Runs with a tool call waiting for approval (shown with their own icon)."""
