@@ -41,7 +41,7 @@ def format_stats(stats: Mapping[str, Any] | None) -> str:
     bits: list[str] = []
     tokens = stats.get("completion_tokens")
     if isinstance(tokens, int | float):
-        bits.append(f"{int(tokens)} tokens")
+        bits.append(f"{int(tokens)} token{'' if int(tokens) == 1 else 's'}")
     speed = stats.get("decode_tok_s")
     if isinstance(speed, int | float):
         bits.append(f"{speed:.1f} tok/s")
