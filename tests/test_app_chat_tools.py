@@ -150,7 +150,7 @@ async def test_a_reply_of_calls_only_keeps_its_stats_line(store: Store, tmp_path
             children = list(screen.log_view.children)
             calls = list(screen.query(ToolCallView))
             for reply in replies:
-                assert "tokens" in reply.stats_text and "tok/s" in reply.stats_text
+                assert "token" in reply.stats_text and "tok/s" in reply.stats_text
                 line = reply.query_one(".stats")
                 assert line.display and line.region.height == 1  # on screen, not just in the tree
             # Each call-only reply stands right above its call, showing no empty body.
