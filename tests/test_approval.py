@@ -271,6 +271,10 @@ async def test_cancelled_wait_is_recorded_and_nothing_runs(h: Harness) -> None:
     assert h.ran == [] and h.gate.pending == {}
     [row] = h.rows()
     assert (row.decision, row.decided_by) == ("deny", "cancelled")
+    # Announced like any other end (a waiting card and the waiting count go with it).
+    [finished] = [e for e in h.events if isinstance(e, ToolCallFinished)]
+    assert finished.call.id == call.id and finished.decided_by == "cancelled"
+    assert finished.audit_id == row.id and not finished.result.ok
 
 
 def test_decision_checks_its_shape() -> None:

@@ -312,9 +312,13 @@ class ApprovalGate:
             except TimeoutError:
                 return None, "timeout"
             except asyncio.CancelledError:
-                # The caller gave up (run cancelled): nothing ran, but the trail says so.
-                self._record_quietly(call, "deny", "cancelled", time.time(),
-                                     ToolResult.failure("denied", f"{tool.name} was cancelled before an answer"))
+                # The caller gave up (reply stopped, run cancelled): nothing ran, but the trail says
+                # so, and the end is announced like any other, so a waiting card and the count of
+                # waiting calls go with it.
+                result = ToolResult.failure("denied", f"{tool.name} was cancelled before an answer")
+                audit_id = self._record_quietly(call, "deny", "cancelled", time.time(), result)
+                self.pending.pop(call.id, None)
+                self._publish(ToolCallFinished(call, result, "deny", "cancelled", audit_id))
                 raise
         finally:
             self.pending.pop(call.id, None)
@@ -376,12 +380,13 @@ class ApprovalGate:
         return result
 
     def _record_quietly(self, call: ToolCall, decision: str, decided_by: str, started_at: float,
-                        result: ToolResult) -> None:
+                        result: ToolResult) -> int | None:
         try:
-            self.audit.record(call, decision=decision, decided_by=decided_by, result=result,
-                              duration_s=0.0, started_at=started_at)
+            return self.audit.record(call, decision=decision, decided_by=decided_by, result=result,
+                                     duration_s=0.0, started_at=started_at)
         except SmoltuiError:
             log.exception("could not record the cancelled call to %s", call.tool)
+            return None
 
     def _publish(self, event: ApprovalNeeded | ToolCallFinished) -> None:
         if self.bus is not None:
