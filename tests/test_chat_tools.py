@@ -194,3 +194,11 @@ def test_call_schema_keeps_a_parameter_named_title() -> None:
     arguments = call_schema([tool_schema])["properties"]["arguments"]
     assert arguments["properties"] == {"title": {"type": "string"}} and "title" not in {
         k for k in arguments if k != "properties"}
+
+
+def test_a_stored_call_holding_a_closing_tag_in_a_string_is_split_whole() -> None:
+    inside = '<tool_call>{"name": "write_file", "arguments": {"content": "a</tool_call>b"}}\n</tool_call>'
+    broken = '<tool_call>{"name": "read_file", "arguments": {"path": </tool_call>'
+    text, calls = split_markup(f"Saving. {inside} Then {broken} done.")
+    assert calls == [inside, broken]  # the malformed one still ends at its first closing tag
+    assert text == "Saving.  Then  done."

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from smoltui.backends.base import ToolCallDelta
-from smoltui.backends.tool_calls import CLOSE, OPEN
+from smoltui.backends.tool_calls import CLOSE, OPEN, parse_call
 from smoltui.orchestrator.approval import ApprovalGate, ToolCall
 from smoltui.tools.base import Tool, ToolContext, ToolResult
 
@@ -80,13 +80,27 @@ def split_markup(content: str) -> tuple[str, list[str]]:
             text.append(rest)
             break
         text.append(rest[:start])
-        end = rest.find(CLOSE, start)
+        end = _call_end(rest, start)
         if end < 0:
             calls.append(rest[start:])
             break
         calls.append(rest[start:end + len(CLOSE)])
         rest = rest[end + len(CLOSE):]
     return "".join(text).strip(), calls
+
+
+def _call_end(text: str, start: int) -> int:
+    """Where the call opened at ``start`` closes: the first closing tag after which its body parses.
+
+    A constrained call's JSON string may hold ``</tool_call>`` itself (the call ended where its
+    grammar did); a malformed call has no such point, and ends at its first closing tag.
+    """
+    first = end = text.find(CLOSE, start)
+    while end >= 0:
+        if parse_call(text[start + len(OPEN):end])[2] is None:
+            return end
+        end = text.find(CLOSE, end + 1)
+    return first
 
 
 def describe_arguments(arguments: str | Mapping[str, Any], limit: int = 200) -> str:
