@@ -20,7 +20,7 @@ from conftest_tui import (  # noqa: F401  (store_fixture provides the store fixt
 )
 from textual.widgets import Input
 
-from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.store import HIGHLIGHT_CLOSE, HIGHLIGHT_OPEN, Store
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from smoltui.screens.search import SearchScreen
@@ -150,7 +150,7 @@ async def test_search_opens_the_chat_at_the_hit(store: Store, tmp_path: Path) ->
         await wait_until(pilot, lambda: search.hits, "search results")
         assert {hit.session_title for hit in search.hits} == {"Garden"}
         first = search.hits[0]
-        assert "[warmth]" in first.snippet
+        assert f"{HIGHLIGHT_OPEN}warmth{HIGHLIGHT_CLOSE}" in first.snippet
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the chat screen")
         await settle(pilot)
@@ -219,3 +219,28 @@ async def test_leaving_a_chat_mid_reply_and_coming_back(store: Store, tmp_path: 
         assert [v.role for v in views] == ["user", "assistant"]
         assert views[1].markdown == full
         assert [m.content for m in store.messages(session_id)] == ["long one", full]
+
+
+async def test_search_shows_tool_calls_readably(store: Store, tmp_path: Path) -> None:
+    call = '<tool_call>\n{"name": "read_file", "arguments": {"path": "notes.txt"}}\n</tool_call>'
+    seed_session(
+        store,
+        "Files",
+        [("user", "What is in my notes?"), ("assistant", f"Let me look.\n{call}"), ("user", "thanks")],
+    )
+    app = build_app(store, scripted("ok"), tmp_path)
+    async with app.run_test(size=WIDE) as pilot:
+        await ready(pilot)
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: isinstance(app.screen, SearchScreen), "the search dialog")
+        search = app.screen
+        await type_text(pilot, "notes")
+        await wait_until(pilot, lambda: any(hit.role == "assistant" for hit in search.hits), "the call's hit")
+        results = search.query_one("#search-results")
+        shown = [results.get_option_at_index(i).prompt for i in range(results.option_count)]
+        (call_hit,) = [prompt for prompt in shown if "assistant" in prompt.plain]
+        text = call_hit.plain
+        assert "<tool_call>" not in text and "tool_call>" not in text and "</tool" not in text
+        assert 'Let me look. ⚙ {"name": "read_file", "arguments": {"path": "notes.txt"}}' in text
+        highlighted = [call_hit.plain[span.start : span.end] for span in call_hit.spans if "reverse" in str(span.style)]
+        assert highlighted == ["notes"]

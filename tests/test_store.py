@@ -8,7 +8,7 @@ import pytest
 
 from smoltui.errors import StoreError
 from smoltui.orchestrator import store as store_module
-from smoltui.orchestrator.store import LATEST_VERSION, MIGRATIONS, Store
+from smoltui.orchestrator.store import HIGHLIGHT_CLOSE, HIGHLIGHT_OPEN, LATEST_VERSION, MIGRATIONS, Store
 
 
 @pytest.fixture
@@ -134,12 +134,12 @@ def test_search_content_and_thinking_across_sessions(store: Store) -> None:
     hits = store.search("artichoke")
     assert {h.session_id for h in hits} == {a.id, b.id}
     assert {h.session_title for h in hits} == {"Cooking", "Travel"}
-    assert all("[artichoke]" in h.snippet.lower() for h in hits if h.message_id != reply.id)
+    assert all(marked("artichoke") in h.snippet.lower() for h in hits if h.message_id != reply.id)
 
     # Words only in the thinking are found, and the last word matches as a prefix.
     [thought] = store.search("dens")
     assert (thought.message_id, thought.role) == (reply.id, "assistant")
-    assert "[dense]" in thought.snippet
+    assert marked("dense") in thought.snippet
 
     # All words must match.
     assert [h.session_id for h in store.search("artichoke rome")] == [b.id]
@@ -156,7 +156,7 @@ def test_search_matches_session_titles(store: Store) -> None:
     store.create_session("Something else")
     [hit] = store.search("budget")
     assert (hit.session_id, hit.message_id, hit.role) == (s.id, None, None)
-    assert hit.snippet == "Quarterly [budget] review"
+    assert hit.snippet == f"Quarterly {marked('budget')} review"
 
 
 @pytest.mark.parametrize(
@@ -308,3 +308,7 @@ def test_concurrent_first_open_migrates_once(tmp_path: Path) -> None:
     assert errors == []
     with Store.open(path) as store:
         assert store.schema_version() == LATEST_VERSION
+
+
+def marked(word: str) -> str:
+    return f"{HIGHLIGHT_OPEN}{word}{HIGHLIGHT_CLOSE}"

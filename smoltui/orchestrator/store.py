@@ -163,9 +163,10 @@ MIGRATIONS: list[tuple[int, str]] = [
 
 LATEST_VERSION = MIGRATIONS[-1][0]
 
-# snippet() wraps each matched token in these; the UI turns them into highlights.
-HIGHLIGHT_OPEN = "["
-HIGHLIGHT_CLOSE = "]"
+# snippet() wraps each matched token in these; the UI turns them into highlights. Private-use
+# characters, not brackets: a message's own "[1, 2]" must not read as a highlight.
+HIGHLIGHT_OPEN = "\ue000"
+HIGHLIGHT_CLOSE = "\ue001"
 
 
 @dataclass(frozen=True)
@@ -443,7 +444,7 @@ class Store:
         ``query`` is taken as plain words, never as FTS5 syntax: quotes, ``AND``, ``-x``, ``a:b``
         and ``*`` are searched for as text. The last word also matches as a prefix, so results
         appear while the user is still typing. Title hits come first, then messages by relevance.
-        Matched terms in a snippet are wrapped in ``[`` and ``]``.
+        Matched terms in a snippet are wrapped in :data:`HIGHLIGHT_OPEN` and :data:`HIGHLIGHT_CLOSE`.
         """
         terms = _terms(query)
         if not terms or limit <= 0:
