@@ -9,6 +9,7 @@ what the tool did, the result the model would get, the audit row and what the ca
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.pilot import Pilot
-from textual.widgets import Footer
+from textual.widgets import Footer, TextArea
 
 from smoltui.orchestrator.approval import (
     ApprovalGate,
@@ -33,7 +34,14 @@ from smoltui.orchestrator.approval import (
 from smoltui.orchestrator.audit import AuditLog
 from smoltui.orchestrator.events import EventBus
 from smoltui.orchestrator.store import Store
-from smoltui.screens.approval_card import ApprovalCard, preview_arguments
+from smoltui.screens.approval_card import (
+    MAX_ARGUMENT_LINES,
+    ApprovalCard,
+    preview_arguments,
+    preview_blocks,
+    split_arguments,
+    visible,
+)
 from smoltui.screens.edit_arguments import EditArgumentsDialog, schema_summary
 from smoltui.screens.themes import bundled_theme_dirs, load_themes
 from smoltui.tools.base import ToolContext, ToolResult, tool
@@ -457,3 +465,58 @@ def test_card_snapshot(snap_compare, tmp_path: Path) -> None:
         assert snap_compare(Host(), terminal_size=SIZE, run_before=show_card)
     finally:
         harness.close()
+
+
+async def test_multi_line_arguments_are_shown_as_text_not_json_escapes(h: Harness) -> None:
+    command = "set -e\nprintf 'a\\tb\\r\\n' > out.txt\ncat out.txt\r\nrm out.txt"
+    async with Host(h.gate).run_test(size=SIZE) as pilot:
+        card, task = await ask(pilot, h, "shell", command=command)
+        shown = text_of(card, ".arguments")
+        # Each line on its own, under a heading, with nothing JSON-escaped but what would not show.
+        assert shown.splitlines() == [
+            "command: 4 lines, bash",
+            "set -e",
+            "printf 'a\\tb\\r\\n' > out.txt",
+            "cat out.txt\\r",
+            "rm out.txt",
+        ]
+        assert "\\n" not in shown.replace("\\r\\n'", "")  # no line break written as an escape
+        assert card.region.height <= 10  # compact: the card leaves most of 80x24 to the chat
+        await pilot.press("y")
+        assert (await finish(pilot, task)).ok
+        assert h.ran == [("shell", {"command": command})]  # exactly what was shown ran
+
+
+async def test_long_multi_line_arguments_keep_the_card_short(h: Harness) -> None:
+    text = "\n".join(f"line {i}" for i in range(40))
+    async with Host(h.gate).run_test(size=SIZE) as pilot:
+        card, _ = await ask(pilot, h, "write_note", text=text, times=2)
+        lines = text_of(card, ".arguments").splitlines()
+        assert lines[:4] == ['{"times": 2}', "text: 40 lines", "line 0", "line 1"]
+        assert len(lines) == MAX_ARGUMENT_LINES - 1
+        assert text_of(card, ".hint") == "… (31 more lines) — edit to see them in full"
+        assert card.region.height <= 18
+        await pilot.press("e")  # the edit dialog has every line
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, EditArgumentsDialog), "the edit dialog")
+        assert json.loads(pilot.app.screen.query_one(TextArea).text)["text"] == text
+
+
+def test_blocks_and_their_languages() -> None:
+    rest, blocks = split_arguments("python", {"code": "import os\nprint(1)\n", "timeout": 5, "note": "one line\n"})
+    assert rest == {"timeout": 5, "note": "one line\n"}
+    assert [(b.name, b.language) for b in blocks] == [("code", "python")]
+    _, blocks = split_arguments("write_file", {"path": "report.md", "content": "# Report\n\n- done"})
+    assert [(b.name, b.language) for b in blocks] == [("content", "markdown")]
+    _, blocks = split_arguments("write_file", {"path": "notes", "content": "a\nb"})
+    assert blocks[0].language == "text"
+    assert visible("a\u200bb\x1b[0m") == "a\\u200bb\\u001b[0m"
+
+
+def test_long_other_arguments_leave_room_for_the_blocks() -> None:
+    many = {f"key{i}": i for i in range(30)}
+    long_text = "\n".join(f"line {i}" for i in range(40))
+    shown, hint = preview_blocks(*split_arguments("w", {**many, "first": "a\nb", "second": long_text}))
+    assert [language for language, _ in shown] == ["json", "heading", "text", "heading", "text"]
+    assert shown[1:4] == [("heading", "first: 2 lines"), ("text", "a\nb"), ("heading", "second: 40 lines")]
+    assert sum(text.count("\n") + 1 for _, text in shown) == MAX_ARGUMENT_LINES - 1
+    assert hint.startswith("… (") and hint.endswith("more lines) — edit to see them in full")

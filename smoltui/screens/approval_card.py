@@ -12,14 +12,24 @@ passes the decision on with ``ApprovalGate.answer``. When the gate settles the c
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from pygments.lexers import get_lexer_for_filename
+from pygments.util import ClassNotFound
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
-from textual.highlight import ANSIDarkHighlightTheme, ANSILightHighlightTheme, HighlightTheme, highlight
+from textual.highlight import (
+    ANSIDarkHighlightTheme,
+    ANSILightHighlightTheme,
+    HighlightTheme,
+    highlight,
+)
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -29,9 +39,11 @@ from smoltui.orchestrator.approval import Decision, PendingApproval
 from smoltui.screens.edit_arguments import EditArgumentsDialog
 
 MAX_ARGUMENT_LINES = 12
-"""Lines of pretty JSON shown on the card; the rest is a hint (the edit dialog has them all)."""
+"""Lines of arguments shown on the card; the rest is a hint (the edit dialog has them all)."""
 MAX_LINE_CHARS = 200
 """A longer line (a long string value) is cut with an ellipsis on the card."""
+BLOCK_MIN_LINES = 3
+"""Lines of each multi-line argument the card shows however long the other arguments are."""
 
 OUTCOMES: dict[str, str] = {
     "once": "✓ approved once",
@@ -73,6 +85,104 @@ def preview_arguments(
         hints.append("long values shortened")
     hint = ", ".join(hints) + " — edit to see them in full" if hints else ""
     return "\n".join(shown), hint
+
+
+@dataclass(frozen=True)
+class ArgumentBlock:
+    """A multi-line string argument, shown as its own block of text instead of a JSON string."""
+
+    name: str
+    text: str
+    language: str
+
+
+_CODE_LANGUAGES = {"code": "python", "query": "sql", "sql": "sql", "command": "bash", "script": "bash"}
+"""Languages of code arguments by name, used when the tool's name says nothing better."""
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+"""Characters a block would hide (a carriage return, an escape, zero-width and bidi marks)."""
+
+
+def is_block(value: Any) -> bool:
+    """A string with a line break inside it (a trailing one alone does not make a block)."""
+    return isinstance(value, str) and "\n" in value.rstrip("\n")
+
+
+def block_language(tool: str, name: str, arguments: Mapping[str, Any]) -> str:
+    """The language to highlight argument ``name`` of a call to ``tool`` in ("text" when unknown)."""
+    if name == "code" and tool in ("python", "sql", "shell", "bash"):
+        return tool
+    if name in _CODE_LANGUAGES:
+        return _CODE_LANGUAGES[name]
+    path = next((arguments[key] for key in ("path", "file", "filename") if isinstance(arguments.get(key), str)), None)
+    if path and os.path.splitext(path)[1]:
+        # By the file's name only: guessing from the text alone is wrong too often to help.
+        try:
+            lexer = get_lexer_for_filename(path)
+        except ClassNotFound:
+            return "text"
+        return lexer.aliases[0] if lexer.aliases else "text"
+    return "text"
+
+
+def split_arguments(tool: str, arguments: Mapping[str, Any]) -> tuple[dict[str, Any], list[ArgumentBlock]]:
+    """(the arguments shown as JSON, the multi-line strings shown as blocks after it)."""
+    rest = {name: value for name, value in arguments.items() if not is_block(value)}
+    blocks = [ArgumentBlock(name, value, block_language(tool, name, arguments))
+              for name, value in arguments.items() if is_block(value)]
+    return rest, blocks
+
+
+def visible(text: str) -> str:
+    """``text`` with the characters a terminal would not show written as escapes (``\\r``, ``\\u200b``)."""
+    return _CONTROL.sub(lambda m: json.dumps(m.group(0))[1:-1], text)
+
+
+def preview_blocks(
+    rest: Mapping[str, Any], blocks: list[ArgumentBlock], *, max_lines: int = MAX_ARGUMENT_LINES,
+    max_chars: int = MAX_LINE_CHARS,
+) -> tuple[list[tuple[str, str]], str]:
+    """What the card shows, as (language, text) pieces, and a hint about what it left out ("" if nothing).
+
+    The JSON of the other arguments comes first, then each block under a ``name:`` heading line
+    (language "heading"); all of it shares ``max_lines``.
+    """
+    pieces: list[tuple[str, list[str]]] = []
+    if rest or not blocks:
+        compact = json.dumps(dict(rest), ensure_ascii=False, default=str)
+        # Beside blocks, short other arguments (a path) take one line, not one per key.
+        text = compact if blocks and len(compact) <= max_chars // 3 else pretty_arguments(rest)
+        pieces.append(("json", text.splitlines()))
+    for block in blocks:
+        lines = visible(block.text).rstrip("\n").split("\n")
+        count = len(lines)
+        pieces.append(("heading", [f"{block.name}: {count} lines" + (f", {block.language}" if block.language != "text" else "")]))
+        pieces.append((block.language, lines))
+    total = sum(len(lines) for _, lines in pieces)
+    budget = max_lines if total <= max_lines else max_lines - 1
+    # Each block gets a few lines however long what comes before it: the JSON and the first
+    # block leave room for the headings and first lines of the blocks after them.
+    floors = [1 if language == "heading" else min(len(lines), BLOCK_MIN_LINES) for language, lines in pieces]
+    shown: list[tuple[str, str]] = []
+    cut = False
+    for index, (language, lines) in enumerate(pieces):
+        if budget <= 0:
+            break
+        room = max(min(floors[index], budget), budget - sum(floors[index + 1:]))
+        kept = lines[:room]
+        budget -= len(kept)
+        cut = cut or any(len(line) > max_chars for line in kept)
+        kept = [line if len(line) <= max_chars else line[: max_chars - 1] + "…" for line in kept]
+        if language == "heading" and budget == 0:
+            break  # a heading with none of its lines says nothing the hint does not
+        shown.append((language, "\n".join(kept)))
+    hints = []
+    if total > max_lines:
+        hidden = total - sum(text.count("\n") + 1 for _, text in shown)
+        hints.append(f"… ({hidden} more lines)")
+    if cut:
+        hints.append("long values shortened")
+    hint = ", ".join(hints) + " — edit to see them in full" if hints else ""
+    return shown, hint
 
 
 def one_line(arguments: Mapping[str, Any], limit: int = 160) -> str:
@@ -212,8 +322,8 @@ class ApprovalCard(Widget, can_focus=True):
         self._dialog: EditArgumentsDialog | None = None
         self._highlighted_with: type[HighlightTheme] = HighlightTheme
         tool = pending.tool
-        shown, hint = preview_arguments(pretty_arguments(self.arguments))
-        self._arguments_text = shown
+        rest, blocks = split_arguments(tool.name, self.arguments)
+        self._pieces, hint = preview_blocks(rest, blocks)
         self._arguments_view = Static(self._highlighted(), classes="arguments", markup=False)
         self._hint = Label(hint, classes="hint" if hint else "hint -empty", markup=False)
         self._legend = Label(classes="legend")
@@ -327,7 +437,14 @@ class ApprovalCard(Widget, can_focus=True):
 
     def _highlighted(self) -> Content:
         self._highlighted_with = self._highlight_theme()
-        return highlight(self._arguments_text, language="json", theme=self._highlighted_with)
+        theme = self._highlighted_with
+        parts: list[Content] = []
+        for language, text in self._pieces:
+            if language == "heading":
+                parts.append(Content.styled(text, "bold $text-secondary"))
+            else:
+                parts.append(highlight(text, language=language, theme=theme))
+        return Content("\n").join(parts)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
