@@ -466,3 +466,52 @@ async def test_a_pane_shrunk_by_a_small_window_gets_its_size_back(store: Store, 
         await pilot.resize_terminal(*SIZE)
         await pilot.pause()
         assert (tree.outer_size.width, logs.outer_size.height) == (width, height)
+
+
+def detail_heading(screen: RunScreen) -> str:
+    """The first line of the detail pane, as drawn: "<icon> <task id> (<kind>)  <state>"."""
+    return screen.detail.render_line(0).text.strip()
+
+
+@pytest.mark.parametrize("key", ["y", "n"])
+async def test_opened_for_an_approval_the_view_shows_its_task_and_stays_there(
+    store: Store, tmp_path: Path, key: str
+) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Copy a note")
+        await wait_until(pilot, lambda: screen.cards, "the approval card")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the main screen")
+        await pilot.press("ctrl+g")  # as the notification says
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.cards, "the run view")
+        screen = app.screen
+        card = next(iter(screen.cards.values()))
+        await wait_until(pilot, lambda: card.has_focus and screen.table.row_count == 2, "the card and the tasks")
+        await pilot.pause()
+        assert screen.selected == "write" and detail_heading(screen).split()[1] == "write"
+        await pilot.press(key)
+        done = "succeeded" if key == "y" else "failed"
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == done, f"the run to end {done}")
+        await wait_until(pilot, lambda: not screen.cards and screen.table.has_focus, "the card to go")
+        await pilot.pause()
+        assert screen.selected == "write" and screen.table.cursor_row == 1
+        assert detail_heading(screen).split()[1] == "write" and done in detail_heading(screen)
+
+
+async def test_answering_keeps_the_task_the_user_picked(store: Store, tmp_path: Path) -> None:
+    app, workbench, folder = setup(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await launch(pilot, app, "Copy a note")
+        await wait_until(pilot, lambda: screen.cards, "the approval card")
+        screen.table.focus()
+        await pilot.press("up")  # the user looks at the task that read the note
+        await wait_until(pilot, lambda: screen.selected == "read", "the read task")
+        await pilot.press("a")  # to the card
+        await wait_until(pilot, lambda: next(iter(screen.cards.values())).has_focus, "the card's focus")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "succeeded", "the run to succeed")
+        await wait_until(pilot, lambda: not screen.cards and screen.table.has_focus, "the card to go")
+        await pilot.pause()
+        assert screen.selected == "read" and screen.table.cursor_row == 0
+        assert detail_heading(screen).split()[1] == "read"

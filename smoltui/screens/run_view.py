@@ -214,7 +214,13 @@ class RunScreen(Screen[None]):
                 for column, value in zip(("icon", "task", "state", "time"), self._cells(task_id), strict=True):
                     table.update_cell(task_id, column, value, update_width=True)
         if self.selected is None and ids:
-            self.selected = ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else ids[0]
+            # Opened for a call that waits (ctrl+g): show the task it belongs to.
+            waiting = [p.call.task_id for p in self.workbench.pending_for(self.run_id) if p.call.task_id in ids]
+            if waiting:
+                self.selected = waiting[0]
+                table.move_cursor(row=ids.index(waiting[0]))
+            else:
+                self.selected = ids[table.cursor_row] if 0 <= table.cursor_row < len(ids) else ids[0]
 
     def _cells(self, task_id: str) -> tuple[Text, Text, Text, str]:
         state = self.task_state(task_id)
@@ -330,7 +336,14 @@ class RunScreen(Screen[None]):
         card.remove()
         if had_focus:
             following = next(iter(self.cards.values()), None)
+            if following is None:
+                self._cursor_to_selected()  # the table takes the focus where the detail is
             (following or self.table).focus()
+
+    def _cursor_to_selected(self) -> None:
+        ids = [str(key.value) for key in self.table.rows]
+        if self.selected in ids and self.table.cursor_row != ids.index(self.selected):
+            self.table.move_cursor(row=ids.index(self.selected))
 
     @on(ApprovalCard.Answered)
     def _answered(self, message: ApprovalCard.Answered) -> None:
@@ -343,7 +356,9 @@ class RunScreen(Screen[None]):
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value is not None:
+        # A rebuilt table first highlights its top row, then the row it moves back to; by the time
+        # the first message arrives the cursor is elsewhere, and following it would lose the task.
+        if event.row_key.value is not None and event.cursor_row == self.table.cursor_row:
             self.selected = str(event.row_key.value)
             self._render_detail()
             self.refresh_bindings()
