@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.style import NULL_STYLE, Style
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
@@ -182,13 +183,46 @@ class WorkflowTree(Tree[Any]):
             label.append(f"  {entry.path.name}", "dim")
         return label
 
-    def _run_label(self, run: RunSummary) -> Text:
+    def _run_label(self, run: RunSummary, *, with_state: bool = True) -> Text:
+        """Icon, start time, state and duration; without the state word for a narrow pane (the
+        icon says it too)."""
         state = "awaiting approval" if run.id in self._awaiting else run.state
         icon, style = RUN_ICONS.get(state, ("?", ""))
         same_day = time.localtime(run.created_at)[:3] == time.localtime()[:3]
         when = time.strftime("%H:%M" if same_day else "%m-%d %H:%M", time.localtime(run.created_at))
-        return Text.assemble((f"{icon} ", style), (when, ""), (f"  {state}", style),
+        return Text.assemble((f"{icon} ", style), (when, ""), (f"  {state}", style) if with_state else "",
                              (f"  {duration_text(run.duration_s)}", "dim"))
+
+    # -- labels that fit -------------------------------------------------------------------------
+
+    def _indent(self, node: TreeNode[Any]) -> int:
+        """Cells of guides left of ``node``'s label."""
+        depth = 0
+        parent = node.parent
+        while parent is not None:
+            depth += 1
+            parent = parent.parent
+        levels = depth if self.show_root else depth - 1
+        return max(0, levels) * self.guide_depth
+
+    def render_label(self, node: TreeNode[Any], base_style: Style, style: Style) -> Text:
+        """The label, ending in "…" where the pane cuts it (a run drops its state word first)."""
+        text = super().render_label(node, base_style, style)
+        room = self.size.width - self._indent(node)
+        if room <= 0 or text.cell_len <= room:
+            return text
+        if isinstance(node.data, _RunNode):
+            compact = self._run_label(node.data.run, with_state=False)
+            compact.stylize(style)
+            if compact.cell_len <= room:
+                return compact
+            text = compact
+        text = text.copy()
+        text.truncate(room, overflow="ellipsis")
+        return text
+
+    def get_label_width(self, node: TreeNode[Any]) -> int:
+        return super().render_label(node, NULL_STYLE, NULL_STYLE).cell_len  # uncut
 
     def _walk(self, node: TreeNode[Any]) -> list[TreeNode[Any]]:
         found = []
