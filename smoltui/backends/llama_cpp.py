@@ -47,7 +47,7 @@ from smoltui.backends.gguf_file import GGUFInfo, read_gguf
 from smoltui.backends.kv_snapshots import KVSnapshots, SnapshotFolder
 from smoltui.backends.think_parser import ThinkParser
 from smoltui.backends.threaded import stream_from_thread
-from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema, route
+from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema, flush_calls, route
 from smoltui.errors import BackendError, ModelError
 
 if TYPE_CHECKING:
@@ -481,9 +481,7 @@ class LlamaCppBackend:
             in_call_phase = not in_call_phase
         for delta in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
             deliver([delta])
-        if splitter is not None:
-            for part in splitter.flush(cut_at_tokens=params.max_tokens if stop == "length" else None):
-                emit(part)
+        flush_calls(splitter, emit, stop=stop, max_tokens=params.max_tokens)
         emit(Finished(GenerationStats.measured(
             prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,
             first_token_at=first_at, ended=time.perf_counter(), context_size=n_ctx,

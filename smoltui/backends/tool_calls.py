@@ -214,6 +214,15 @@ def route(deltas: Sequence[Any], splitter: ToolCallSplitter | None, emit: Callab
             emit(delta)
 
 
+def flush_calls(splitter: ToolCallSplitter | None, emit: Callable[[object], None], *, stop: str,
+                max_tokens: int) -> None:
+    """The reply ended (``stop`` says why): emit what the splitter still holds, an unclosed call
+    marked as cut off when the reply stopped at its token limit."""
+    if splitter is not None:
+        for part in splitter.flush(cut_at_tokens=max_tokens if stop == "length" else None):
+            emit(part)
+
+
 def _partial_tag(text: str, tag: str) -> int:
     """Length of the longest end of ``text`` that is a proper start of ``tag``."""
     for size in range(min(len(tag) - 1, len(text)), 0, -1):

@@ -47,7 +47,7 @@ from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
 from smoltui.backends.think_parser import ThinkParser
 from smoltui.backends.threaded import stream_from_thread
 from smoltui.backends.token_constraint import ConstraintFactory, TokenConstraint
-from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, route
+from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, flush_calls, route
 from smoltui.backends.transformers_decode import DecodeMode, DecodeSession, Sampling, sample
 from smoltui.backends.transformers_loading import (
     TransformersSettings,
@@ -403,9 +403,7 @@ class TransformersBackend:
                 raise BackendError(f"the conversation no longer fits the context: {error}") from None
             raise
         deliver(parser.feed(detok.flush()) + parser.flush())
-        if splitter is not None:
-            for part in splitter.flush(cut_at_tokens=params.max_tokens if stop == "length" else None):
-                emit(part)
+        flush_calls(splitter, emit, stop=stop, max_tokens=params.max_tokens)
         emit(Finished(GenerationStats.measured(
             prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,
             first_token_at=first_at, ended=time.perf_counter(), context_size=n_ctx,
