@@ -1,9 +1,9 @@
-"""The composition root of the TUI: builds the store and the chat service, runs the Textual app.
+"""The Textual app: a front end over one core (:mod:`smoltui.core`).
 
-:class:`SmolApp` receives its pieces ready-made (a :class:`ChatService`, a :class:`Store`, the
-:class:`Config`), so tests hand it a scripted backend and a store in a temporary folder. It owns what
-is app-wide: themes, the user's keymap, the command palette and the model's lifetime. The chat
-itself lives in :class:`smoltui.screens.chat.ChatScreen`.
+:class:`SmolApp` receives a core ready-made, so tests hand it one with a scripted backend and a
+store in a temporary folder. It owns what is app-wide: themes, the user's keymap, the command
+palette and when the model starts loading. The chat itself lives in
+:class:`smoltui.screens.chat.ChatScreen`; the workflow side in its panes and the run view.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -22,13 +23,15 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from smoltui.config import Config
-from smoltui.errors import SmoltuiError, StoreError
-from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
-from smoltui.orchestrator.chat import ChatService
-from smoltui.orchestrator.run_manager import RunFinished
-from smoltui.orchestrator.scheduler import RunStateChanged
+from smoltui.core import Core, Settings, open_core
+from smoltui.errors import StoreError
+from smoltui.orchestrator.events import (
+    ApprovalNeeded,
+    RunFinished,
+    RunStateChanged,
+    ToolCallFinished,
+)
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workbench import Workbench
 from smoltui.paths import Paths
 from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.chat import ChatScreen
@@ -73,50 +76,38 @@ class SmolApp(App[int]):
 
     def __init__(
         self,
-        service: ChatService | None,
-        store: Store,
-        config: Config,
+        core: Core,
         *,
-        model_label: str,
         startup_errors: Sequence[str] = (),
-        model_error: str | None = None,
-        exports_dir: Path | None = None,
         theme_dirs: Sequence[Path] | None = None,
         initial_session: int | None = None,
-        workbench: Workbench | None = None,
     ) -> None:
         """
         Args:
-            service: the chat service, or None when no model could even be resolved.
+            core: everything the app shows and drives (a core whose model could not be resolved
+                still shows history, and says why).
             startup_errors: problems to show as notifications once the app is up.
-            model_error: why there is no service; shown in the status bar and as a notification.
-            exports_dir: where exported chats go (default: ``exports`` beside the database).
             theme_dirs: folders of theme files (default: the ones shipped with smoltui).
             initial_session: a saved chat to open at start instead of a new one.
-            workbench: workflows and their runs (the tree, the run view, the log pane); None hides them.
         """
         super().__init__()
-        self.workbench = workbench
-        if workbench is not None and service is not None and service.gate is None:
-            service.gate = workbench.gate  # one gate: chat calls and workflow calls ask the same way
-        self._workbench_unsubscribe = None
-        self.service = service
-        self.store = store
-        self.config = config
-        self.model_label = model_label
-        self._startup_errors = list(startup_errors)
-        self._model_error = model_error
-        self.exports_dir = exports_dir or Path(store.path).parent / "exports"
+        self.core = core
+        self._bus_unsubscribe: Any = None
+        self._startup_errors = [*startup_errors, *core.problems]
         self._initial_session = initial_session
         self._reported_clashes: set[frozenset[str]] = set()
         # Themes and keymap are applied before the first frame, so nothing flashes or jumps.
         self._theme_problems = self._register_themes(
             bundled_theme_dirs() if theme_dirs is None else theme_dirs
         )
-        self.set_keymap(config.keymap)
-        if palette_keys := config.keymap.get("app.command_palette"):
+        self.set_keymap(core.config.keymap)
+        if palette_keys := core.config.keymap.get("app.command_palette"):
             # The footer finds the palette's key through this attribute, not through the keymap.
             self.COMMAND_PALETTE_BINDING = palette_keys.split(",")[0].strip()
+
+    @property
+    def config(self) -> Config:
+        return self.core.config
 
     # -- set-up --------------------------------------------------------------------------------------
 
@@ -133,25 +124,10 @@ class SmolApp(App[int]):
             self.theme = FALLBACK_THEME
         return problems
 
-    def _chat_screen(self) -> ChatScreen:
-        service = self.service
-        return ChatScreen(
-            service,
-            self.store,
-            model_label=self.model_label,
-            exports_dir=self.exports_dir,
-            model_error=self._model_error,
-            keymap=self.config.keymap,
-            think=service.settings.params.think if service is not None else self.config.chat.think,
-            initial_session=self._initial_session,
-            workbench=self.workbench,
-        )
-
     def on_mount(self) -> None:
         # Pushed rather than returned from get_default_screen, which skips the screen's CSS_PATH.
-        self.push_screen(self._chat_screen())
-        if self.workbench is not None:
-            self._workbench_unsubscribe = self.workbench.bus.subscribe(self._workbench_event)
+        self.push_screen(ChatScreen(self.core, initial_session=self._initial_session))
+        self._bus_unsubscribe = self.core.bus.subscribe(self._core_event)
         unknown = sorted(set(self.config.keymap) - known_binding_ids())
         if unknown:
             self.notify(
@@ -165,33 +141,29 @@ class SmolApp(App[int]):
             self.notify(problem, title="Theme", severity="warning", timeout=10)
         for problem in self._startup_errors:
             self.notify(problem, severity="warning", timeout=12)
-        if self.service is None:
-            self.notify(
-                self._model_error or "no model could be found", title="No model", severity="error", timeout=15
-            )
+        if not self.core.model.available:
+            self.notify(self.core.model.load_error or "no model could be found", title="No model",
+                        severity="error", timeout=15)
         else:
             # After the first frame: the window is up (and typing works) while the weights load.
             self.call_after_refresh(self._load_model)
+        self.call_after_refresh(self._start_tools)
 
     @work(group="model", exclusive=True)
     async def _load_model(self) -> None:
-        assert self.service is not None
         # Failures arrive as a ModelFailed event, which the chat screen shows.
-        await self.service.load_model()
+        await self.core.model.load()
 
-    async def on_unmount(self) -> None:
-        if self._workbench_unsubscribe is not None:
-            self._workbench_unsubscribe()
-        if self.workbench is not None:
-            # Runs of this process are marked cancelled (resumable), not left "running".
-            await self.workbench.manager.shutdown()
-        if self.service is None:
-            return
-        self.service.cancel()
-        try:
-            await self.service.backend.close()
-        except Exception:  # closing must not turn a clean exit into a traceback
-            log.exception("closing the backend failed")
+    @work(group="tools", exclusive=True)
+    async def _start_tools(self) -> None:
+        """MCP servers start in the background; their tools reach every picker and check as they come."""
+        for problem in await self.core.start_tools():
+            self.notify(problem, title="MCP", severity="warning", timeout=12)
+
+    def on_unmount(self) -> None:
+        if self._bus_unsubscribe is not None:
+            self._bus_unsubscribe()
+            self._bus_unsubscribe = None
 
     def handle_bindings_clash(self, clashed_bindings: set[Binding], node: DOMNode) -> None:
         # Textual calls this on every key press while the clash stands: say it once.
@@ -209,7 +181,7 @@ class SmolApp(App[int]):
 
     # -- approvals ------------------------------------------------------------------------------------
 
-    def _workbench_event(self, event: object) -> None:
+    def _core_event(self, event: object) -> None:
         if isinstance(event, ApprovalNeeded | ToolCallFinished):
             self.call_later(self._approval_event, event)
         elif isinstance(event, RunStateChanged | RunFinished):
@@ -219,15 +191,13 @@ class SmolApp(App[int]):
     def recount_approvals(self) -> None:
         """Count the calls waiting for an answer again (one can stop waiting unanswered, when its
         reply or run is cancelled)."""
-        if self.workbench is not None:
-            self.pending_approvals = len(self.workbench.pending_for())
+        self.pending_approvals = len(self.core.gate.waiting())
 
     def _approval_event(self, event: ApprovalNeeded | ToolCallFinished) -> None:
-        assert self.workbench is not None
         self.recount_approvals()
         if not isinstance(event, ApprovalNeeded):
             return
-        call = event.pending.call
+        call = event.call
         screen = self.screen
         # Where the call shows up inline, its card rings the bell itself.
         if call.run_id and not (isinstance(screen, RunScreen) and screen.run_id == call.run_id):
@@ -241,9 +211,7 @@ class SmolApp(App[int]):
 
     def action_next_approval(self) -> None:
         """Open the run whose tool call has waited longest (or move to its card)."""
-        if self.workbench is None:
-            return
-        waiting = self.workbench.pending_for()
+        waiting = self.core.gate.waiting()
         if not waiting:
             self.notify("no tool call is waiting for approval")
             return
@@ -261,7 +229,7 @@ class SmolApp(App[int]):
         if isinstance(screen, RunScreen) and screen.run_id == run_id:
             screen.action_next_approval()
         elif run_id is not None:
-            self.push_screen(RunScreen(self.workbench, run_id))
+            self.push_screen(RunScreen(self.core, run_id))
 
     # -- commands --------------------------------------------------------------------------------------
 
@@ -276,9 +244,7 @@ class SmolApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "plan_workflow":
-            return self.service is not None and self.workbench is not None
-        if action == "next_approval":
-            return self.workbench is not None
+            return self.core.model.available
         return True
 
     def action_plan_workflow(self) -> None:
@@ -289,11 +255,9 @@ class SmolApp(App[int]):
         """The planner drafts into the user's workflow folder; the tree picks the file up by itself."""
         from smoltui.screens.plan_dialog import open_planner
 
-        if self.service is None or self.workbench is None:
+        if not self.core.model.available:
             return
-        folders = self.workbench.catalog.folders
-        folder = next((f.path for f in folders if f.label == "mine"), folders[0].path if folders else Path.cwd())
-        await open_planner(self, self.service.loaded_backend, self.workbench.catalog.tools, folder)
+        await open_planner(self, self.core, self.core.workflow_folder())
 
     def action_toggle_keys(self) -> None:
         if self.screen.query("HelpPanel"):
@@ -329,69 +293,19 @@ def open_store(paths: Paths) -> tuple[Store, Path | None, str | None]:
         raise
 
 
-def run_tui(
-    config: Config, paths: Paths, model_spec: str | None = None, startup_errors: Sequence[str] = ()
-) -> int:
-    """Open the chat app; returns the exit status."""
-    from smoltui.cli import chat_settings, resolve_and_build, setup_logging
-
-    setup_logging(paths)
-    store, scratch, store_problem = open_store(paths)
+async def run_app(settings: Settings, *, startup_errors: Sequence[str] = ()) -> int:
+    """Build the core in this process, run the app over it, close the core; returns the exit status."""
+    store, scratch, store_problem = open_store(settings.paths)
     problems = list(startup_errors)
     if store_problem:
         problems.append(f"history will not be saved: {store_problem}")
-    service: ChatService | None = None
-    model_error: str | None = None
-    model_label = model_spec or config.model.default or "bundled model"
+    core = await open_core(settings, store=store)
     try:
-        ref, backend = resolve_and_build(config, paths, model_spec)
-    except SmoltuiError as error:
-        model_error = str(error)
-    except ImportError as error:
-        # A backend whose runtime is not installed (e.g. llama-cpp-python): keep history usable.
-        log.exception("building the backend failed")
-        model_error = f"the model runtime is not installed: {error}; install smoltui[cpu]"
-    else:
-        model_label = ref.label
-        workspace = Path(config.tools.workspace).expanduser() if config.tools.workspace else Path.cwd()
-        service = ChatService(backend, store, chat_settings(config), workspace=workspace)
-    workbench = build_workbench(config, paths, store, service)
-    try:
-        app = SmolApp(
-            service,
-            store,
-            config,
-            model_label=model_label,
-            startup_errors=problems,
-            model_error=model_error,
-            exports_dir=paths.exports_dir,
-            theme_dirs=[*bundled_theme_dirs(), paths.config_dir / "themes"],
-            workbench=workbench,
-        )
-        app.run()
+        app = SmolApp(core, startup_errors=problems,
+                      theme_dirs=[*bundled_theme_dirs(), settings.paths.config_dir / "themes"])
+        await app.run_async()
     finally:
-        store.close()
+        await core.close()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return 0
-
-
-def build_workbench(config: Config, paths: Paths, store: Store, service: ChatService | None) -> Workbench:
-    """Workflows for the TUI: the project's, the user's and the configured folders; one approval
-    gate that asks in the run view; LLM tasks on the chat's model (loaded once, shared)."""
-    from smoltui.cli import chat_settings, workflow_tools
-    from smoltui.orchestrator.workflow_catalog import default_folders
-
-    tools = workflow_tools(config)
-    unknown = [name for name in config.approval.tools if name not in tools]
-    if unknown:
-        log.warning("[approval] names unknown tools: %s", ", ".join(unknown))
-    return Workbench.build(
-        store,
-        tools=tools,
-        policy=config.approval,
-        folders=default_folders(Path.cwd(), paths.workflows_dir, config.workflows.paths),
-        backend=service.loaded_backend if service is not None else None,
-        params=chat_settings(config).params,
-        approval_timeout_s=config.workflows.approval_timeout_s,
-    )

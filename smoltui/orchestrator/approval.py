@@ -2,9 +2,9 @@
 
 The decision comes from, in order: a ``deny`` in the policy (absolute), what the user said with
 "always" / "always deny" earlier in the same chat session or run, then the policy (per-tool
-override, else the default for the tool's risk). ``ask`` creates a :class:`PendingApproval`,
-publishes :class:`ApprovalNeeded` and waits for :meth:`ApprovalGate.answer` (the UI resolves the
-future) or the timeout, which denies. The gate is UI-agnostic: the TUI shows a modal, a headless run
+override, else the default for the call's risk). ``ask`` publishes :class:`ApprovalNeeded` with an
+:class:`ApprovalRequest` and waits for :meth:`ApprovalGate.answer` (from whichever front end the
+person uses) or the timeout, which denies. The gate is UI-agnostic: the TUI shows a modal, a headless run
 uses :meth:`Policy.from_approve_flag`, which never asks.
 
 Every call, run or not, leaves exactly one audit row. A call that runs has its row (with the
@@ -17,188 +17,37 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import re
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from smoltui.errors import ConfigError, SmoltuiError
+from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.audit import AuditLog
-from smoltui.orchestrator.events import EventBus
-from smoltui.tools.base import RISKS, Risk, Tool, ToolContext, ToolResult
+from smoltui.orchestrator.events import ApprovalNeeded, Publisher, ToolCallFinished
+from smoltui.tools.base import Tool, ToolContext, ToolResult
+from smoltui.tools.calls import ApprovalRequest, Decision, Policy, ToolCall
 from smoltui.tools.registry import ToolRegistry, validate_arguments
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["auto", "ask", "deny"]
-DecisionKind = Literal["once", "always", "deny", "always_deny", "edit"]
-DECISION_KINDS: tuple[str, ...] = ("once", "always", "deny", "always_deny", "edit")
-
-DEFAULT_RISK_MODES: dict[str, Mode] = {"read": "auto", "write": "ask", "execute": "ask", "network": "ask"}
-
-APPROVE_FLAG_HELP = (
-    "headless approvals: none (refuse anything that would ask), all (run every call), "
-    "read (read-only tools only), or TOOL[,TOOL...] (those tools, plus read-only ones)"
-)
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+__all__ = ["ApprovalGate", "ApprovalNeeded", "ApprovalRequest", "Decision", "Policy", "ToolCall",
+           "ToolCallFinished", "risk_of"]
 
 
-# -- policy ----------------------------------------------------------------------------------------
-
-
-class Policy(BaseModel):
-    """Which tool calls run, ask, or are refused.
-
-    ``defaults`` maps each risk to a mode (missing risks keep the built-in default);
-    ``tools`` maps a tool name to a mode and wins over its risk's default.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    defaults: dict[Risk, Mode] = Field(default_factory=lambda: dict(DEFAULT_RISK_MODES))
-    tools: dict[str, Mode] = Field(default_factory=dict, description="tool name -> auto, ask or deny")
-
-    @field_validator("defaults")
-    @classmethod
-    def _fill_defaults(cls, value: dict[Risk, Mode]) -> dict[Risk, Mode]:
-        return {**DEFAULT_RISK_MODES, **value}  # type: ignore[dict-item]
-
-    def decide(self, tool: Tool) -> Mode:
-        """The mode for one tool: its override if it has one, else its risk's default."""
-        override = self.tools.get(tool.name)
-        if override is not None:
-            return override
-        return self.defaults.get(tool.risk, "ask")
-
-    def headless(self) -> Policy:
-        """The same policy with nobody to ask: every ``ask`` becomes ``deny``."""
-        return Policy(
-            defaults={risk: _no_ask(mode) for risk, mode in self.defaults.items()},
-            tools={name: _no_ask(mode) for name, mode in self.tools.items()},
-        )
-
-    @classmethod
-    def from_approve_flag(
-        cls, flag: str, base: Policy | None = None, *, known_tools: Mapping[str, Any] | None = None
-    ) -> Policy:
-        """The policy for a headless run's ``--approve`` value; never answers ``ask``.
-
-        - ``none``: ``base`` (the configured policy) with every ask turned into deny;
-        - ``all``: everything runs, except tools ``base`` explicitly denies;
-        - ``read``: read-risk tools run, everything else is refused;
-        - ``TOOL[,TOOL...]``: the named tools run; the rest as in ``none``.
-
-        ``known_tools`` (names of the registered tools), when given, makes an unknown name an error.
-        Bad values raise :class:`ConfigError` with a one-line message.
-        """
-        base = base or cls()
-        denied = {name: mode for name, mode in base.tools.items() if mode == "deny"}
-        value = (flag or "").strip()
-        if value == "none":
-            return base.headless()
-        if value == "all":
-            return cls(defaults=dict.fromkeys(RISKS, "auto"), tools=denied)
-        if value == "read":
-            return cls(defaults={r: "auto" if r == "read" else "deny" for r in RISKS}, tools=denied)
-        names = [part.strip() for part in value.split(",")]
-        bad = [name for name in names if not _TOOL_NAME.match(name)]
-        if not value or bad:
-            shown = repr(flag) if not value else ", ".join(repr(n) for n in bad)
-            raise ConfigError(
-                f"--approve: {shown} is not a valid value; use none, all, read, or TOOL[,TOOL...]"
-            )
-        if known_tools is not None:
-            unknown = [name for name in names if name not in known_tools]
-            if unknown:
-                known = ", ".join(sorted(known_tools)) or "none"
-                raise ConfigError(
-                    f"--approve: no tool named {', '.join(map(repr, unknown))} (tools: {known})"
-                )
-        policy = base.headless()
-        return cls(defaults=policy.defaults, tools={**policy.tools, **dict.fromkeys(names, "auto")})
-
-
-def _no_ask(mode: Mode) -> Mode:
-    return "deny" if mode == "ask" else mode
-
-
-# -- calls, decisions, events ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """One call the model (or a workflow task) wants to make."""
-
-    id: str
-    tool: str
-    arguments: dict[str, Any]
-    session_id: int | None = None
-    run_id: str | None = None
-    task_id: str | None = None
-
-    @classmethod
-    def new(
-        cls,
-        tool: str,
-        arguments: Mapping[str, Any] | None = None,
-        *,
-        session_id: int | None = None,
-        run_id: str | None = None,
-        task_id: str | None = None,
-    ) -> ToolCall:
-        """A call with a fresh id."""
-        return cls(uuid.uuid4().hex, tool, dict(arguments or {}), session_id, run_id, task_id)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The user's answer. ``edit`` carries the arguments to run instead of the proposed ones."""
-
-    kind: DecisionKind
-    arguments: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in DECISION_KINDS:
-            raise ValueError(f"decision must be one of {', '.join(DECISION_KINDS)}, not {self.kind!r}")
-        if self.kind == "edit" and self.arguments is None:
-            raise ValueError("an 'edit' decision needs the edited arguments")
-
-    @property
-    def allows(self) -> bool:
-        return self.kind in ("once", "always", "edit")
+def risk_of(tool: Tool, arguments: Mapping[str, Any]) -> str:
+    """The risk of one call: a tool whose risk depends on its arguments says so (``risk_for``)."""
+    risk_for = getattr(tool, "risk_for", None)
+    return risk_for(arguments) if callable(risk_for) else tool.risk
 
 
 @dataclass
-class PendingApproval:
-    """A call waiting for the user; resolve ``future`` (or call ``ApprovalGate.answer``)."""
+class _Waiting:
+    """A call waiting for an answer: what was asked, and the future the answer resolves."""
 
-    call: ToolCall
-    tool: Tool
+    request: ApprovalRequest
     future: asyncio.Future[Decision]
-    created_at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class ApprovalNeeded:
-    pending: PendingApproval
-    kind: Literal["approval_needed"] = "approval_needed"
-
-
-@dataclass(frozen=True)
-class ToolCallFinished:
-    """A call is over (run, refused, or failed before running); its audit row is already written."""
-
-    call: ToolCall
-    result: ToolResult
-    decision: str
-    decided_by: str
-    audit_id: int | None
-    kind: Literal["tool_call_finished"] = "tool_call_finished"
 
 
 # -- the gate --------------------------------------------------------------------------------------
@@ -211,7 +60,7 @@ class ApprovalGate:
         policy: Policy,
         *,
         audit: AuditLog,
-        bus: EventBus | None = None,
+        bus: Publisher | None = None,
         timeout_s: float | None = 300,
     ) -> None:
         self.registry = registry
@@ -219,7 +68,7 @@ class ApprovalGate:
         self.audit = audit
         self.bus = bus
         self.timeout_s = timeout_s
-        self.pending: dict[str, PendingApproval] = {}
+        self._waiting: dict[str, _Waiting] = {}
         # (session_id, run_id) -> tool name -> "allow" | "deny", from "always" / "always deny".
         self._remembered: dict[tuple[int | None, str | None], dict[str, str]] = {}
         self._settled_by_memory: set[str] = set()
@@ -228,11 +77,25 @@ class ApprovalGate:
 
     def answer(self, call_id: str, decision: Decision) -> bool:
         """Resolve a pending call; False if there is none (answered already, or timed out)."""
-        pending = self.pending.get(call_id)
-        if pending is None or pending.future.done():
+        waiting = self._waiting.get(call_id)
+        if waiting is None or waiting.future.done():
             return False
-        pending.future.set_result(decision)
+        waiting.future.set_result(decision)
         return True
+
+    def waiting(self, *, run_id: str | None = None, session_id: int | None = None) -> list[ApprovalRequest]:
+        """Calls waiting for an answer, the one that has waited longest first (of one run or chat,
+        or all of them)."""
+        found = [w.request for w in self._waiting.values() if not w.future.done()]
+        if run_id is not None:
+            found = [r for r in found if r.call.run_id == run_id]
+        if session_id is not None:
+            found = [r for r in found if r.call.session_id == session_id]
+        return sorted(found, key=lambda r: r.asked_at)
+
+    def is_waiting(self, call_id: str) -> bool:
+        waiting = self._waiting.get(call_id)
+        return waiting is not None and not waiting.future.done()
 
     def remembered(self, session_id: int | None, run_id: str | None) -> dict[str, str]:
         """What "always" / "always deny" settled for one session or run: tool -> allow/deny."""
@@ -260,11 +123,12 @@ class ApprovalGate:
             result = ToolResult.failure("invalid_arguments", problem)
             return await self._finish(call, result, "none", "registry", started_at)
 
-        mode = self.policy.decide(tool)
+        risk = risk_of(tool, call.arguments)
+        mode = self.policy.mode(tool.name, risk)
         memory = self._remembered.get(_key(call), {}).get(tool.name)
         if mode == "deny":
             return await self._refuse(call, tool, "deny", "policy", started_at,
-                                      f"{tool.name} was denied by policy (risk {tool.risk})")
+                                      f"{tool.name} was denied by policy (risk {risk})")
         if memory == "deny":
             return await self._refuse(call, tool, "deny", "session", started_at,
                                       f"{tool.name} was denied: you chose 'always deny' for it earlier")
@@ -291,22 +155,29 @@ class ApprovalGate:
                 result = ToolResult.failure("invalid_arguments", problem)
                 return await self._finish(edited, result, "edit", decided_by, started_at,
                                           original_arguments=call.arguments)
+            edited_risk = risk_of(tool, edited.arguments)
+            if self.policy.mode(tool.name, edited_risk) == "deny":  # an edit cannot reach what the policy refuses
+                return await self._refuse(edited, tool, "deny", "policy", started_at,
+                                          f"{tool.name} was denied by policy (risk {edited_risk})")
             return await self._execute(edited, tool, ctx, "edit", decided_by, started_at,
                                        original_arguments=call.arguments)
         if not decision.allows:
             who = "earlier" if decided_by == "session" else "by the user"
+            reason = f": {decision.reason.strip()}" if decision.reason and decision.reason.strip() else ""
             return await self._refuse(call, tool, decision.kind, decided_by, started_at,
-                                      f"{tool.name} was denied {who}")
+                                      f"{tool.name} was denied {who}{reason}")
         return await self._execute(call, tool, ctx, decision.kind, decided_by, started_at)
 
     async def _ask(self, call: ToolCall, tool: Tool) -> tuple[Decision | None, str]:
         """(the answer, who gave it) or (None, "timeout")."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
-        pending = PendingApproval(call, tool, future)
-        self.pending[call.id] = pending
+        lines = (tool.description or "").strip().splitlines()
+        request = ApprovalRequest(call, risk_of(tool, call.arguments), tool.origin, lines[0] if lines else "",
+                                  time.time())
+        self._waiting[call.id] = _Waiting(request, future)
         try:
-            self._publish(ApprovalNeeded(pending))
+            self._publish(ApprovalNeeded(request))
             try:
                 decision = await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
             except TimeoutError:
@@ -317,11 +188,11 @@ class ApprovalGate:
                 # waiting calls go with it.
                 result = ToolResult.failure("denied", f"{tool.name} was cancelled before an answer")
                 audit_id = self._record_quietly(call, "deny", "cancelled", time.time(), result)
-                self.pending.pop(call.id, None)
+                self._waiting.pop(call.id, None)
                 self._publish(ToolCallFinished(call, result, "deny", "cancelled", audit_id))
                 raise
         finally:
-            self.pending.pop(call.id, None)
+            self._waiting.pop(call.id, None)
             if not future.done():
                 future.cancel()
         if call.id in self._settled_by_memory:
@@ -334,10 +205,11 @@ class ApprovalGate:
         key = _key(call)
         self._remembered.setdefault(key, {})[tool.name] = verdict
         # Calls to the same tool already waiting in the same session/run get the same answer.
-        for other in list(self.pending.values()):
-            if other.call.id != call.id and other.tool.name == tool.name and _key(other.call) == key \
+        for other in list(self._waiting.values()):
+            other_call = other.request.call
+            if other_call.id != call.id and other_call.tool == tool.name and _key(other_call) == key \
                     and not other.future.done():
-                self._settled_by_memory.add(other.call.id)
+                self._settled_by_memory.add(other_call.id)
                 other.future.set_result(Decision("once" if verdict == "allow" else "deny"))
 
     async def _refuse(self, call: ToolCall, tool: Tool, decision: str, decided_by: str,

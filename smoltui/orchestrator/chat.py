@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +22,6 @@ from smoltui.backends.base import (
     Finished,
     GenerationParams,
     GenerationStats,
-    LoadProgress,
     TextDelta,
     ThinkingDelta,
     ToolCallDelta,
@@ -34,9 +32,6 @@ from smoltui.orchestrator.chat_tools import offered, run_call
 from smoltui.orchestrator.events import (
     ContextTrimmed,
     EventBus,
-    ModelFailed,
-    ModelLoading,
-    ModelReady,
     ReplyFailed,
     ReplyFinished,
     ReplyStarted,
@@ -46,6 +41,7 @@ from smoltui.orchestrator.events import (
     ToolCallRequested,
     ToolStepLimit,
 )
+from smoltui.orchestrator.model import Model
 from smoltui.orchestrator.store import Store, StoredMessage
 
 if TYPE_CHECKING:
@@ -77,66 +73,49 @@ class ChatSettings:
 
 
 class ChatService:
-    def __init__(self, backend: Backend, store: Store, settings: ChatSettings | None = None, *,
-                 gate: ApprovalGate | None = None, workspace: Path | None = None) -> None:
+    def __init__(self, model: Model, store: Store, settings: ChatSettings | None = None, *,
+                 bus: EventBus | None = None, gate: ApprovalGate | None = None,
+                 workspace: Path | None = None) -> None:
         """
         Args:
+            model: the core's model (shared with workflow runs and the planner).
+            bus: the core's bus (one per core); a fresh one when used on its own.
             gate: runs the model's tool calls (asking the user where the policy says so); without
                 one, chats offer no tools.
             workspace: the folder file and code tools work in (default: the current directory).
         """
-        self.backend = backend
+        self.model = model
         self.store = store
         self.settings = settings or ChatSettings()
         self.gate = gate
         self.workspace = workspace or Path.cwd()
         self._tool_job: asyncio.Task[Any] | None = None
-        self.bus = EventBus()
-        self.ready = asyncio.Event()
-        self._settled = asyncio.Event()  # set once loading has either succeeded or failed
-        self.load_error: str | None = None
-        self.load_exception: SmoltuiError | None = None
+        self.bus = bus if bus is not None else EventBus()
         self._cancel: CancelToken | None = None
         self._reply_lock = asyncio.Lock()
 
     # -- model -----------------------------------------------------------------------------------
 
+    @property
+    def backend(self) -> Backend:
+        assert self.model.backend is not None, "a chat service needs a model"
+        return self.model.backend
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self.model.ready
+
+    @property
+    def load_error(self) -> str | None:
+        return self.model.load_error
+
+    @property
+    def load_exception(self) -> SmoltuiError | None:
+        return self.model.load_exception
+
     async def load_model(self) -> bool:
-        """Load the backend, publishing progress; returns False (and publishes why) on failure."""
-        loop = asyncio.get_running_loop()
-
-        def progress(update: LoadProgress) -> None:
-            # Called from the loading thread: hop back onto the loop before publishing.
-            loop.call_soon_threadsafe(self.bus.publish, ModelLoading(update.fraction, update.message))
-
-        started = time.perf_counter()
-        self.bus.publish(ModelLoading(0.0, f"loading {self.backend.model_name}"))
-        try:
-            await self.backend.load(progress)
-        except SmoltuiError as error:
-            self.load_error = str(error)
-            self.load_exception = error  # its class keeps the exit code (a network error is not a model's)
-            self._settled.set()
-            self.bus.publish(ModelFailed(self.load_error))
-            return False
-        self.ready.set()
-        self._settled.set()
-        self.bus.publish(
-            ModelReady(
-                self.backend.model_name,
-                self.backend.name,
-                self.backend.context_size,
-                time.perf_counter() - started,
-            )
-        )
-        return True
-
-    async def loaded_backend(self) -> Backend:
-        """The backend once loading has settled; BackendError if it failed (workflows share it)."""
-        await self._settled.wait()
-        if self.load_error:
-            raise BackendError(f"the model is not loaded: {self.load_error}")
-        return self.backend
+        """Load the model (once per core), publishing progress; False (and why, as an event) on failure."""
+        return await self.model.load()
 
     # -- replies ---------------------------------------------------------------------------------
 
@@ -187,7 +166,7 @@ class ChatService:
         if not text:
             raise SmoltuiError("nothing to send: the message is empty")
         async with self._reply_lock:
-            await self._settled.wait()
+            await self.model.wait_settled()
             if self.load_error:
                 raise BackendError(f"the model is not loaded: {self.load_error}")
             user = await asyncio.to_thread(self.store.add_message, session_id, "user", text)
@@ -253,21 +232,22 @@ class ChatService:
         calls: list[ToolCallDelta] = []
         stats: GenerationStats | None = None
         try:
-            async for event in self.backend.stream(messages, params, cancel):
-                if isinstance(event, TextDelta):
-                    content.append(event.text)
-                    shown.append(event.text)
-                    self.bus.publish(TokenDelta(session_id, event.text))
-                elif isinstance(event, ThinkingDelta):
-                    thinking.append(event.text)
-                    self.bus.publish(ThinkingTokenDelta(session_id, event.text))
-                elif isinstance(event, ToolCallDelta):
-                    calls.append(event)
-                    # The markup goes into the history as generated, so the next prompt re-renders
-                    # exactly the tokens already in the KV cache.
-                    content.append(event.raw or format_call(event.name, _loads(event.arguments)))
-                elif isinstance(event, Finished):
-                    stats = event.stats
+            async with self.model.turn(f"chat {session_id}") as backend:
+                async for event in backend.stream(messages, params, cancel):
+                    if isinstance(event, TextDelta):
+                        content.append(event.text)
+                        shown.append(event.text)
+                        self.bus.publish(TokenDelta(session_id, event.text))
+                    elif isinstance(event, ThinkingDelta):
+                        thinking.append(event.text)
+                        self.bus.publish(ThinkingTokenDelta(session_id, event.text))
+                    elif isinstance(event, ToolCallDelta):
+                        calls.append(event)
+                        # The markup goes into the history as generated, so the next prompt re-renders
+                        # exactly the tokens already in the KV cache.
+                        content.append(event.raw or format_call(event.name, _loads(event.arguments)))
+                    elif isinstance(event, Finished):
+                        stats = event.stats
         except SmoltuiError as error:
             self.bus.publish(ReplyFailed(session_id, str(error)))
             return None

@@ -1,9 +1,9 @@
-"""Workflow runs driven from a long-lived process (the TUI): launch, cancel, resume, retry.
+"""Workflow runs of one core: launch, wait, cancel, resume, retry; every front end drives these.
 
-The headless ``smoltui run`` runs one workflow and exits; the TUI runs several at once and keeps
-them while the user chats. :class:`RunManager` owns those runs: one :class:`WorkflowRunner` per run,
-all sharing one approval gate (so every tool call waits for the user in the run view), one event bus
-and one model (LLM tasks take turns on it, first come first served).
+:class:`RunManager` owns the runs this process drives: one :class:`WorkflowRunner` per run, all
+sharing the core's approval gate, its bus and its model (LLM tasks take turns on it, first come
+first served). The headless ``smoltui run`` launches one run and waits for it; the TUI keeps several
+going while the user chats.
 
 Runs are durable in the store; the manager only holds the asyncio tasks of the ones running in
 this process. A run whose process died is ``interrupted`` (see :func:`run_state_now`) and can be
@@ -15,34 +15,34 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from smoltui.backends.base import Backend, GenerationParams
+from smoltui.backends.base import GenerationParams
 from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.events import Publisher, RunFinished
+from smoltui.orchestrator.model import Model
 from smoltui.orchestrator.run_store import RunRecord, RunStore, new_run_id
 from smoltui.orchestrator.scheduler import (
     LLMTaskExecutor,
-    Publisher,
     RunResult,
     TaskExecutor,
     ToolTaskExecutor,
     WorkflowRunner,
 )
-from smoltui.orchestrator.workflow_spec import Workflow, WorkflowError, load_workflow
+from smoltui.orchestrator.states import RunState, TaskState
+from smoltui.orchestrator.workflow_spec import Workflow, WorkflowError, check_variables, load_workflow
 
 log = logging.getLogger(__name__)
 
-FINAL_RUN_STATES = frozenset({"succeeded", "failed", "cancelled"})
 
-
-def run_state_now(record: RunRecord) -> str:
+def run_state_now(record: RunRecord) -> RunState:
     """The run's state, except that a pending/running run whose process is gone is ``interrupted``."""
-    if record.state in ("running", "pending") and record.pid and not pid_alive(record.pid):
-        return "interrupted"
-    return record.state
+    state = RunState(record.state)
+    if state.active and record.pid and not pid_alive(record.pid):
+        return RunState.INTERRUPTED
+    return state
 
 
 def pid_alive(pid: int) -> bool:
@@ -57,19 +57,6 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class RunFinished:
-    """A run this manager drove has ended (or crashed: then ``error`` says why)."""
-
-    run_id: str
-    state: str
-    error: str | None = None
-    kind: str = "run_finished"
-
-
-BackendProvider = Callable[[], Awaitable[Backend]]
-
-
 class RunManager:
     def __init__(
         self,
@@ -77,75 +64,80 @@ class RunManager:
         *,
         gate: Any,
         bus: Publisher,
-        backend: BackendProvider | None = None,
+        model: Model | None = None,
         params: GenerationParams | None = None,
         concurrency: int | None = None,
         tools: Mapping[str, Any] | None = None,
     ) -> None:
         """
         Args:
-            tools: the tools workflows may call, to validate a workflow before it is launched.
             gate: the ApprovalGate every tool task goes through (its bus should be ``bus``).
-            backend: awaited the first time a run has LLM tasks; None means runs with LLM tasks
-                fail with a clear message.
+            model: the core's model, loaded the first time a run has LLM tasks; None means runs
+                with LLM tasks fail with a clear message.
             concurrency: per-run task limit (default: the workflow's ``max_concurrent_tasks``).
+            tools: the tools workflows may call, to validate a workflow before it is launched.
         """
         self.run_store = run_store
         self.gate = gate
         self.bus = bus
-        self.backend = backend
+        self.model = model
         self.params = params or GenerationParams()
         self.concurrency = concurrency
         self.tools = tools
         self.active: dict[str, asyncio.Task[RunResult | None]] = {}
-        self._llm_lock = asyncio.Lock()  # one generation at a time across every run
 
     # -- commands --------------------------------------------------------------------------------
 
-    async def launch(self, file: Path | str, variables: Mapping[str, Any] | None = None) -> str:
-        """Start a new run of the workflow in ``file``; returns its id once the run is stored."""
+    async def launch(self, file: Path | str, variables: Mapping[str, Any] | None = None, *,
+                     concurrency: int | None = None, workspace: Path | None = None) -> str:
+        """Start a new run of the workflow in ``file``; returns its id once the run is stored.
+
+        ``workspace``: the folder its tool calls may touch (default: the workflow file's folder).
+        """
         workflow = await asyncio.to_thread(self._checked, file)
-        spec = workflow.spec
-        unknown = sorted(set(variables or {}) - set(spec.variables))
-        if unknown:
-            raise WorkflowError(f"workflow `{spec.id}` has no variable(s) {', '.join(unknown)}")
-        spec = spec.model_copy(update={"variables": {**spec.variables, **(variables or {})}})
+        check_variables(workflow.spec, variables or {})
         run_id = new_run_id()
-        path = str(Path(file).resolve())
-        created = asyncio.Event()
-        self._start(run_id, spec, workflow.base_dir, path, run_kwargs={"variables": spec.variables},
-                    created=created)
-        await self._wait_created(run_id, created)
+        await self._start(run_id, workflow, str(Path(file).resolve()), variables=dict(variables or {}),
+                          retry=None, concurrency=concurrency, workspace=workspace)
         return run_id
 
-    async def resume(self, run_id: str, *, retry: Collection[str] | None = None) -> None:
+    async def resume(self, run_id: str, *, retry: Collection[str] | None = None,
+                     variables: Mapping[str, Any] | None = None, concurrency: int | None = None,
+                     workspace: Path | None = None) -> None:
         """Run an earlier run again: finished tasks keep their results; with ``retry``, only those
-        failed tasks (and what depends on them) run again."""
-        if run_id in self.active:
+        failed tasks (and what depends on them) run again. ``variables`` override the stored ones."""
+        if self.is_running(run_id):
             raise SmoltuiError(f"run {run_id} is already running")
         record = await asyncio.to_thread(self.run_store.get_run, run_id)
         state = run_state_now(record)
-        if state in ("running", "pending"):
+        if state.active:
             raise SmoltuiError(f"run {run_id} is running in another smoltui process (pid {record.pid})")
-        if state == "succeeded" and retry is None:
+        if state is RunState.SUCCEEDED and retry is None:
             raise SmoltuiError(f"run {run_id} already succeeded; launch the workflow again for a new run")
         if not record.file:
             raise SmoltuiError(f"run {run_id} does not record its workflow file; it cannot be resumed")
         workflow = await asyncio.to_thread(self._checked, record.file)
-        spec = workflow.spec.model_copy(update={"variables": {**workflow.spec.variables, **record.variables}})
-        created = asyncio.Event()
-        self._start(run_id, spec, workflow.base_dir, record.file, run_kwargs={"retry": retry}, created=created)
-        await self._wait_created(run_id, created)
+        check_variables(workflow.spec, variables or {})
+        await self._start(run_id, workflow, record.file, variables=dict(variables or {}), retry=retry,
+                          concurrency=concurrency, workspace=workspace)
 
     async def retry_task(self, run_id: str, task_id: str) -> None:
         """Run one failed task of a finished run again (its dependents follow if it succeeds)."""
         states = await asyncio.to_thread(self.run_store.task_states, run_id)
-        if states.get(task_id) not in ("failed", "cancelled", "upstream_failed"):
-            raise SmoltuiError(f"task `{task_id}` of run {run_id} did not fail ({states.get(task_id, 'unknown')}); "
+        state = states.get(task_id)
+        if state is None or not TaskState(state).retryable:
+            raise SmoltuiError(f"task `{task_id}` of run {run_id} did not fail ({state or 'unknown'}); "
                                "only a failed task can be retried")
         await self.resume(run_id, retry={task_id})
 
-    def _checked(self, file: Path | str) -> Any:
+    async def wait(self, run_id: str) -> RunResult | None:
+        """The result of a run this process drives (None when it was cancelled)."""
+        job = self.active.get(run_id)
+        if job is None:
+            raise SmoltuiError(f"run {run_id} is not running in this process")
+        return await asyncio.shield(job)
+
+    def _checked(self, file: Path | str) -> Workflow:
         if self.tools is not None:
             from smoltui.orchestrator.workflow_validate import check_or_raise
 
@@ -174,39 +166,43 @@ class RunManager:
 
     # -- the runs --------------------------------------------------------------------------------
 
-    def _start(self, run_id: str, spec: Workflow, base_dir: Path, file: str, *,
-               run_kwargs: dict[str, Any], created: asyncio.Event) -> None:
-        self.active[run_id] = asyncio.create_task(
-            self._drive(run_id, spec, base_dir, file, run_kwargs, created), name=f"run {run_id}")
-
-    async def _wait_created(self, run_id: str, created: asyncio.Event) -> None:
-        job = self.active[run_id]
+    async def _start(self, run_id: str, workflow: Workflow, file: str, *, variables: dict[str, Any],
+                     retry: Collection[str] | None, concurrency: int | None, workspace: Path | None) -> None:
+        """Start driving the run; return once it is in the store (or raise why it could not start)."""
+        self.active = {other: job for other, job in self.active.items() if not job.done()}
+        created = asyncio.Event()
+        job = asyncio.create_task(
+            self._drive(run_id, workflow, file, variables, retry, concurrency, workspace, created),
+            name=f"run {run_id}")
+        self.active[run_id] = job
         waiter = asyncio.create_task(created.wait())
         await asyncio.wait({job, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if not created.is_set() and job.done() and job.exception() is not None:
+        if not created.is_set() and job.done() and not job.cancelled() and job.exception() is not None:
             raise job.exception()  # type: ignore[misc]
 
-    async def _drive(self, run_id: str, spec: Workflow, base_dir: Path, file: str,
-                     run_kwargs: dict[str, Any], created: asyncio.Event) -> RunResult | None:
-        executors: dict[str, TaskExecutor] = {"tool_call": ToolTaskExecutor(self.gate, base_dir.resolve())}
+    async def _drive(self, run_id: str, workflow: Workflow, file: str, variables: dict[str, Any],
+                     retry: Collection[str] | None, concurrency: int | None, workspace: Path | None,
+                     created: asyncio.Event) -> RunResult | None:
+        spec = workflow.spec
+        folder = (workspace or workflow.base_dir).resolve()
+        executors: dict[str, TaskExecutor] = {"tool_call": ToolTaskExecutor(self.gate, folder)}
         if any(task.type == "llm_task" for task in spec.tasks):
-            executors["llm_task"] = _LazyLLMExecutor(self, self.bus)
+            executors["llm_task"] = LLMTaskExecutor(self.model, self.params, self.bus)
         runner = WorkflowRunner(spec, self.run_store, executors, _Notify(self.bus, created),
-                                self.concurrency, file=file)
+                                concurrency or self.concurrency, file=file)
         try:
-            result = await runner.run(run_id=run_id, **run_kwargs)
+            result = await runner.run(run_id=run_id, variables=variables, retry=retry)
         except asyncio.CancelledError:
-            self.bus.publish(RunFinished(run_id, "cancelled"))
+            self.bus.publish(RunFinished(run_id, RunState.CANCELLED))
             return None
         except Exception as error:  # a store failure or a bug: the run ends, the app does not
             log.exception("run %s crashed", run_id)
             message = str(error) if isinstance(error, SmoltuiError) else f"{type(error).__name__}: {error}"
-            self.bus.publish(RunFinished(run_id, "failed", message))
+            self.bus.publish(RunFinished(run_id, RunState.FAILED, message))
             raise
         finally:
             created.set()
-            self.active.pop(run_id, None)
         self.bus.publish(RunFinished(run_id, result.state))
         return result
 
@@ -223,21 +219,4 @@ class _Notify:
         self.bus.publish(event)
 
 
-class _LazyLLMExecutor:
-    """Loads (or waits for) the shared model only when an LLM task actually runs."""
-
-    def __init__(self, manager: RunManager, bus: Publisher) -> None:
-        self.manager = manager
-        self.bus = bus
-
-    async def execute(self, task: Any, rendered: Any, info: Any) -> dict[str, Any]:
-        from smoltui.orchestrator.scheduler import TaskFailed
-
-        if self.manager.backend is None:
-            raise TaskFailed("no model is available for LLM tasks")
-        try:
-            backend = await self.manager.backend()
-        except SmoltuiError as error:
-            raise TaskFailed(str(error)) from None
-        executor = LLMTaskExecutor(backend, self.manager._llm_lock, self.manager.params, self.bus)
-        return await executor.execute(task, rendered, info)
+__all__ = ["RunManager", "WorkflowError", "pid_alive", "run_state_now"]

@@ -149,6 +149,12 @@ class RunStore:
             if cur.rowcount == 0:
                 raise StoreError(f"no workflow run {run_id}")
 
+    def set_run_variables(self, run_id: str, variables: dict[str, Any]) -> None:
+        """What a resumed run now runs with (its stored variables plus that resume's overrides)."""
+        encoded = self._encode(run_id, "variables", dict(variables))
+        with self.store._write() as conn:
+            conn.execute("UPDATE runs SET variables = ?, updated_at = ? WHERE id = ?", (encoded, time.time(), run_id))
+
     # -- tasks -----------------------------------------------------------------------------------
 
     def set_task_state(

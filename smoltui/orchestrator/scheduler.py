@@ -28,10 +28,9 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from smoltui.backends.base import (
-    Backend,
     CancelToken,
     ChatMessage,
     GenerationParams,
@@ -39,56 +38,17 @@ from smoltui.backends.base import (
     ThinkingDelta,
 )
 from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.events import (
+    Publisher,
+    RunEvent,
+    RunStateChanged,
+    TaskLog,
+    TaskStateChanged,
+    TaskToken,
+)
 from smoltui.orchestrator.run_store import DONE_STATES, RunStore
 from smoltui.orchestrator.templating import TemplateError, render_structure
 from smoltui.orchestrator.workflow_spec import Task, Workflow
-
-# -- events ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunStateChanged:
-    run_id: str
-    state: str
-    kind: Literal["run_state"] = "run_state"
-
-
-@dataclass(frozen=True)
-class TaskStateChanged:
-    run_id: str
-    task_id: str
-    state: str
-    attempt: int = 0
-    error: str | None = None
-    kind: Literal["task_state"] = "task_state"
-
-
-@dataclass(frozen=True)
-class TaskLog:
-    run_id: str
-    task_id: str | None
-    message: str
-    event_id: int = 0
-    kind: Literal["task_log"] = "task_log"
-
-
-@dataclass(frozen=True)
-class TaskToken:
-    """A streamed piece of an LLM task's reply (not stored: the finished output is)."""
-
-    run_id: str
-    task_id: str
-    text: str
-    thinking: bool = False
-    kind: Literal["task_token"] = "task_token"
-
-
-RunEvent = RunStateChanged | TaskStateChanged | TaskLog | TaskToken
-
-
-class Publisher(Protocol):
-    def publish(self, event: Any) -> None: ...
-
 
 # -- executors -------------------------------------------------------------------------------------
 
@@ -215,16 +175,18 @@ def _tables_to_artifacts(value: Any, ctx: Any) -> Any:
 
 
 class LLMTaskExecutor:
-    """``llm_task`` tasks: one generation on the shared backend, one task at a time, in FIFO order."""
+    """``llm_task`` tasks: one generation on the core's model, waiting its turn behind chats, other
+    tasks and the planner (first come, first served)."""
 
-    def __init__(self, backend: Backend, lock: asyncio.Lock | None = None,
-                 params: GenerationParams | None = None, bus: Publisher | None = None) -> None:
-        self.backend = backend
-        self.lock = lock or asyncio.Lock()  # asyncio.Lock wakes waiters in arrival order: fair
+    def __init__(self, model: Any, params: GenerationParams | None = None, bus: Publisher | None = None) -> None:
+        self.model = model  # orchestrator.model.Model (or None: no model, so LLM tasks fail clearly)
         self.params = params or GenerationParams()
         self.bus = bus
 
     async def execute(self, task: Task, rendered: RenderedTask, info: TaskInfo) -> dict[str, Any]:
+        if self.model is None or not self.model.available:
+            why = self.model.load_error if self.model is not None else None
+            raise TaskFailed(f"no model is available for LLM tasks{f' ({why})' if why else ''}")
         messages: list[ChatMessage] = []
         if rendered.system:
             messages.append(ChatMessage("system", str(rendered.system)))
@@ -235,21 +197,26 @@ class LLMTaskExecutor:
                                      "json_schema": schema})
         cancel = CancelToken()
         parts: list[str] = []
-        async with self.lock:
-            stream = self.backend.stream(messages, params, cancel)
-            try:
-                async for event in stream:
-                    if isinstance(event, TextDelta):
-                        parts.append(event.text)
-                    if self.bus is not None and isinstance(event, TextDelta | ThinkingDelta):
-                        self.bus.publish(TaskToken(info.run_id, task.id, event.text, event.kind == "thinking"))
-            except BaseException:
-                cancel.cancel()  # a timeout or cancel must stop the generating thread too
+        try:
+            async with self.model.turn(f"task {task.id} of run {info.run_id}") as backend:
+                stream = backend.stream(messages, params, cancel)
+                try:
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                        if self.bus is not None and isinstance(event, TextDelta | ThinkingDelta):
+                            self.bus.publish(TaskToken(info.run_id, task.id, event.text, event.kind == "thinking"))
+                except BaseException:
+                    cancel.cancel()  # a timeout or cancel must stop the generating thread too
+                    raise
+                finally:
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+        except SmoltuiError as error:
+            if isinstance(error, TaskFailed):
                 raise
-            finally:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            raise TaskFailed(str(error)) from None
         text = "".join(parts)
         value: Any = text
         if task.schema_ is not None:
@@ -327,15 +294,17 @@ class WorkflowRunner:
         """
         self.retry = None if retry is None else frozenset(retry)
         existing = await asyncio.to_thread(self.store.find_run, run_id) if run_id else None
+        # The one place variables are merged: the file's defaults, then what the run was started
+        # with (a variable added to the file since has its default), then this call's overrides.
+        merged = {**self.spec.variables, **(existing.variables if existing else {}), **(variables or {})}
         if existing is None:
-            merged = {**self.spec.variables, **(variables or {})}
             record = await asyncio.to_thread(
                 self.store.create_run, self.spec.id, name=self.spec.name, file=self.file,
                 variables=merged, run_id=run_id, task_ids=list(self.tasks))
         else:
             record = existing
-            # The spec's defaults first: a variable added to the file since the run began has a value.
-            merged = {**self.spec.variables, **record.variables, **(variables or {})}
+            if variables:
+                await asyncio.to_thread(self.store.set_run_variables, record.id, merged)
         self.run_id = record.id
         self.context: dict[str, Any] = dict(merged)
         self.states: dict[str, str] = await asyncio.to_thread(self.store.task_states, self.run_id)

@@ -344,18 +344,32 @@ def parse_var_value(raw: str) -> Any:
     return raw if isinstance(value, dict) or value is None and raw.strip() not in ("null", "~") else value
 
 
-def apply_vars(spec: Workflow, assignments: Iterable[str]) -> Workflow:
-    """A copy of ``spec`` with ``["k=v", ...]`` overriding variable defaults; unknown names are errors."""
-    variables = dict(spec.variables)
+def check_variables(spec: Workflow, values: Mapping[str, Any]) -> None:
+    """Every name in ``values`` must be a variable of ``spec`` (WorkflowError naming the first that is not)."""
+    for name in values:
+        if name not in spec.variables:
+            known = ", ".join(sorted(spec.variables)) or "none"
+            close = difflib.get_close_matches(name, list(spec.variables), n=1)
+            hint = f"did you mean `{close[0]}`? " if close else ""
+            raise WorkflowError(f"workflow `{spec.id}` has no variable `{name}` ({hint}variables: {known})")
+
+
+def parse_var_assignments(spec: Workflow, assignments: Iterable[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` (``--var``) as values; unknown names and bad syntax are WorkflowErrors."""
+    values: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, raw = assignment.partition("=")
         name = name.strip()
         if not sep or not name:
             raise WorkflowError(f"--var {assignment!r}: expected NAME=VALUE")
-        if name not in spec.variables:
-            known = ", ".join(sorted(spec.variables)) or "none"
-            close = difflib.get_close_matches(name, list(spec.variables), n=1)
-            hint = f"did you mean `{close[0]}`? " if close else ""
-            raise WorkflowError(f"--var {name}: workflow `{spec.id}` has no variable `{name}` ({hint}variables: {known})")
-        variables[name] = parse_var_value(raw)
-    return spec.model_copy(update={"variables": variables})
+        try:
+            check_variables(spec, {name: None})
+        except WorkflowError as error:
+            raise WorkflowError(f"--var {name}: {error}") from None
+        values[name] = parse_var_value(raw)
+    return values
+
+
+def apply_vars(spec: Workflow, assignments: Iterable[str]) -> Workflow:
+    """A copy of ``spec`` with ``["k=v", ...]`` overriding variable defaults; unknown names are errors."""
+    return spec.model_copy(update={"variables": {**spec.variables, **parse_var_assignments(spec, assignments)}})

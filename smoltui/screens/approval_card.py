@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pygments.lexers import get_lexer_for_filename
 from pygments.util import ClassNotFound
@@ -35,8 +35,12 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Label, Static
 
-from smoltui.orchestrator.approval import Decision, PendingApproval
 from smoltui.screens.edit_arguments import EditArgumentsDialog
+from smoltui.tools.base import Tool
+from smoltui.tools.calls import ApprovalRequest, Decision
+
+if TYPE_CHECKING:
+    from smoltui.core import Core
 
 MAX_ARGUMENT_LINES = 12
 """Lines of arguments shown on the card; the rest is a hint (the edit dialog has them all)."""
@@ -190,15 +194,6 @@ def one_line(arguments: Mapping[str, Any], limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def where_from(pending: PendingApproval) -> str:
-    call = pending.call
-    if call.run_id and call.task_id:
-        return f"task {call.task_id} of run {call.run_id}"
-    if call.run_id:
-        return f"run {call.run_id}"
-    return "in the chat"
-
-
 class ApprovalCard(Widget, can_focus=True):
     """One pending tool call and the keys that answer it."""
 
@@ -309,45 +304,48 @@ class ApprovalCard(Widget, can_focus=True):
 
     def __init__(
         self,
-        pending: PendingApproval,
+        request: ApprovalRequest,
         *,
+        tool: Tool | None = None,
+        waiting: Callable[[], bool] | None = None,
         name: str | None = None,
         id: str | None = None,  # noqa: A002  (Textual's name for it)
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self.pending = pending
-        self.arguments: dict[str, Any] = dict(pending.call.arguments)
+        self.request = request
+        self.tool = tool
+        """The tool, for checking edited arguments (None: editing is not offered)."""
+        self._waiting = waiting or (lambda: True)
+        self.arguments: dict[str, Any] = dict(request.call.arguments)
         """The arguments the call will run with (the edited ones after an edit)."""
         self._dialog: EditArgumentsDialog | None = None
         self._highlighted_with: type[HighlightTheme] = HighlightTheme
-        tool = pending.tool
-        rest, blocks = split_arguments(tool.name, self.arguments)
+        rest, blocks = split_arguments(request.call.tool, self.arguments)
         self._pieces, hint = preview_blocks(rest, blocks)
         self._arguments_view = Static(self._highlighted(), classes="arguments", markup=False)
         self._hint = Label(hint, classes="hint" if hint else "hint -empty", markup=False)
         self._legend = Label(classes="legend")
         self._summary = Label(one_line(self.arguments), classes="summary", markup=False)
         self._outcome = Label(classes="outcome", markup=False)
-        lines = (tool.description or "").strip().splitlines()
-        self._description = lines[0] if lines else ""
+        self._description = request.description
 
     @property
     def call_id(self) -> str:
-        return self.pending.call.id
+        return self.request.call.id
 
     @property
     def settled(self) -> bool:
         return bool(self.outcome)
 
     def compose(self) -> ComposeResult:
-        tool = self.pending.tool
+        request = self.request
         with Horizontal(classes="title"):
-            yield Label(tool.name, classes="tool", markup=False)
-            yield Label(tool.risk, classes=f"risk -{tool.risk}", markup=False)
-            if tool.origin and tool.origin != "builtin":
-                yield Label(tool.origin, classes="origin", markup=False)
-            yield Label(where_from(self.pending), classes="where", markup=False)
+            yield Label(request.call.tool, classes="tool", markup=False)
+            yield Label(request.risk, classes=f"risk -{request.risk}", markup=False)
+            if request.origin and request.origin != "builtin":
+                yield Label(request.origin, classes="origin", markup=False)
+            yield Label(request.where, classes="where", markup=False)
         if self._description:
             yield Label(self._description, classes="description", markup=False)
         yield self._arguments_view
@@ -358,7 +356,7 @@ class ApprovalCard(Widget, can_focus=True):
 
     def on_mount(self) -> None:
         self._legend.update(self._legend_text())
-        if self.pending.future.done():
+        if not self._waiting():
             self.settle(ALREADY_ANSWERED)
         else:
             self.app.bell()
@@ -405,10 +403,13 @@ class ApprovalCard(Widget, can_focus=True):
     def action_edit(self) -> None:
         if self.settled or self._dialog is not None:
             return
-        if self.pending.future.done():
+        if not self._waiting():
             self.settle(ALREADY_ANSWERED)
             return
-        self._dialog = EditArgumentsDialog(self.pending.tool, self.arguments)
+        if self.tool is None:
+            self.notify(f"{self.request.call.tool} cannot be edited here", severity="warning")
+            return
+        self._dialog = EditArgumentsDialog(self.tool, self.arguments)
         self.app.push_screen(self._dialog, callback=self._edited)
 
     def _edited(self, arguments: dict[str, Any] | None) -> None:
@@ -419,7 +420,7 @@ class ApprovalCard(Widget, can_focus=True):
     def _answer(self, decision: Decision) -> None:
         if self.settled:
             return
-        if self.pending.future.done():
+        if not self._waiting():
             self.settle(ALREADY_ANSWERED)
             return
         if decision.kind == "edit" and decision.arguments is not None:
@@ -462,3 +463,9 @@ class ApprovalCard(Widget, can_focus=True):
             parts.append((self.app.get_key_display(Binding(key, "")), "bold $text-accent"))
             parts.append(f" {label}")
         return Content.assemble(*parts)
+
+
+def card_for(core: Core, request: ApprovalRequest) -> ApprovalCard:
+    """A card for a call waiting in ``core``'s gate, which can check edits against the call's tool."""
+    call_id = request.call.id
+    return ApprovalCard(request, tool=core.tools.get(request.call.tool), waiting=lambda: core.gate.is_waiting(call_id))

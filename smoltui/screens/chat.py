@@ -12,7 +12,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
@@ -24,11 +23,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
 from smoltui.backends.tool_calls import CLOSE, OPEN, parse_call
+from smoltui.core import Core
 from smoltui.errors import SmoltuiError
-from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
 from smoltui.orchestrator.chat import ChatService, split_think_flag
 from smoltui.orchestrator.chat_tools import split_markup
 from smoltui.orchestrator.events import (
+    ApprovalNeeded,
     ContextTrimmed,
     Event,
     ModelFailed,
@@ -40,13 +40,13 @@ from smoltui.orchestrator.events import (
     ThinkingTokenDelta,
     TokenDelta,
     ToolCallDone,
+    ToolCallFinished,
     ToolCallRequested,
     ToolStepLimit,
 )
 from smoltui.orchestrator.export import export_session
-from smoltui.orchestrator.store import Session, Store, StoredMessage
-from smoltui.orchestrator.workbench import Workbench
-from smoltui.screens.approval_card import ApprovalCard
+from smoltui.orchestrator.store import Session, StoredMessage
+from smoltui.screens.approval_card import ApprovalCard, card_for
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from smoltui.screens.main_panes import LAYOUT_BINDINGS, WorkflowPanes
 from smoltui.screens.message_view import MessageView
@@ -115,7 +115,7 @@ def title_from_prompt(text: str) -> str:
 
 class ChatScreen(WorkflowPanes, Screen[None]):
     """The main screen: the chat in the centre, with the workflow tree and the run log beside it
-    when there is a workbench (see :class:`WorkflowPanes`)."""
+    (see :class:`WorkflowPanes`)."""
 
     CSS_PATH = "chat.tcss"
     AUTO_FOCUS = "#prompt"
@@ -146,28 +146,17 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             super().__init__()
             self.event = event
 
-    def __init__(
-        self,
-        service: ChatService | None,
-        store: Store,
-        *,
-        model_label: str,
-        exports_dir: Path,
-        model_error: str | None = None,
-        keymap: Mapping[str, str] | None = None,
-        think: bool = False,
-        initial_session: int | None = None,
-        workbench: Workbench | None = None,
-    ) -> None:
+    def __init__(self, core: Core, *, initial_session: int | None = None) -> None:
         super().__init__()
-        self._init_panes(workbench)
-        self._service = service
-        self._store = store
-        self._model_label = model_label
-        self._exports_dir = exports_dir
-        self._model_error = model_error
-        self._keymap = dict(keymap or {})
+        self._init_panes(core)
+        self._service: ChatService | None = core.chat if core.model.available else None
+        self._store = core.store
+        self._model_label = core.model.label
+        self._exports_dir = core.paths.exports_dir
+        self._model_error = core.model.load_error
+        self._keymap = dict(core.config.keymap)
         self._initial_session = initial_session
+        think = core.chat.settings.params.think
         self.set_reactive(ChatScreen.think, think)
         self.session: Session | None = None
         self._live: MessageView | None = None
@@ -264,7 +253,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             f"{k('sessions.toggle', 'ctrl+b')} shows your chats, {k('search.open', 'ctrl+f')} searches them, "
             f"{k('sessions.new', 'ctrl+n')} starts a new one; {k('app.command_palette', 'ctrl+p')} lists every command."
         )
-        if self.workbench is not None:
+        if self.core is not None:
             text += (f"\n{k('chat.tools', 'f5')} picks tools the model may call here; "
                      f"{k('layout.workflows', 'f3')} shows your workflows (enter runs one), "
                      f"{k('layout.logs', 'f4')} the run log; {k('approvals.next', 'ctrl+g')} opens a waiting approval.")
@@ -655,10 +644,10 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         if isinstance(event, ToolCallFinished):
             self._drop_card(event.call.id)
             return
-        call = event.pending.call
+        call = event.call
         if call.session_id is None or call.session_id != self.session_id or call.id in self._chat_cards:
             return
-        card = ApprovalCard(event.pending)
+        card = card_for(self.core, event.request)
         self._chat_cards[call.id] = card
         anchor = self._call_views.get(call.id)
         self.log_view.mount(card, after=anchor if anchor is not None and anchor.parent else None)
@@ -806,17 +795,17 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     def _restore_cards(self, calls: list[ToolCallView]) -> None:
         """A call of this chat that still waits for its answer (the user left the chat while it
         asked): its card comes back under its call, and that call's view follows it again."""
-        if self.workbench is None or self.session is None:
+        if self.core is None or self.session is None:
             return
-        for pending in self.workbench.pending_for():
-            call = pending.call
-            if call.session_id != self.session.id or call.id in self._chat_cards:
+        for request in self.core.gate.waiting(session_id=self.session.id):
+            call = request.call
+            if call.id in self._chat_cards:
                 continue
             view = next((v for v in reversed(calls) if v.ok is None and v.tool == call.tool), None)
             if view is not None:
                 view.call_id = call.id
                 self._call_views[call.id] = view
-            self.chat_approval_event(ApprovalNeeded(pending))
+            self.chat_approval_event(ApprovalNeeded(request))
 
     def show_approval(self, session_id: int, call_id: str) -> None:
         """Bring a waiting call of one of the chats into view, its card focused."""

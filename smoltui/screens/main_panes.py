@@ -16,11 +16,16 @@ from textual.binding import Binding
 from textual.events import Resize
 from textual.widgets import Tree
 
+from smoltui.core import Core
 from smoltui.errors import SmoltuiError
-from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
-from smoltui.orchestrator.run_manager import RunFinished
-from smoltui.orchestrator.scheduler import RunStateChanged, TaskLog, TaskStateChanged
-from smoltui.orchestrator.workbench import Workbench
+from smoltui.orchestrator.events import (
+    ApprovalNeeded,
+    RunFinished,
+    RunStateChanged,
+    TaskLog,
+    TaskStateChanged,
+    ToolCallFinished,
+)
 from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.run_view import RunScreen
@@ -46,14 +51,14 @@ LOG_HEIGHT = (10, 3)
 class WorkflowPanes:
     """Mixin for the main (chat) screen; call :meth:`_init_panes` from ``__init__``."""
 
-    workbench: Workbench | None
+    core: Core
     workflow_tree: WorkflowTree | None
     log_pane: LogPane | None
 
-    def _init_panes(self, workbench: Workbench | None) -> None:
-        self.workbench = workbench
-        self.workflow_tree = WorkflowTree(workbench.catalog, id="workflows") if workbench else None
-        self.log_pane = LogPane(workbench.run_store, id="logs") if workbench else None
+    def _init_panes(self, core: Core) -> None:
+        self.core = core
+        self.workflow_tree = WorkflowTree(core.catalog, id="workflows")
+        self.log_pane = LogPane(core.run_store, id="logs")
         self._tree_pinned: bool | None = None
         self._logs_pinned: bool | None = None
         self._tree_width = TREE_WIDTH[0]
@@ -62,9 +67,9 @@ class WorkflowPanes:
 
     def _mount_panes(self) -> None:
         screen: Any = self
-        if self.workbench is None:
+        if self.core is None:
             return
-        self._bus_unsubscribe = self.workbench.bus.subscribe(
+        self._bus_unsubscribe = self.core.bus.subscribe(
             lambda event: screen.call_later(self._workflow_event, event))
         self._apply_layout()
 
@@ -175,18 +180,18 @@ class WorkflowPanes:
     @work(group="launch")
     async def _launch(self, entry: Any) -> None:
         screen: Any = self
-        assert self.workbench is not None
+        assert self.core is not None
         request = await screen.app.push_screen_wait(LaunchDialog(entry))
         if request is None:
             return
         try:
-            run_id = await self.workbench.manager.launch(entry.path, request.variables)
+            run_id = await self.core.runs.launch(entry.path, request.variables)
         except SmoltuiError as error:
             screen.notify(str(error), title="Cannot run", severity="error", timeout=12)
             return
         if self.workflow_tree is not None:
             self.workflow_tree.nudge()
-        await screen.app.push_screen(RunScreen(self.workbench, run_id))
+        await screen.app.push_screen(RunScreen(self.core, run_id))
 
     def on_workflow_tree_run_picked(self, message: WorkflowTree.RunPicked) -> None:
         message.stop()
@@ -194,8 +199,8 @@ class WorkflowPanes:
 
     def open_run(self, run_id: str) -> None:
         screen: Any = self
-        if self.workbench is not None:
-            screen.app.push_screen(RunScreen(self.workbench, run_id))
+        if self.core is not None:
+            screen.app.push_screen(RunScreen(self.core, run_id))
 
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[Any]) -> None:
         if self.log_pane is None or event.control is not self.workflow_tree:
@@ -212,10 +217,10 @@ class WorkflowPanes:
             if isinstance(event, RunStateChanged | RunFinished) and self.workflow_tree is not None:
                 self.workflow_tree.nudge()
         elif isinstance(event, ApprovalNeeded | ToolCallFinished):
-            assert self.workbench is not None
+            assert self.core is not None
             hook = getattr(self, "chat_approval_event", None)
             if hook is not None:
                 hook(event)
             if self.workflow_tree is not None:
                 self.workflow_tree.set_awaiting(
-                    {p.call.run_id for p in self.workbench.pending_for() if p.call.run_id})
+                    {p.call.run_id for p in self.core.gate.waiting() if p.call.run_id})

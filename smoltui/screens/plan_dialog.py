@@ -11,9 +11,8 @@ All the work is :class:`smoltui.orchestrator.planner.Planner`'s; this is only it
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -23,16 +22,15 @@ from textual.screen import ModalScreen
 from textual.timer import Timer
 from textual.widgets import Input, Label, Static, TextArea
 
-from smoltui.backends.base import Backend, GenerationParams
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.planner import DRAFT_FILE, Planner, next_free_path, save_workflow, workflow_stem
 from smoltui.orchestrator.workflow_spec import Problem
 from smoltui.orchestrator.workflow_validate import validate_text
-from smoltui.tools.base import Tool
+
+if TYPE_CHECKING:
+    from smoltui.core import Core
 
 log = logging.getLogger(__name__)
-
-BackendProvider = Callable[[], Awaitable[Backend]]
 
 VALIDATE_DELAY_S = 0.3
 MAX_PROBLEMS_SHOWN = 50
@@ -48,23 +46,14 @@ class PlanDialog(ModalScreen[Path | None]):
         Binding("escape", "cancel", "Cancel", id="plan.cancel"),
     ]
 
-    def __init__(
-        self,
-        backend_provider: BackendProvider,
-        tools: Mapping[str, Tool],
-        folder: Path,
-        *,
-        goal: str = "",
-        params: GenerationParams | None = None,
-    ) -> None:
+    def __init__(self, core: Core, folder: Path, *, goal: str = "") -> None:
         # Not the shared "dialog" class: this form has its own stylesheet, and dialogs.tcss (loaded
         # once any other dialog has been open) would otherwise outrank it and reshape the form.
         super().__init__()
-        self.backend_provider = backend_provider
-        self.tools = dict(tools)
+        self.core = core
+        self.tools = {tool.name: tool for tool in core.offered_tools()}
         self.folder = Path(folder)
         self.initial_goal = goal
-        self.params = params
         self.planner: Planner | None = None
         self.drafting = False
         self.problems: list[Problem] = []
@@ -162,10 +151,11 @@ class PlanDialog(ModalScreen[Path | None]):
         self.set_status("Drafting… (loading the model)")
         self.refresh_bindings()
         try:
-            backend = await self.backend_provider()
-            self.planner = planner = Planner(backend, self.tools, params=self.params)
-            self.set_status("Drafting…")
-            draft = await planner.draft(goal, on_text=self._streamed_text, on_repair=self._repairing)
+            async with self.core.model.turn("the planner") as backend:
+                self.planner = planner = self.core.planner(backend)
+                self.tools = dict(planner.tools)
+                self.set_status("Drafting…")
+                draft = await planner.draft(goal, on_text=self._streamed_text, on_repair=self._repairing)
         except Exception as error:  # the model failed to load or to generate: say so, stay open
             if not isinstance(error, SmoltuiError):
                 log.exception("drafting a workflow failed")
@@ -255,18 +245,10 @@ class PlanDialog(ModalScreen[Path | None]):
         self.dismiss(None)
 
 
-async def open_planner(
-    app: App[Any],
-    backend_provider: BackendProvider,
-    tools: Mapping[str, Tool],
-    folder: Path,
-    *,
-    goal: str = "",
-    params: GenerationParams | None = None,
-) -> Path | None:
+async def open_planner(app: App[Any], core: Core, folder: Path, *, goal: str = "") -> Path | None:
     """Show the planner and wait for its answer: the saved workflow's path, or None.
 
     Call it from a worker (``push_screen_wait`` needs one); without a worker, push
     ``PlanDialog(...)`` with a callback instead.
     """
-    return await app.push_screen_wait(PlanDialog(backend_provider, tools, folder, goal=goal, params=params))
+    return await app.push_screen_wait(PlanDialog(core, folder, goal=goal))

@@ -29,17 +29,24 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, Static
 
+from smoltui.core import Core
 from smoltui.errors import SmoltuiError
-from smoltui.orchestrator.approval import ApprovalNeeded, ToolCallFinished
-from smoltui.orchestrator.run_manager import RunFinished, run_state_now
+from smoltui.orchestrator.events import (
+    ApprovalNeeded,
+    RunFinished,
+    RunStateChanged,
+    TaskStateChanged,
+    TaskToken,
+    ToolCallFinished,
+)
+from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, TaskRecord
-from smoltui.orchestrator.scheduler import RunStateChanged, TaskStateChanged, TaskToken
-from smoltui.orchestrator.workbench import Workbench
 from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflow
-from smoltui.screens.approval_card import ApprovalCard
+from smoltui.screens.approval_card import ApprovalCard, card_for
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.state_icons import STATE_STYLES
 from smoltui.screens.workflow_tree import RUN_ICONS, duration_text
+from smoltui.tools.calls import ApprovalRequest
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +85,9 @@ class RunScreen(Screen[None]):
             super().__init__()
             self.event = event
 
-    def __init__(self, workbench: Workbench, run_id: str) -> None:
+    def __init__(self, core: Core, run_id: str) -> None:
         super().__init__()
-        self.workbench = workbench
+        self.core = core
         self.run_id = run_id
         self.loaded: _Loaded | None = None
         self.tasks: list[Task] = []
@@ -94,7 +101,7 @@ class RunScreen(Screen[None]):
         self.table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
         self.approvals = Vertical(id="approvals")
         self.detail = Static(id="task-detail", markup=False)
-        self.log_pane = LogPane(workbench.run_store, id="run-log")
+        self.log_pane = LogPane(core.run_store, id="run-log")
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -114,8 +121,8 @@ class RunScreen(Screen[None]):
         self.table.add_column("state", key="state")
         self.table.add_column("time", key="time")
         self.log_pane.run_id = self.run_id
-        self._unsubscribe = self.workbench.bus.subscribe(lambda e: self.post_message(self.BusEvent(e)))
-        for pending in self.workbench.pending_for(self.run_id):
+        self._unsubscribe = self.core.bus.subscribe(lambda e: self.post_message(self.BusEvent(e)))
+        for pending in self.core.gate.waiting(run_id=self.run_id):
             self._add_card(pending)
         self._load_spec()
         self.reload()
@@ -130,7 +137,7 @@ class RunScreen(Screen[None]):
 
     @work(thread=True, group="run-spec")
     def _load_spec(self) -> None:
-        record = self.workbench.run_store.find_run(self.run_id)
+        record = self.core.run_store.find_run(self.run_id)
         if record is None or not record.file:
             return
         try:
@@ -149,7 +156,7 @@ class RunScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="run-reload")
     def _reload(self) -> None:
-        store = self.workbench.run_store
+        store = self.core.run_store
         try:
             record = store.get_run(self.run_id)
             tasks = store.task_records(self.run_id)
@@ -161,7 +168,7 @@ class RunScreen(Screen[None]):
     def _show(self, loaded: _Loaded) -> None:
         self.loaded = loaded
         # A call can end without an answer (its task timed out, the run was cancelled).
-        for call_id in [c for c in self.cards if c not in self.workbench.gate.pending]:
+        for call_id in [c for c in self.cards if not self.core.gate.is_waiting(c)]:
             self._drop_card(call_id)
         self._render_title()
         self._render_table()
@@ -172,7 +179,7 @@ class RunScreen(Screen[None]):
 
     def task_state(self, task_id: str) -> str:
         """What the table shows: the stored state, or "awaiting approval" while a call waits."""
-        if any(p.call.task_id == task_id for p in self.workbench.pending_for(self.run_id)):
+        if any(p.call.task_id == task_id for p in self.core.gate.waiting(run_id=self.run_id)):
             return "awaiting approval"
         record = self.loaded.tasks.get(task_id) if self.loaded else None
         return record.state if record else "pending"
@@ -183,7 +190,7 @@ class RunScreen(Screen[None]):
             return
         record = loaded.record
         state = loaded.state
-        if self.workbench.pending_for(self.run_id) and state == "running":
+        if self.core.gate.waiting(run_id=self.run_id) and state == "running":
             state = "awaiting approval"
         icon, _ = RUN_ICONS.get(state, ("?", ""))
         done = sum(1 for t in loaded.tasks.values() if t.state in ("succeeded", "skipped"))
@@ -215,7 +222,7 @@ class RunScreen(Screen[None]):
                     table.update_cell(task_id, column, value, update_width=True)
         if self.selected is None and ids:
             # Opened for a call that waits (ctrl+g): show the task it belongs to.
-            waiting = [p.call.task_id for p in self.workbench.pending_for(self.run_id) if p.call.task_id in ids]
+            waiting = [p.call.task_id for p in self.core.gate.waiting(run_id=self.run_id) if p.call.task_id in ids]
             if waiting:
                 self.selected = waiting[0]
                 table.move_cursor(row=ids.index(waiting[0]))
@@ -284,7 +291,7 @@ class RunScreen(Screen[None]):
         key = (task_id, record.attempt, record.finished_at)
         if key not in self._shown_outputs:
             try:
-                values = self.workbench.run_store.task_outputs(self.run_id, task_id)
+                values = self.core.run_store.task_outputs(self.run_id, task_id)
             except Exception as error:  # an artifact deleted by hand, or pandas missing
                 return Text(f"the outputs cannot be read back: {error}", "red")
             self._shown_outputs[key] = Group(
@@ -297,8 +304,8 @@ class RunScreen(Screen[None]):
     def _bus_event(self, message: BusEvent) -> None:
         event = message.event
         if isinstance(event, ApprovalNeeded):
-            if event.pending.call.run_id == self.run_id:
-                self._add_card(event.pending)
+            if event.call.run_id == self.run_id:
+                self._add_card(event.request)
                 self._render_table()
                 self._render_title()
             return
@@ -319,11 +326,11 @@ class RunScreen(Screen[None]):
             self.reload()
             self.log_pane.nudge()
 
-    def _add_card(self, pending: Any) -> None:
-        if pending.call.id in self.cards:
+    def _add_card(self, request: ApprovalRequest) -> None:
+        if request.call.id in self.cards:
             return
-        card = ApprovalCard(pending)
-        self.cards[pending.call.id] = card
+        card = card_for(self.core, request)
+        self.cards[request.call.id] = card
         self.approvals.mount(card)
         card.focus()
         self.query_one("#detail-scroll", VerticalScroll).scroll_home(animate=False)
@@ -348,7 +355,7 @@ class RunScreen(Screen[None]):
     @on(ApprovalCard.Answered)
     def _answered(self, message: ApprovalCard.Answered) -> None:
         message.stop()
-        if not self.workbench.gate.answer(message.call_id, message.decision):
+        if not self.core.gate.answer(message.call_id, message.decision):
             card = self.cards.get(message.call_id)
             if card is not None:
                 card.settle("already answered", replace=True)
@@ -368,13 +375,13 @@ class RunScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         state = self.loaded.state if self.loaded else None
         if action == "cancel_run":
-            return self.workbench.manager.is_running(self.run_id)
+            return self.core.runs.is_running(self.run_id)
         if action == "retry_task":
-            return (not self.workbench.manager.is_running(self.run_id) and self.selected is not None
+            return (not self.core.runs.is_running(self.run_id) and self.selected is not None
                     and self.task_state(self.selected) in ("failed", "upstream_failed", "cancelled")
                     and state not in ("running", "pending"))
         if action == "resume_run":
-            return not self.workbench.manager.is_running(self.run_id) and state in ("failed", "cancelled",
+            return not self.core.runs.is_running(self.run_id) and state in ("failed", "cancelled",
                                                                                     "interrupted")
         if action == "next_approval":
             return bool(self.cards)
@@ -384,16 +391,16 @@ class RunScreen(Screen[None]):
         self.dismiss()
 
     def action_cancel_run(self) -> None:
-        if self.workbench.manager.cancel(self.run_id):
+        if self.core.runs.cancel(self.run_id):
             self.notify(f"cancelling run {self.run_id}")
 
     def action_retry_task(self) -> None:
         if self.selected is not None:
-            self._do(lambda: self.workbench.manager.retry_task(self.run_id, self.selected or ""),
+            self._do(lambda: self.core.runs.retry_task(self.run_id, self.selected or ""),
                      f"retrying {self.selected}")
 
     def action_resume_run(self) -> None:
-        self._do(lambda: self.workbench.manager.resume(self.run_id), f"resuming run {self.run_id}")
+        self._do(lambda: self.core.runs.resume(self.run_id), f"resuming run {self.run_id}")
 
     @work(group="run-command")
     async def _do(self, command: Callable[[], Any], done: str) -> None:

@@ -21,13 +21,14 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-Risk = Literal["read", "write", "execute", "network"]
-RISKS: tuple[Risk, ...] = ("read", "write", "execute", "network")
+from smoltui.tools.calls import RISKS, Risk
+
+__all__ = ["RISKS", "Artifact", "Risk", "Tool", "ToolContext", "ToolResult", "make_tool", "tool"]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import importlib.metadata
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +24,9 @@ ENTRY_POINT_GROUP = "smoltui.tools"
 MAX_RESULT_CHARS = 20_000
 
 
-class ToolRegistry:
+class ToolRegistry(Mapping[str, Tool]):
+    """The one set of tools of a core (name -> Tool); it may change while the app runs (MCP)."""
+
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         for item in tools:
@@ -35,11 +37,26 @@ class ToolRegistry:
             raise ValueError(f"a tool named {item.name!r} is already registered")
         self._tools[item.name] = item
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._tools
+    def replace_origin(self, origin: str, tools: Iterable[Tool]) -> None:
+        """Swap every tool of one origin (an MCP server whose list changed) for ``tools``."""
+        kept = {name: item for name, item in self._tools.items() if item.origin != origin}
+        for item in tools:
+            if item.name in kept:
+                raise ValueError(f"a tool named {item.name!r} is already registered")
+            kept[item.name] = item
+        self._tools = kept
 
-    def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._tools))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
 
     @property
     def tools(self) -> list[Tool]:

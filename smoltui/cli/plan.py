@@ -21,36 +21,28 @@ import sys
 import tempfile
 from pathlib import Path
 
-from smoltui.cli import resolve_and_build, setup_logging, workflow_tools
-from smoltui.config import Config
+from smoltui.cli.common import settings_of
+from smoltui.core import open_core
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.planner import (
     MAX_TOKENS,
-    TEMPERATURE,
     Draft,
-    Planner,
     next_free_path,
     save_workflow,
     workflow_stem,
 )
 from smoltui.orchestrator.workflow_spec import Problem, WorkflowError
-from smoltui.paths import Paths
 
 
-def plan_command(args: argparse.Namespace, config: Config, paths: Paths) -> int:
-    """The ``plan`` command (its options are defined in :func:`smoltui.cli.build_parser`)."""
+def run(args: argparse.Namespace) -> int:
+    """The ``plan`` command (its options are defined in :func:`smoltui.cli.parser.build_parser`)."""
     goal = _read_goal(args)
     max_tokens = args.max_tokens or MAX_TOKENS
     if max_tokens < 64:
         raise SmoltuiError("--max-tokens must be at least 64")
-    folder = Path(args.out).expanduser() if args.out else paths.workflows_dir
-    setup_logging(paths)
-    tools = workflow_tools(config)
-    ref, backend = resolve_and_build(config, paths, getattr(args, "model", None))
-    params = _params(config, max_tokens)
-    if not args.json:
-        print(f"smoltui: drafting a workflow with {ref.name} …", file=sys.stderr, flush=True)
-    draft = asyncio.run(_draft(backend, tools, goal, params))
+    settings = settings_of(args)
+    folder = Path(args.out).expanduser() if args.out else settings.paths.workflows_dir
+    draft, tools = asyncio.run(_draft(args, settings, goal, max_tokens))
     text, problems = draft.yaml, draft.problems
     path: Path | None = None
     interactive = not args.json and args.save is not False and not args.yes and _can_ask()
@@ -93,33 +85,24 @@ def _read_goal(args: argparse.Namespace) -> str:
     return goal
 
 
-def _params(config: Config, max_tokens: int):  # noqa: ANN202
-    from smoltui.backends.base import GenerationParams
-
-    c = config.chat
-    return GenerationParams(max_tokens=max_tokens, temperature=min(c.temperature, TEMPERATURE), top_p=c.top_p,
-                            top_k=c.top_k, repeat_penalty=c.repeat_penalty, seed=c.seed)
-
-
-async def _draft(backend, tools, goal, params) -> Draft:  # noqa: ANN001
-    from smoltui.errors import ModelError
-
+async def _draft(args: argparse.Namespace, settings, goal: str, max_tokens: int) -> tuple[Draft, dict]:  # noqa: ANN001
+    core = await open_core(settings)
     try:
-        try:
-            await backend.load()
-        except SmoltuiError:
-            raise
-        except Exception as error:
-            raise ModelError(f"the model failed to load: {error}") from None
-        planner = Planner(backend, tools, params=params)
+        for problem in core.problems + await core.start_tools():
+            print(f"smoltui: warning: {problem}", file=sys.stderr)
+        if not args.json:
+            print(f"smoltui: drafting a workflow with {core.model.label} …", file=sys.stderr, flush=True)
 
         def repairing(problems: list[Problem]) -> None:
             print(f"smoltui: the draft has {len(problems)} problem{'s' if len(problems) != 1 else ''}; "
                   "asking the model to fix them …", file=sys.stderr, flush=True)
 
-        return await planner.draft(goal, on_repair=repairing)
+        async with core.model.turn("the planner") as backend:
+            planner = core.planner(backend, max_tokens=max_tokens)
+            draft = await planner.draft(goal, on_repair=repairing)
+        return draft, dict(planner.tools)
     finally:
-        await backend.close()
+        await core.close()
 
 
 class _Checker:

@@ -1,8 +1,7 @@
 """The headless workflow commands: ``run``, ``resume``, ``runs`` and ``logs``.
 
-A composition root like :mod:`smoltui.cli` (which imports this module only inside its handlers):
-it wires the store, the tools behind a headless approval gate, the backend (only when the workflow
-has ``llm_task`` tasks) and the scheduler together, and prints progress.
+``run`` and ``resume`` drive the core's run manager (the same one the TUI drives) with the core's
+gate, whose policy is the config's rules plus ``--approve``; this module only prints progress.
 
 Exit codes: 0 success, 1 a task failed, 2 an invalid workflow, 130 cancelled (Ctrl+C).
 """
@@ -21,104 +20,81 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smoltui.cli import approval_policy, chat_settings, resolve_and_build, setup_logging, workflow_tools
-from smoltui.config import Config
+from smoltui.cli.common import paths_of, settings_of, table, when
+from smoltui.core import Core, open_core
 from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.events import RunStateChanged, TaskLog, TaskStateChanged
 from smoltui.orchestrator.run_log import format_line
-from smoltui.orchestrator.run_manager import FINAL_RUN_STATES, pid_alive, run_state_now
+from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, RunStore
-from smoltui.orchestrator.scheduler import RunStateChanged, TaskLog, TaskStateChanged
+from smoltui.orchestrator.states import RunState, TaskState
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow
-from smoltui.orchestrator.workflow_validate import validate_workflow
-from smoltui.paths import Paths
+from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow, parse_var_assignments
 from smoltui.screens.state_icons import STATE_STYLES
 
 TASK_FAILED_EXIT = 1
 CANCELLED_EXIT = 130
 
 
+def run(args: argparse.Namespace) -> int:
+    if args.command == "runs":
+        return runs_command(args)
+    if args.command == "logs":
+        return logs_command(args)
+    if args.concurrency is not None and args.concurrency < 1:
+        raise SmoltuiError("--concurrency must be at least 1")
+    workspace = Path(args.workspace).expanduser().resolve() if args.workspace else None
+    return asyncio.run(_execute(args, workspace))
+
+
 # -- run / resume ----------------------------------------------------------------------------------
 
 
-def run_command(args: argparse.Namespace, config: Config, paths: Paths) -> int:
-    """``smoltui run FILE``: validate, then run a new run of the workflow."""
-    return _execute(args, config, paths, file=args.file, run_id=None)
+async def _execute(args: argparse.Namespace, workspace: Path | None) -> int:
+    from smoltui.orchestrator.workflow_validate import validate_workflow
 
-
-def resume_command(args: argparse.Namespace, config: Config, paths: Paths) -> int:
-    """``smoltui resume RUN_ID``: run an earlier run again; its finished tasks are not re-run."""
-    if not paths.database.exists():
+    settings = settings_of(args)
+    if args.command == "resume" and not settings.paths.database.exists():
         raise SmoltuiError(f"no workflow run {args.run_id}")
-    with Store.open(paths.database) as store:
-        record = RunStore(store).get_run(args.run_id)
-    if not record.file:
-        raise SmoltuiError(f"run {record.id} does not record its workflow file; it cannot be resumed")
-    return _execute(args, config, paths, file=record.file, run_id=record.id, record=record)
+    core = await open_core(settings)
+    try:
+        record = await asyncio.to_thread(core.run_store.get_run, args.run_id) if args.command == "resume" else None
+        if record is not None and not record.file:
+            raise SmoltuiError(f"run {record.id} does not record its workflow file; it cannot be resumed")
+        file = record.file if record is not None else args.file
+        for problem in core.problems + await core.start_tools():
+            print(f"smoltui: warning: {problem}", file=sys.stderr)
+        problems = validate_workflow(file, tools=core.tools)
+        if problems:
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            count = len(problems)
+            print(f"{file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+            return WorkflowError.exit_code
+        spec = load_workflow(file).spec
+        overrides = parse_var_assignments(spec, args.var or [])
+        return await _drive(args, core, [task.id for task in spec.tasks], file, record, overrides, workspace)
+    finally:
+        await core.close()
 
 
-def _execute(args: argparse.Namespace, config: Config, paths: Paths, *, file: str, run_id: str | None,
-             record: RunRecord | None = None) -> int:
-    tools = workflow_tools(config)
-    problems = validate_workflow(file, tools=tools)
-    if problems:
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        count = len(problems)
-        print(f"{file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
-        return WorkflowError.exit_code
-    workflow = load_workflow(file)
-    spec = workflow.spec
-    overrides = _parse_vars(spec, args.var or [])
-    if record is not None:
-        spec = spec.model_copy(update={"variables": {**spec.variables, **record.variables, **overrides}})
-    else:
-        spec = spec.model_copy(update={"variables": {**spec.variables, **overrides}})
-    policy = approval_policy(args, base=config.approval, known_tools=tools)
-    workspace = Path(args.workspace).expanduser().resolve() if args.workspace else workflow.base_dir.resolve()
-    if args.concurrency is not None and args.concurrency < 1:
-        raise SmoltuiError("--concurrency must be at least 1")
-    setup_logging(paths)
-    paths.database.parent.mkdir(parents=True, exist_ok=True)
-    with Store.open(paths.database) as store:
-        return asyncio.run(_run_async(args, config, paths, store, spec, tools, policy, workspace,
-                                      file=str(Path(file).resolve()), run_id=run_id, overrides=overrides))
-
-
-def _parse_vars(spec: Any, assignments: list[str]) -> dict[str, Any]:
-    """``--var k=v`` values (unknown names are a WorkflowError, as in :func:`apply_vars`)."""
-    from smoltui.orchestrator.workflow_spec import apply_vars
-
-    applied = apply_vars(spec, assignments)  # validates names and syntax
-    names = {a.partition("=")[0].strip() for a in assignments}
-    return {name: applied.variables[name] for name in names}
-
-
-async def _run_async(args, config, paths, store, spec, tools, policy, workspace, *,  # noqa: ANN001, PLR0913
-                     file: str, run_id: str | None, overrides: dict[str, Any]) -> int:
-    from smoltui.orchestrator.approval import ApprovalGate
-    from smoltui.orchestrator.audit import AuditLog
-    from smoltui.orchestrator.events import EventBus
-    from smoltui.orchestrator.scheduler import LLMTaskExecutor, ToolTaskExecutor, WorkflowRunner
-    from smoltui.tools.registry import ToolRegistry
-
-    run_store = RunStore(store)
-    bus = EventBus()
+async def _drive(args: argparse.Namespace, core: Core, task_ids: list[str], file: str, record: RunRecord | None,
+                 overrides: dict[str, Any], workspace: Path | None) -> int:
+    run_id = record.id if record is not None else None
     if not args.json and sys.stdout.isatty():
-        printer: _Printer = _LivePrinter(run_store, [task.id for task in spec.tasks], run_id=run_id)
+        printer: _Printer = _LivePrinter(core.run_store, task_ids, run_id=run_id)
     else:
-        printer = _Printer(run_store, json_lines=args.json)
-    bus.subscribe(printer)
-    gate = ApprovalGate(ToolRegistry(tools.values()), policy, audit=AuditLog(store), bus=bus, timeout_s=0)
-    executors: dict[str, Any] = {"tool_call": ToolTaskExecutor(gate, workspace)}
-    backend = None
-    if any(task.type == "llm_task" for task in spec.tasks):
-        _, backend = resolve_and_build(config, paths, getattr(args, "model", None))
-        printer.note(f"loading model {getattr(backend, 'model_name', backend.name)} …")
-        await backend.load()
-        executors["llm_task"] = LLMTaskExecutor(backend, params=chat_settings(config).params, bus=bus)
-    runner = WorkflowRunner(spec, run_store, executors, bus, args.concurrency, file=file)
-    job = asyncio.create_task(runner.run(run_id=run_id, variables=overrides if run_id else spec.variables))
+        printer = _Printer(core.run_store, json_lines=args.json)
+    core.bus.subscribe(printer)
+    if core.model.available and _has_llm_tasks(file):
+        # Loaded before the run starts, so no task's timeout pays for it (a failure fails those tasks).
+        printer.note(f"loading model {core.model.label} …")
+        await core.model.load()
+    if record is not None:
+        await core.runs.resume(record.id, variables=overrides, concurrency=args.concurrency, workspace=workspace)
+    else:
+        run_id = await core.runs.launch(file, overrides, concurrency=args.concurrency, workspace=workspace)
+    assert run_id is not None
 
     loop = asyncio.get_running_loop()
     interrupts = 0
@@ -128,7 +104,7 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
         interrupts += 1
         if interrupts == 1:
             print("smoltui: cancelling (press Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
-            job.cancel()
+            core.runs.cancel(run_id)
         else:
             printer.close()
             sys.stderr.write("smoltui: interrupted\n")
@@ -138,19 +114,19 @@ async def _run_async(args, config, paths, store, spec, tools, policy, workspace,
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
         loop.add_signal_handler(signal.SIGINT, on_sigint)
     printer.start()
-    try:
-        result = await job
-    except asyncio.CancelledError:
+    result = await core.runs.wait(run_id)
+    # The SIGINT handler stays until the loop closes: a graceful exit may still wait for a tool's
+    # worker thread (asyncio.run drains the executor), and a second Ctrl+C must cut that short.
+    if result is None:
         printer.close()
         return CANCELLED_EXIT
-    finally:
-        # The SIGINT handler stays until the loop closes: a graceful exit may still wait for a tool's
-        # worker thread (asyncio.run drains the executor), and a second Ctrl+C must cut that short.
-        if backend is not None:
-            await backend.close()
     printer.finish(result)
     printer.summary(result)
     return 0 if result.ok else TASK_FAILED_EXIT
+
+
+def _has_llm_tasks(file: str) -> bool:
+    return any(task.type == "llm_task" for task in load_workflow(file).spec.tasks)
 
 
 class _Printer:
@@ -204,7 +180,6 @@ class _Printer:
 
 
 _STATE_STYLES = STATE_STYLES
-_TASK_FINAL_STATES = frozenset({"succeeded", "skipped", "failed", "upstream_failed", "cancelled"})
 
 
 class _TaskRow:
@@ -248,12 +223,12 @@ class _LivePrinter(_Printer):
                     row.error = event.error
                 if event.state == "running":
                     row.started, row.ended = now, None
-                elif event.state in _TASK_FINAL_STATES and row.started is not None and row.ended is None:
+                elif TaskState(event.state).finished and row.started is not None and row.ended is None:
                     row.ended = now
             elif isinstance(event, RunStateChanged):
                 self.run_id = event.run_id
                 self.run_state = event.state
-                if event.state in FINAL_RUN_STATES:
+                if RunState(event.state).finished:
                     self.ended = now
         # the Live thread redraws from these rows about four times a second
 
@@ -333,12 +308,13 @@ def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
     return {
         "id": record.id, "workflow": record.workflow_id, "name": record.name, "file": record.file,
         "state": state, "created_at": record.created_at, "updated_at": record.updated_at,
-        "tasks_done": sum(1 for s in states.values() if s in ("succeeded", "skipped")),
+        "tasks_done": sum(1 for s in states.values() if TaskState(s).done),
         "tasks_total": len(states), "task_states": states,
     }
 
 
-def runs_command(args: argparse.Namespace, paths: Paths) -> int:
+def runs_command(args: argparse.Namespace) -> int:
+    paths = paths_of(args)
     rows: list[dict[str, Any]] = []
     if paths.database.exists():
         with Store.open(paths.database) as store:
@@ -350,19 +326,14 @@ def runs_command(args: argparse.Namespace, paths: Paths) -> int:
     if not rows:
         print("no workflow runs")
         return 0
-    header = ("RUN", "WORKFLOW", "STATE", "CREATED", "TASKS")
-    table = [header] + [
-        (r["id"], r["workflow"], r["state"], time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"])),
-         f"{r['tasks_done']}/{r['tasks_total']}")
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    for line in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip())
+    lines = [(r["id"], r["workflow"], r["state"], when(r["created_at"]), f"{r['tasks_done']}/{r['tasks_total']}")
+             for r in rows]
+    print(table(("RUN", "WORKFLOW", "STATE", "CREATED", "TASKS"), lines))
     return 0
 
 
-def logs_command(args: argparse.Namespace, paths: Paths) -> int:
+def logs_command(args: argparse.Namespace) -> int:
+    paths = paths_of(args)
     if not paths.database.exists():
         raise SmoltuiError(f"no workflow run {args.run_id}")
     with Store.open(paths.database) as store:
@@ -377,7 +348,7 @@ def logs_command(args: argparse.Namespace, paths: Paths) -> int:
                 if not args.follow:
                     break
                 current = run_store.get_run(record.id)
-                if current.state in FINAL_RUN_STATES or (current.pid and not pid_alive(current.pid)):
+                if run_state_now(current).finished:
                     for event in run_store.events(record.id, last):  # anything written meanwhile
                         last = event.id
                         _print_event(event, args.json)
@@ -397,4 +368,4 @@ def _print_event(event: Any, as_json: bool) -> None:
     print(format_line(event), flush=True)  # the TUI log pane shows the same line
 
 
-__all__ = ["logs_command", "resume_command", "run_command", "runs_command"]
+__all__ = ["logs_command", "run", "runs_command"]

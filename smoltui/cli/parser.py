@@ -1,0 +1,156 @@
+"""The command line's shape: every command, option and help text; standard library only, so that
+``smoltui --help`` imports nothing heavy. What each command does lives in its own module (see
+:data:`smoltui.cli.COMMANDS`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from smoltui import __version__
+
+BACKENDS = ("llama_cpp", "transformers", "openai")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    # SUPPRESS lets the same option appear before or after the subcommand without the later
+    # parser resetting what the earlier one set.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
+                        help="keep config, history and caches under DIR (or set SMOLTUI_HOME)")
+    common.add_argument("--model", "-m", metavar="PATH_OR_NAME", default=argparse.SUPPRESS,
+                        help="a .gguf file, a pulled model name (smollm3), or 'scripted'; with "
+                             "--backend transformers a folder or hub id, with openai the server's model id")
+    common.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
+                        help="model runtime (default: [model] backend in the config, else llama_cpp)")
+    common.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS,
+                        help="CPU threads for generation (default: physical cores)")
+    common.add_argument("--n-ctx", type=int, metavar="TOKENS", default=argparse.SUPPRESS,
+                        help="context size in tokens (default 4096)")
+    return common
+
+
+def add_approve_option(parser: argparse.ArgumentParser) -> None:
+    """``--approve none|all|read|TOOL[,TOOL...]`` for commands that may run tools with nobody to ask.
+
+    Parsed as a plain string so ``--help`` stays light; the core's policy checks it.
+    """
+    parser.add_argument(
+        "--approve", metavar="none|all|read|TOOL[,TOOL...]", default=None,
+        help="headless tool approvals, for calls the config would ask about: none (refuse them; the "
+             "default), all, read (read-only tools only), or a comma-separated list of tools; "
+             "a tool the config denies stays denied",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="smoltui",
+        description="Chat with SmolLM3 (or any GGUF model) on your own machine, in the terminal.",
+        parents=[common],
+        epilog="Run without a command to open the chat app.",
+    )
+    parser.add_argument("--version", action="version", version=f"smoltui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    sub.add_parser("tui", parents=[common], help="open the chat app (the default)")
+
+    chat = sub.add_parser("chat", parents=[common], help="one-shot chat: stream a reply to stdout")
+    chat.add_argument("--prompt", "-p", metavar="TEXT", help="the message (default: read stdin)")
+    chat.add_argument("--json", action="store_true", help="print the reply and its stats as JSON")
+    think = chat.add_mutually_exclusive_group()
+    think.add_argument("--think", dest="think", action="store_true", default=None,
+                       help="let the model reason in a <think> block first")
+    think.add_argument("--no-think", dest="think", action="store_false", help="answer directly")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt for this chat")
+    chat.add_argument("--max-tokens", type=int, metavar="N", help="stop the reply after N tokens")
+    chat.add_argument("--show-thinking", action="store_true", help="print thinking to stderr")
+    chat.add_argument("--tools", metavar="TOOL[,TOOL...]|all",
+                      help="tools the model may call (thinking is off unless --think); "
+                           "calls still need --approve")
+    chat.add_argument("--max-steps", type=int, metavar="N", default=None,
+                      help="rounds of tool calls before the loop stops (default 6)")
+    add_approve_option(chat)
+
+    audit = sub.add_parser("audit", parents=[common], help="list recorded tool calls and their approvals")
+    audit.add_argument("--json", action="store_true", help="print the rows as a JSON list")
+    audit.add_argument("--run", metavar="ID", help="only the calls of this workflow run")
+    audit.add_argument("--session", type=int, metavar="N", help="only the calls of this chat session")
+    audit.add_argument("--limit", type=int, metavar="N", default=200, help="at most N rows, newest first (200)")
+
+    tools = sub.add_parser("tools", parents=[common], help="list the tools, or run one through the approval gate")
+    tools_sub = tools.add_subparsers(dest="tools_command", metavar="ACTION", required=True)
+    tools_list = tools_sub.add_parser("list", parents=[common], help="built-in, plugin and MCP tools")
+    tools_list.add_argument("--json", action="store_true", help="print names, risks and schemas as JSON")
+    tools_run = tools_sub.add_parser("run", parents=[common], help="run one tool call (audited)")
+    tools_run.add_argument("name", help="the tool's name (see `smoltui tools list`)")
+    tools_run.add_argument("--args", metavar="JSON", default="{}", help="the arguments as a JSON object")
+    tools_run.add_argument("--workspace", metavar="DIR", help="folder the tool may touch (default: config or cwd)")
+    tools_run.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_approve_option(tools_run)
+
+    validate = sub.add_parser("validate", parents=[common], help="check a workflow file and list every problem")
+    validate.add_argument("file", metavar="FILE", help="the workflow YAML file")
+    validate.add_argument("--json", action="store_true", help="print the problems as a JSON list")
+
+    plan = sub.add_parser("plan", parents=[common], help="let the model draft a workflow for a goal")
+    plan.add_argument("goal", metavar="GOAL", nargs="?", help="what the workflow should do (default: read stdin)")
+    plan_save = plan.add_mutually_exclusive_group()
+    plan_save.add_argument("--save", dest="save", action="store_true", default=None,
+                           help="save a valid draft even with no terminal to ask on")
+    plan_save.add_argument("--no-save", dest="save", action="store_false", help="only print the draft")
+    plan.add_argument("--yes", "-y", action="store_true", help="save a valid draft without asking")
+    plan.add_argument("--out", metavar="DIR", help="folder to save in (default: your workflow folder)")
+    plan.add_argument("--json", action="store_true", help="print {yaml, problems, path} as JSON")
+    plan.add_argument("--max-tokens", type=int, metavar="N", help="longest reply the model may write (1200)")
+
+    add_workflow_commands(sub, common)
+
+    models = sub.add_parser("models", parents=[common], help="list or download models")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = models_sub.add_parser("list", parents=[common], help="bundled, local and cached models")
+    listing.add_argument("--json", action="store_true")
+    pull = models_sub.add_parser("pull", parents=[common], help="download a model from Hugging Face")
+    pull.add_argument("name", help="smollm3, smollm3-q8, or OWNER/REPO:FILE.gguf")
+
+    bench = sub.add_parser("bench", parents=[common],
+                           help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
+    bench.add_argument("--prompt-tokens", type=int, default=512, metavar="N", help="prompt length to prefill (512)")
+    bench.add_argument("--new-tokens", type=int, default=128, metavar="M", help="tokens to decode per run (128)")
+    bench.add_argument("--runs", type=int, default=3, metavar="R", help="measured runs; medians reported (3)")
+    bench.add_argument("--synthetic", nargs="?", const="3b", choices=("3b", "tiny"), default=None,
+                       help="build (once, in the cache dir) and measure a random-weight SmolLM3-3B-shaped model "
+                            "for the backend (tiny: 4 layers, for a quick check)")
+    bench.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    return parser
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--var", action="append", metavar="NAME=VALUE", default=[],
+                        help="override a workflow variable (repeatable; the value is read as YAML)")
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="run at most N tasks at once (default: the workflow's max_concurrent_tasks)")
+    parser.add_argument("--json", action="store_true", help="print progress as JSON lines")
+    parser.add_argument("--workspace", metavar="DIR",
+                        help="folder tool calls may touch (default: the workflow file's folder)")
+    add_approve_option(parser)
+
+
+def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
+    """``run``, ``resume``, ``runs`` and ``logs`` (implemented in :mod:`smoltui.workflow_cli`)."""
+    run = sub.add_parser("run", parents=[common], help="run a workflow headless (validates it first)")
+    run.add_argument("file", metavar="FILE", help="the workflow YAML file")
+    _run_options(run)
+    resume = sub.add_parser("resume", parents=[common], help="resume a run; finished tasks are not re-run")
+    resume.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
+    _run_options(resume)
+    runs = sub.add_parser("runs", parents=[common], help="list workflow runs, newest first")
+    runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    runs.add_argument("--limit", type=int, metavar="N", default=None, help="at most N runs")
+    logs = sub.add_parser("logs", parents=[common], help="print a run's events from the store")
+    logs.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
+    logs.add_argument("--json", action="store_true", help="print the events as JSON lines")
+    logs.add_argument("--interval", type=float, default=0.2, metavar="SECONDS", help=argparse.SUPPRESS)
+
+
