@@ -101,26 +101,25 @@ class Core:
     # -- tools -----------------------------------------------------------------------------------
 
     async def start_tools(self) -> list[str]:
-        """Start the MCP servers (once per process) and add their tools; returns new problems."""
+        """Start the MCP servers (once per process) and add their tools; returns the problems
+        this call found (a server that did not start, an ``--approve`` naming no tool)."""
         if self._tools_started:
             return []
         self._tools_started = True
-        problems = await self.mcp.start()
-        self._register_mcp_tools()
+        await self.mcp.start()
+        problems = list(self.mcp.problems)
+        for origin, tools in self.mcp.tools_by_origin().items():
+            problems.extend(self.tools.replace_origin(origin, tools))
         self.problems.extend(problems)
         self._check_approval_names()
+        if self.settings.approve is not None:
+            # Only now are the names of MCP tools known.
+            headless_policy(self.config, self.settings.approve, self.tools)
         return problems
 
-    def _register_mcp_tools(self, origin: str | None = None) -> None:
-        by_origin: dict[str, list[Tool]] = {}
-        for tool in self.mcp.tools:
-            by_origin.setdefault(tool.origin, []).append(tool)
-        for name in self.mcp.origins:
-            if origin is None or name == origin:
-                self.tools.replace_origin(name, by_origin.get(name, []))
-
-    def _tools_changed(self, origin: str) -> None:
-        self._register_mcp_tools(origin)
+    def _tools_changed(self, origin: str, tools: list[Tool]) -> None:
+        for problem in self.tools.replace_origin(origin, tools):
+            log.warning("%s", problem)
         self.bus.publish(ToolsChanged(origin))
 
     def _check_approval_names(self) -> None:
@@ -189,7 +188,8 @@ async def open_core(settings: Settings, *, store: Store | None = None, backend: 
     bus = EventBus()
     problems: list[str] = []
     tools = build_tool_registry(config, problems)
-    policy = headless_policy(config, settings.approve, tools) if settings.approve is not None else config.approval
+    # The flag's syntax is checked now (before any model loads); its tool names once MCP tools are in.
+    policy = headless_policy(config, settings.approve) if settings.approve is not None else config.approval
     audit = AuditLog(store)
     timeout = 0 if settings.approve is not None else config.workflows.approval_timeout_s
     gate = ApprovalGate(tools, policy, audit=audit, bus=bus, timeout_s=timeout)

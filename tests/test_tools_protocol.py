@@ -146,3 +146,51 @@ def test_third_party_tools_register_through_the_entry_point_group(tmp_path: Path
     assert len(problems) == 1 and "'broken'" in problems[0] and "needs the weather SDK" in problems[0]
     result = asyncio.run(registry.call("forecast", {"city": "Lyon"}, ctx))
     assert result.content == "sunny in Lyon"
+
+
+@tool(risk="write", call_risk=lambda arguments: "read" if arguments.get("peek") else "write")
+def touch(name: str, peek: bool = False) -> str:
+    """Create a file, or only look whether it exists."""
+    return name
+
+
+def test_a_call_has_its_own_risk_and_the_static_risk_is_the_highest() -> None:
+    assert touch.risk == "write"
+    assert touch.risk_for({"name": "a", "peek": True}) == "read"
+    assert touch.risk_for({"name": "a"}) == "write"
+    assert add.risk_for({"a": 1}) == "read"  # a tool without call_risk: every call has its risk
+
+
+def test_a_broken_call_risk_falls_back_to_the_highest() -> None:
+    from smoltui.tools.base import make_tool
+
+    def bad(arguments):  # noqa: ANN001, ANN202
+        raise KeyError("action")
+
+    def vague(arguments):  # noqa: ANN001, ANN202
+        return "dangerous"
+
+    assert make_tool(touch.func, risk="write", call_risk=bad).risk_for({}) == "write"
+    assert make_tool(touch.func, risk="execute", call_risk=vague).risk_for(None) == "execute"
+
+
+def test_replacing_one_origin_keeps_every_other_tool(registry: ToolRegistry) -> None:
+    import dataclasses
+
+    def from_server(item, name: str):  # noqa: ANN001, ANN202
+        return dataclasses.replace(item, name=name, origin="mcp:demo")
+
+    assert registry.replace_origin("mcp:demo", [from_server(add, "demo__a"), from_server(add, "demo__b")]) == []
+    assert [t.name for t in registry.tools] == ["add", "fetch_later", "explode", "flood", "demo__a", "demo__b"]
+
+    problems = registry.replace_origin("mcp:demo", [from_server(add, "demo__b"), from_server(add, "add")])
+    assert [t.name for t in registry.tools] == ["add", "fetch_later", "explode", "flood", "demo__b"]
+    assert registry.get("add") is add  # a built-in is never displaced by a server's tool
+    assert problems == ["mcp:demo: tool 'add' left out: the name is taken by builtin"]
+
+    assert registry.replace_origin("mcp:demo", []) == []
+    assert "demo__b" not in registry
+    with pytest.raises(ValueError, match="comes from 'builtin'"):
+        registry.replace_origin("mcp:demo", [add])
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(from_server(add, "flood"))  # register still refuses a clash

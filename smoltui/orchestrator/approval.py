@@ -37,9 +37,9 @@ __all__ = ["ApprovalGate", "ApprovalNeeded", "ApprovalRequest", "Decision", "Pol
 
 
 def risk_of(tool: Tool, arguments: Mapping[str, Any]) -> str:
-    """The risk of one call: a tool whose risk depends on its arguments says so (``risk_for``)."""
-    risk_for = getattr(tool, "risk_for", None)
-    return risk_for(arguments) if callable(risk_for) else tool.risk
+    """The risk of one call (a tool whose risk depends on its arguments, like the seed's
+    ``filesystem``, says so through ``risk_for``)."""
+    return tool.risk_for(arguments)
 
 
 @dataclass

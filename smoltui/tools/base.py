@@ -12,13 +12,18 @@
 The name, description and JSON schema come from the signature and the docstring (argument
 descriptions included). A parameter annotated :class:`ToolContext` is filled in by the caller and
 never shown to the model. Arguments are validated with pydantic before the call.
+
+A tool whose risk depends on what it is asked to do (the seed's ``filesystem`` reads or writes by
+its ``action``) passes ``call_risk``: :meth:`Tool.risk_for` then gives the risk of one call, and the
+static ``risk`` is the highest risk any call can have, so whoever reads only ``risk`` errs on the
+safe side.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +115,22 @@ class Tool:
     json_schema: dict[str, Any] | None = None
     """A schema given as is (MCP tools); otherwise it is derived from ``arguments``."""
     origin: str = "builtin"
+    call_risk: Callable[[Mapping[str, Any]], Risk] | None = None
+    """The risk of one call from its (validated) arguments; None: every call has ``risk``."""
+
+    def risk_for(self, arguments: Mapping[str, Any] | None) -> Risk:
+        """The risk of one call with these arguments (validate them first).
+
+        Falls back to the static ``risk`` (the highest) when the arguments do not say, so a
+        call is never judged less risky than it might be.
+        """
+        if self.call_risk is None:
+            return self.risk
+        try:
+            risk = self.call_risk(arguments or {})
+        except Exception:  # a malformed call is judged by the tool's highest risk
+            return self.risk
+        return risk if risk in RISKS else self.risk
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -143,20 +164,22 @@ class Tool:
 
 
 def tool(
-    *, risk: Risk, name: str | None = None, timeout_s: float = 60.0
+    *, risk: Risk, name: str | None = None, timeout_s: float = 60.0,
+    call_risk: Callable[[Mapping[str, Any]], Risk] | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function into a :class:`Tool` (its schema from the signature and docstring)."""
     if risk not in RISKS:
         raise ValueError(f"risk must be one of {RISKS}, not {risk!r}")
 
     def wrap(func: Callable[..., Any]) -> Tool:
-        return make_tool(func, risk=risk, name=name, timeout_s=timeout_s)
+        return make_tool(func, risk=risk, name=name, timeout_s=timeout_s, call_risk=call_risk)
 
     return wrap
 
 
 def make_tool(
-    func: Callable[..., Any], *, risk: Risk, name: str | None = None, timeout_s: float = 60.0
+    func: Callable[..., Any], *, risk: Risk, name: str | None = None, timeout_s: float = 60.0,
+    call_risk: Callable[[Mapping[str, Any]], Risk] | None = None,
 ) -> Tool:
     doc = docstring_parser.parse(inspect.getdoc(func) or "")
     described = {p.arg_name: (p.description or "").strip() for p in doc.params}
@@ -186,4 +209,5 @@ def make_tool(
         context_param=context_param,
         is_async=inspect.iscoroutinefunction(func),
         timeout_s=timeout_s,
+        call_risk=call_risk,
     )

@@ -37,14 +37,26 @@ class ToolRegistry(Mapping[str, Tool]):
             raise ValueError(f"a tool named {item.name!r} is already registered")
         self._tools[item.name] = item
 
-    def replace_origin(self, origin: str, tools: Iterable[Tool]) -> None:
-        """Swap every tool of one origin (an MCP server whose list changed) for ``tools``."""
+    def replace_origin(self, origin: str, tools: Iterable[Tool]) -> list[str]:
+        """Make ``tools`` the whole set from ``origin`` (e.g. ``mcp:git`` after its list changed).
+
+        The origin's old tools go; a new one whose name another origin already holds is left
+        out rather than raising, because the change comes from outside (a server) while the app
+        runs. Returns one line per tool left out.
+        """
         kept = {name: item for name, item in self._tools.items() if item.origin != origin}
+        problems = []
+        added: dict[str, Tool] = {}
         for item in tools:
-            if item.name in kept:
-                raise ValueError(f"a tool named {item.name!r} is already registered")
-            kept[item.name] = item
-        self._tools = kept
+            if item.origin != origin:
+                raise ValueError(f"tool {item.name!r} comes from {item.origin!r}, not {origin!r}")
+            holder = kept.get(item.name) or added.get(item.name)
+            if holder is not None:
+                problems.append(f"{origin}: tool {item.name!r} left out: the name is taken by {holder.origin}")
+                continue
+            added[item.name] = item
+        self._tools = {**kept, **added}
+        return problems
 
     def __getitem__(self, name: str) -> Tool:
         return self._tools[name]
