@@ -26,8 +26,25 @@ def time_server(name: str = "time", **extra: object) -> MCPServerConfig:
 
 def counted(config: MCPServerConfig, log: Path) -> MCPServerConfig:
     """The same server, started through a shell that notes each start in ``log``."""
-    script = f'echo {config.name} >> "{log}"; exec "$@"'
+    script = f'echo {config.name} $$ >> "{log}"; exec "$@"'  # exec: the pid stays the server's
     return config.model_copy(update={"command": "sh", "args": ["-c", script, "sh", config.command, *config.args]})
+
+
+def spawned(log: Path) -> dict[str, int]:
+    """server name -> pid, one entry per start noted in ``log``."""
+    if not log.exists():
+        return {}
+    lines = [line.split() for line in log.read_text().splitlines()]
+    assert len({name for name, _ in lines}) == len(lines), f"a server was started twice: {lines}"
+    return {name: int(pid) for name, pid in lines}
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def fixture_server() -> MCPServerConfig:
@@ -70,20 +87,42 @@ async def test_the_time_server_tools_are_read_only_and_tell_the_time(ctx: ToolCo
 async def test_nothing_starts_before_start_and_concurrent_starts_spawn_each_server_once(tmp_path: Path) -> None:
     log = tmp_path / "spawned.txt"
     hub = MCPHub([counted(time_server(), log), counted(time_server("pinned", risk="execute"), log)])
-    assert not log.exists() and hub.tools == [] and not hub.started
+    assert spawned(log) == {} and hub.tools == [] and not hub.started
 
+    impatient = asyncio.ensure_future(hub.start())
+    await asyncio.sleep(0)  # let it begin the start, then give up on it
+    impatient.cancel()
     await asyncio.gather(hub.start(), hub.start(), hub.start())
     await hub.start()  # and later: a no-op
     try:
-        assert sorted(log.read_text().split()) == ["pinned", "time"]
-        assert hub.started and hub.problems == []
+        assert impatient.cancelled() and hub.started and hub.problems == []
+        pids = spawned(log)
+        assert sorted(pids) == ["pinned", "time"] and all(alive(pid) for pid in pids.values())
         risks = {t.name: t.risk for t in hub.tools}
         assert risks["time__convert_time"] == "read"
         assert risks["pinned__convert_time"] == "execute"  # the config's risk overrides the annotations
     finally:
         await hub.close()
+    assert not any(alive(pid) for pid in pids.values())
     await hub.start()  # closed stays closed
-    assert sorted(log.read_text().split()) == ["pinned", "time"] and hub.tools == []
+    assert spawned(log) == pids and hub.tools == []
+
+
+async def test_closing_while_a_server_starts_stops_it(tmp_path: Path) -> None:
+    log = tmp_path / "spawned.txt"
+    silent = MCPServerConfig(name="silent", command=sys.executable, args=["-c", "import sys; sys.stdin.read()"])
+    hub = MCPHub([counted(silent, log)])
+    starting = asyncio.ensure_future(hub.start())
+    async def noted() -> None:  # the shell notes the start before it becomes the server
+        while not spawned(log):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(noted(), 10)
+    await hub.close()
+    await starting
+    (pid,) = spawned(log).values()
+    assert not alive(pid)
+    assert hub.problems == ["MCP server silent (sh) could not start: smoltui closed it while it started"]
 
 
 async def test_servers_that_cannot_start_are_one_line_each_and_the_rest_still_work(

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from smoltui.tools.base import ToolContext
 from smoltui.tools.registry import ToolRegistry
 from smoltui.tools.web_fetch import host_allowed, make_web_fetch
+from tests.fixtures.loopback_http import serving
 
 PAGE = b"""<html><head><title>Tea notes</title><script>var tracking = 1;</script>
 <style>p {color: red}</style></head><body><nav>Home | About</nav>
@@ -20,43 +19,19 @@ PAGE = b"""<html><head><title>Tea notes</title><script>var tracking = 1;</script
 <footer>(c) nobody</footer></body></html>"""
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        routes = {
-            "/page": (200, "text/html; charset=utf-8", PAGE),
-            "/plain": (200, "text/plain", b"just text"),
-            "/image": (200, "image/png", b"\x89PNG...."),
-            "/big": (200, "text/plain", b"a" * 500_000),
-            "/missing": (404, "text/plain", b"nope"),
-        }
-        if self.path == "/hop":
-            self.send_response(302)
-            self.send_header("Location", "/page")
-            self.end_headers()
-            return
-        if self.path == "/away":
-            self.send_response(302)
-            self.send_header("Location", "http://blocked.example/")
-            self.end_headers()
-            return
-        status, kind, body = routes.get(self.path, (404, "text/plain", b""))
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+ROUTES = {
+    "/page": (200, "text/html; charset=utf-8", PAGE),
+    "/plain": (200, "text/plain", b"just text"),
+    "/image": (200, "image/png", b"\x89PNG...."),
+    "/big": (200, "text/plain", b"a" * 500_000),
+    "/missing": (404, "text/plain", b"nope"),
+}
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serving(ROUTES, {"/hop": "/page", "/away": "http://blocked.example/"}) as url:
+        yield url
 
 
 def fetch(url: str, **policy):  # noqa: ANN003, ANN201

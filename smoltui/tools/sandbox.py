@@ -256,7 +256,9 @@ def _python_roots() -> list[str]:
     """Directories the running interpreter needs (a venv, a pyenv build under /root, ...)."""
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
-    roots = {os.path.realpath(r) for r in roots}
+    # A venv reached through a symlink (.venv -> a shared one) is run by its link path
+    # (sys.executable), so the sandbox needs that path as well as the real one.
+    roots = {os.path.realpath(r) for r in roots} | {os.path.abspath(r) for r in roots}
     kept = []
     for root in sorted(roots, key=len):
         if root in ("/", "/usr") or root.startswith("/usr/") or not os.path.isdir(root):

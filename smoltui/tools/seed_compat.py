@@ -1,23 +1,136 @@
 """The seed document's tool names, as thin adapters over our own tools.
 
-The seed's ``data_analysis_workflow.yaml`` calls ``pandas_loader`` and ``matplotlib_chart``; these
-adapters let it run as written. They reuse :mod:`smoltui.tools.data` and :mod:`smoltui.tools.chart`
-(pandas, pyarrow and matplotlib: the optional ``data`` extra); without them :func:`seed_tools` is empty.
+The seed's tool classes (``filesystem``, ``code_execution``, ``web_scraping``) and its
+``data_analysis_workflow.yaml`` (``pandas_loader``, ``matplotlib_chart``) name tools that smoltui
+offers under other names; these adapters let the seed's calls run as written, through the same
+checks: ``filesystem`` is read_file / write_file / list_dir (confined to the workspace; a call's risk
+is its action's), ``code_execution`` is the sandboxed ``python`` tool, ``web_scraping`` is
+``web_fetch`` (same host policy) plus a CSS selector. Those three need nothing optional;
+``pandas_loader`` and ``matplotlib_chart`` reuse :mod:`smoltui.tools.data` and
+:mod:`smoltui.tools.chart` and appear only with the ``data`` extra (pandas, pyarrow, matplotlib).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from smoltui.tools.base import Tool, ToolContext, ToolResult, tool
+from smoltui.tools.base import Risk, Tool, ToolContext, ToolResult, make_tool, tool
+from smoltui.tools.filesystem import ToolError, list_dir, read_file, write_file
+from smoltui.tools.python_exec import python
+from smoltui.tools.web_fetch import (
+    DEFAULT_MAX_BYTES,
+    MAX_TEXT_CHARS,
+    PageFetcher,
+    WebFetchError,
+    extract_text,
+)
 
-TOOL_ALIASES: dict[str, str] = {"pandas_loader": "load_data", "matplotlib_chart": "chart"}
-"""Seed tool name → the smoltui tool it adapts."""
+SEED_ALIASES: dict[str, str] = {
+    "filesystem": "read_file / write_file / list_dir",
+    "code_execution": "python",
+    "web_scraping": "web_fetch",
+    "pandas_loader": "load_data",
+    "matplotlib_chart": "chart",
+}
+"""Every seed tool name → the smoltui tool(s) it adapts."""
+
+TOOL_ALIASES: dict[str, str] = {name: SEED_ALIASES[name] for name in ("pandas_loader", "matplotlib_chart")}
+"""The seed names that need the ``data`` extra (the tools in :data:`SEED_TOOLS`)."""
+
+FILESYSTEM_RISKS: dict[str, Risk] = {"read": "read", "list": "read", "write": "write"}
 
 
 def available() -> bool:
     return all(importlib.util.find_spec(name) for name in ("pandas", "pyarrow", "matplotlib"))
+
+
+def _filesystem_risk(arguments: Mapping[str, Any]) -> Risk:
+    return FILESYSTEM_RISKS[arguments["action"]]
+
+
+@tool(risk="write", name="filesystem", call_risk=_filesystem_risk)
+def filesystem(
+    action: Literal["read", "write", "list"], path: str, content: str | None = None, *, ctx: ToolContext
+) -> dict[str, Any]:
+    """Read, write or list files inside the workspace (the seed's name for read_file, write_file and list_dir).
+
+    Args:
+        action: read (a text file), write (content to a file, replacing it) or list (a directory).
+        path: File or directory path, relative to the workspace root.
+        content: The text to write; only for write.
+    """
+    if action == "read":
+        return read_file.func(path, ctx=ctx)
+    if action == "list":
+        return list_dir.func(path, ctx=ctx)
+    if content is None:
+        raise ToolError("filesystem write needs content (the text to write)")
+    # The seed's write replaces an existing file; the approval for a write-risk call covers that.
+    return write_file.func(path, content, overwrite=True, ctx=ctx)
+
+
+@tool(risk="execute", name="code_execution", timeout_s=python.timeout_s)
+async def code_execution(code: str, language: Literal["python"] = "python", *, ctx: ToolContext) -> dict[str, Any]:
+    """Run code in the sandbox and return what it printed (the seed's name for python; only Python runs).
+
+    Args:
+        code: The Python source to run; use print() to show results.
+        language: The code's language; only python is supported.
+    """
+    return await python.func(code, timeout_s=30, ctx=ctx)
+
+
+def make_web_scraping(
+    *, allow: Sequence[str] = (), deny: Sequence[str] = (), timeout_s: float = 15.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Tool:
+    """The seed's ``web_scraping`` tool, under the same host policy as ``web_fetch``."""
+    fetcher = PageFetcher(allow, deny, timeout_s, max_bytes)
+
+    async def web_scraping(url: str, selector: str | None = None) -> dict[str, Any]:
+        """Download a web page and return its text, or the text of each element a CSS selector picks (the seed's name for web_fetch).
+
+        Args:
+            url: The http or https address to fetch.
+            selector: A CSS selector such as "h2.title" or "table td"; each matching element's text is one item.
+        """
+        page = await fetcher.get(url, agent="smoltui web_scraping")
+        if selector is None:
+            title, text = extract_text(page.text) if page.is_html else ("", page.text)
+            cut = len(text) > MAX_TEXT_CHARS
+            return {"url": page.url, "title": title, "content": text[:MAX_TEXT_CHARS],
+                    "truncated": page.truncated or cut}
+        if not page.is_html:
+            raise WebFetchError(f"{page.url} is {page.content_type}, not HTML: a selector needs an HTML page")
+        title, items, cut = _select(page.text, selector)
+        return {"url": page.url, "title": title, "selector": selector, "content": items,
+                "truncated": page.truncated or cut}
+
+    return make_tool(web_scraping, risk="network", timeout_s=timeout_s + 5)
+
+
+def _select(html: str, selector: str) -> tuple[str, list[str], bool]:
+    """(title, the text of each element ``selector`` picks, whether the list was cut)."""
+    from bs4 import BeautifulSoup
+    from soupsieve import SelectorSyntaxError
+
+    soup = BeautifulSoup(html, "html.parser")
+    title = soup.title.get_text(strip=True) if soup.title else ""
+    try:
+        elements = soup.select(selector)
+    except SelectorSyntaxError as error:
+        raise WebFetchError(f"selector {selector!r} is not valid CSS: {str(error).splitlines()[0]}") from None
+    items: list[str] = []
+    size = 0
+    for element in elements:
+        text = " ".join(element.get_text(" ").split())
+        size += len(text)
+        if size > MAX_TEXT_CHARS:
+            return title, items, True
+        items.append(text)
+    return title, items, False
 
 
 @tool(risk="read", name="pandas_loader")
@@ -85,8 +198,9 @@ def _artifact_id(data: Any) -> str | None:
 
 
 SEED_TOOLS: list[Tool] = [pandas_loader, matplotlib_chart] if available() else []
+"""The seed's data tools, when pandas, pyarrow and matplotlib are installed; otherwise none."""
 
 
-def seed_tools() -> list[Tool]:
-    """The seed's tools, when pandas, pyarrow and matplotlib are installed; otherwise none."""
-    return list(SEED_TOOLS)
+def seed_tools(*, web_allow: Sequence[str] = (), web_deny: Sequence[str] = ()) -> list[Tool]:
+    """Every seed tool this installation can offer; ``web_scraping`` under the config's host lists."""
+    return [filesystem, code_execution, make_web_scraping(allow=web_allow, deny=web_deny), *SEED_TOOLS]

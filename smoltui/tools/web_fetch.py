@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -47,32 +48,44 @@ def extract_text(html: str) -> tuple[str, str]:
     return title, "\n".join(line for line in lines if line)
 
 
-def make_web_fetch(
-    *, allow: Sequence[str] = (), deny: Sequence[str] = (), timeout_s: float = 15.0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Tool:
-    """The ``web_fetch`` tool bound to a host policy (from the config)."""
+@dataclass(frozen=True)
+class Page:
+    """A downloaded text page, at most ``max_bytes`` of it."""
 
-    def check(url: str) -> None:
+    url: str  # after redirects
+    content_type: str
+    text: str
+    truncated: bool
+
+    @property
+    def is_html(self) -> bool:
+        return self.content_type in ("text/html", "application/xhtml+xml")
+
+
+@dataclass(frozen=True)
+class PageFetcher:
+    """Downloads text pages under one host policy; every tool that reaches the web goes through it."""
+
+    allow: Sequence[str] = ()
+    deny: Sequence[str] = ()
+    timeout_s: float = 15.0
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def check(self, url: str) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise WebFetchError(f"only http(s) URLs can be fetched, not {url!r}")
-        if not host_allowed(parts.hostname, allow, deny):
+        if not host_allowed(parts.hostname, self.allow, self.deny):
             raise WebFetchError(f"{parts.hostname} is not on the allowed host list")
 
-    async def web_fetch(url: str) -> dict[str, Any]:
-        """Download a web page and return its readable text.
-
-        Args:
-            url: The http or https address to fetch.
-        """
-        check(url)
-        async with httpx.AsyncClient(timeout=timeout_s, follow_redirects=False) as client:
+    async def get(self, url: str, *, agent: str = "smoltui web_fetch") -> Page:
+        self.check(url)
+        async with httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False) as client:
             for _ in range(6):
-                async with client.stream("GET", url, headers={"User-Agent": "smoltui web_fetch"}) as response:
+                async with client.stream("GET", url, headers={"User-Agent": agent}) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = str(response.url.join(response.headers["location"]))
-                        check(url)
+                        self.check(url)
                         continue
                     if response.status_code >= 400:
                         raise WebFetchError(f"{url} answered HTTP {response.status_code}")
@@ -82,19 +95,35 @@ def make_web_fetch(
                     body, truncated = bytearray(), False
                     async for chunk in response.aiter_bytes():
                         body += chunk
-                        if len(body) > max_bytes:
-                            del body[max_bytes:]
+                        if len(body) > self.max_bytes:
+                            del body[self.max_bytes:]
                             truncated = True
                             break
                     text = body.decode(response.encoding or "utf-8", errors="replace")
-                    break
-            else:
-                raise WebFetchError(f"too many redirects from {url}")
-        title = ""
-        if kind in ("text/html", "application/xhtml+xml"):
+                    return Page(url, kind, text, truncated)
+        raise WebFetchError(f"too many redirects from {url}")
+
+
+def make_web_fetch(
+    *, allow: Sequence[str] = (), deny: Sequence[str] = (), timeout_s: float = 15.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Tool:
+    """The ``web_fetch`` tool bound to a host policy (from the config)."""
+    fetcher = PageFetcher(allow, deny, timeout_s, max_bytes)
+
+    async def web_fetch(url: str) -> dict[str, Any]:
+        """Download a web page and return its readable text.
+
+        Args:
+            url: The http or https address to fetch.
+        """
+        page = await fetcher.get(url)
+        title, text, truncated = "", page.text, page.truncated
+        if page.is_html:
             title, text = extract_text(text)
         if len(text) > MAX_TEXT_CHARS:
             text, truncated = text[:MAX_TEXT_CHARS], True
-        return {"url": url, "title": title, "content_type": kind, "text": text, "truncated": truncated}
+        return {"url": page.url, "title": title, "content_type": page.content_type, "text": text,
+                "truncated": truncated}
 
     return make_tool(web_fetch, risk="network", timeout_s=timeout_s + 5)
