@@ -217,7 +217,7 @@ def build_tool_registry(config: Config, problems: list[str] | None = None) -> To
     from smoltui.tools.seed_compat import seed_tools
 
     registry = ToolRegistry(builtin_tools(web_allow=config.tools.web_allow, web_deny=config.tools.web_deny))
-    for item in seed_tools():
+    for item in seed_tools(web_allow=config.tools.web_allow, web_deny=config.tools.web_deny):
         registry.register(item)
     found = registry.load_entry_points()
     if problems is not None:

@@ -125,7 +125,7 @@ class ApprovalGate:
 
         risk = risk_of(tool, call.arguments)
         mode = self.policy.mode(tool.name, risk)
-        memory = self._remembered.get(_key(call), {}).get(tool.name)
+        memory = self._remembered.get(_key(call), {}).get(_memory_name(tool, risk))
         if mode == "deny":
             return await self._refuse(call, tool, "deny", "policy", started_at,
                                       f"{tool.name} was denied by policy (risk {risk})")
@@ -146,7 +146,7 @@ class ApprovalGate:
             return await self._refuse(call, tool, "deny", decided_by, started_at,
                                       f"{tool.name} was denied: no answer within {self.timeout_s:g} s")
         if decision.kind in ("always", "always_deny"):
-            self._remember(call, tool, decision)
+            self._remember(call, tool, risk, decision)
         if decision.kind == "edit":
             assert decision.arguments is not None
             edited = dataclasses.replace(call, arguments=dict(decision.arguments))
@@ -200,15 +200,16 @@ class ApprovalGate:
             return decision, "session"
         return decision, "user"
 
-    def _remember(self, call: ToolCall, tool: Tool, decision: Decision) -> None:
+    def _remember(self, call: ToolCall, tool: Tool, risk: str, decision: Decision) -> None:
         verdict = "allow" if decision.kind == "always" else "deny"
         key = _key(call)
-        self._remembered.setdefault(key, {})[tool.name] = verdict
-        # Calls to the same tool already waiting in the same session/run get the same answer.
+        self._remembered.setdefault(key, {})[_memory_name(tool, risk)] = verdict
+        # Calls to the same tool (at the same risk) already waiting in the same session/run get
+        # the same answer.
         for other in list(self._waiting.values()):
             other_call = other.request.call
             if other_call.id != call.id and other_call.tool == tool.name and _key(other_call) == key \
-                    and not other.future.done():
+                    and other.request.risk == risk and not other.future.done():
                 self._settled_by_memory.add(other_call.id)
                 other.future.set_result(Decision("once" if verdict == "allow" else "deny"))
 
@@ -263,6 +264,12 @@ class ApprovalGate:
     def _publish(self, event: ApprovalNeeded | ToolCallFinished) -> None:
         if self.bus is not None:
             self.bus.publish(event)  # type: ignore[arg-type]
+
+
+def _memory_name(tool: Tool, risk: str) -> str:
+    """What "always" remembers: the tool, and for a tool whose risk depends on the call, that risk
+    too ("always" for a filesystem read must not let its writes through)."""
+    return tool.name if tool.call_risk is None else f"{tool.name}:{risk}"
 
 
 def _key(call: ToolCall) -> tuple[int | None, str | None]:
