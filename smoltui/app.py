@@ -148,6 +148,7 @@ class SmolApp(App[int]):
             # After the first frame: the window is up (and typing works) while the weights load.
             self.call_after_refresh(self._load_model)
         self.call_after_refresh(self._start_tools)
+        self.core.watcher.start()
 
     @work(group="model", exclusive=True)
     async def _load_model(self) -> None:
@@ -160,10 +161,11 @@ class SmolApp(App[int]):
         for problem in await self.core.start_tools():
             self.notify(problem, title="MCP", severity="warning", timeout=12)
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
         if self._bus_unsubscribe is not None:
             self._bus_unsubscribe()
             self._bus_unsubscribe = None
+        await self.core.watcher.stop()
 
     def handle_bindings_clash(self, clashed_bindings: set[Binding], node: DOMNode) -> None:
         # Textual calls this on every key press while the clash stands: say it once.
@@ -273,21 +275,21 @@ def known_binding_ids() -> set[str]:
     return {b.id for owner in owners for b in owner.BINDINGS if isinstance(b, Binding) and b.id}
 
 
-def open_store(paths: Paths) -> tuple[Store, Path | None, str | None]:
+async def open_store(paths: Paths) -> tuple[Store, Path | None, str | None]:
     """The user's store, or a throwaway one when the data directory cannot be used.
 
     Returns the store, the temporary folder to delete afterwards (if any), and why history will
     not be kept (if so).
     """
     try:
-        return Store.open(paths.database), None, None
+        return await Store.open(paths.database), None, None
     except StoreError as error:
         reason = str(error)
     # A file in a fresh temporary folder rather than ":memory:": the store insists on WAL mode,
     # which an in-memory database cannot use.
     scratch = Path(tempfile.mkdtemp(prefix="smoltui-"))
     try:
-        return Store.open(scratch / "smoltui.db"), scratch, reason
+        return await Store.open(scratch / "smoltui.db"), scratch, reason
     except StoreError:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -295,7 +297,7 @@ def open_store(paths: Paths) -> tuple[Store, Path | None, str | None]:
 
 async def run_app(settings: Settings, *, startup_errors: Sequence[str] = ()) -> int:
     """Build the core in this process, run the app over it, close the core; returns the exit status."""
-    store, scratch, store_problem = open_store(settings.paths)
+    store, scratch, store_problem = await open_store(settings.paths)
     problems = list(startup_errors)
     if store_problem:
         problems.append(f"history will not be saved: {store_problem}")

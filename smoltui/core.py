@@ -31,6 +31,7 @@ from smoltui.orchestrator.model import Model
 from smoltui.orchestrator.run_manager import RunManager
 from smoltui.orchestrator.run_store import RunStore
 from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.watcher import Watcher
 from smoltui.orchestrator.workflow_catalog import WorkflowCatalog, WorkflowFolder, default_folders
 from smoltui.paths import Paths
 from smoltui.tools.calls import Policy
@@ -78,6 +79,8 @@ class Core:
     chat: ChatService
     runs: RunManager
     catalog: WorkflowCatalog
+    watcher: Watcher
+    """Started by a front end that shows runs (the TUI): other processes' changes reach the bus."""
     problems: list[str]
     """Warnings worth one line each (a plugin that failed, an MCP server that did not start)."""
     _tools_started: bool = False
@@ -112,6 +115,9 @@ class Core:
             problems.extend(self.tools.replace_origin(origin, tools))
         self.problems.extend(problems)
         self._check_approval_names()
+        if self.mcp.servers:
+            self.catalog.revalidate()
+            self.bus.publish(ToolsChanged("mcp"))
         if self.settings.approve is not None:
             # Only now are the names of MCP tools known.
             headless_policy(self.config, self.settings.approve, self.tools)
@@ -120,6 +126,7 @@ class Core:
     def _tools_changed(self, origin: str, tools: list[Tool]) -> None:
         for problem in self.tools.replace_origin(origin, tools):
             log.warning("%s", problem)
+        self.catalog.revalidate()
         self.bus.publish(ToolsChanged(origin))
 
     def _check_approval_names(self) -> None:
@@ -160,6 +167,7 @@ class Core:
     async def close(self, *, cancel_runs: bool = True) -> None:
         """Stop what this process drives (runs are recorded as cancelled, resumable), then release
         the model, the MCP servers and the store."""
+        await self.watcher.stop()
         if cancel_runs:
             await self.runs.shutdown()
         self.chat.cancel()
@@ -171,20 +179,30 @@ class Core:
             await self.mcp.close()
         except Exception:
             log.exception("closing the MCP servers failed")
-        self.store.close()
+        await self.store.close()
 
 
 async def open_core(settings: Settings, *, store: Store | None = None, backend: Backend | None = None) -> Core:
-    """Build the core once. ``store`` and ``backend`` replace the configured ones (tests, the bench).
+    """Open the store and build the core once. ``store`` and ``backend`` replace the configured
+    ones (the TUI's fallback store, tests, the bench).
 
     Nothing slow happens here: the model is resolved but not loaded, MCP servers are not started
     (:meth:`Core.start_tools`), and a missing model leaves a core whose model says why.
     """
-    config, paths = settings.config, settings.paths
     if settings.log_to_file:
-        setup_logging(paths)
+        setup_logging(settings.paths)
     if store is None:
-        store = Store.open(paths.database)
+        store = await Store.open(settings.paths.database)
+    try:
+        return build_core(settings, store=store, backend=backend)
+    except BaseException:
+        await store.close()
+        raise
+
+
+def build_core(settings: Settings, *, store: Store, backend: Backend | None = None) -> Core:
+    """The core over an open store (see :func:`open_core`)."""
+    config, paths = settings.config, settings.paths
     bus = EventBus()
     problems: list[str] = []
     tools = build_tool_registry(config, problems)
@@ -202,8 +220,9 @@ async def open_core(settings: Settings, *, store: Store | None = None, backend: 
     catalog = WorkflowCatalog(folders, tools, run_store)
     from smoltui.tools.mcp_client import MCPHub
 
+    watcher = Watcher(run_store, catalog, bus)
     core = Core(settings, store, bus, model, tools, MCPHub(config.mcp.servers), policy, gate, chat, runs,
-                catalog, problems)
+                catalog, watcher, problems)
     core.mcp.on_change = core._tools_changed
     return core
 
@@ -378,6 +397,6 @@ def log_hint() -> str:
     return ""
 
 
-__all__ = ["Core", "Settings", "WorkflowFolder", "build_backend", "chat_settings", "open_core",
+__all__ = ["build_core", "Core", "Settings", "WorkflowFolder", "build_backend", "chat_settings", "open_core",
            "resolve_and_build", "setup_logging"]
 

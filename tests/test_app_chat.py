@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from conftest_tui import (  # noqa: F401  (store_fixture provides the store fixture)
+from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     build_app,
     chat_screen,

@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from conftest_tui import SIZE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
+from tui.harness import SIZE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
 
 from smoltui.orchestrator.approval import Policy
 from smoltui.orchestrator.store import Store

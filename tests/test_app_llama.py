@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest_tui import SIZE, build_app, ready, send, store_fixture  # noqa: F401
+from tui.harness import SIZE, build_app, ready, send, store_fixture  # noqa: F401
 
 from smoltui.backends.base import GenerationParams
 from smoltui.orchestrator.store import Store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest_tui import (  # noqa: F401  (store_fixture provides the store fixture)
+from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     WIDE,
     build_app,

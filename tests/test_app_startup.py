@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest_tui import (  # noqa: F401  (store_fixture provides the store fixture)
+from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     WIDE,
     build_app,

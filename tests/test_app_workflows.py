@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest_tui import SIZE, WIDE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
+from tui.harness import SIZE, WIDE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
 from textual.widgets import DataTable, TextArea
 
 from smoltui.app import SmolApp

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest_tui import SIZE, build_app, ready, wait_until
+from tui.harness import SIZE, build_app, ready, wait_until
 
 from smoltui.backends.base import GenerationParams
 from smoltui.orchestrator.approval import Policy

@@ -65,10 +65,10 @@ class Harness:
     def _on_event(self, event: object) -> None:
         self.events.append(event)
         if isinstance(event, ApprovalNeeded):
-            self.asked.append(event.pending.call.tool)
+            self.asked.append(event.call.tool)
             if self.answers:
                 decision = self.answers.pop(0)
-                call_id = event.pending.call.id
+                call_id = event.call.id
                 # Answer from the loop, as a Textual key handler would, after the gate starts waiting.
                 asyncio.get_running_loop().call_soon(self.gate.answer, call_id, decision)
         elif isinstance(event, ToolCallFinished) and not self._on_disk(event.audit_id):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest_tui import SIZE, wait_until
+from tui.harness import SIZE, wait_until
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message

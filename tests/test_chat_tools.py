@@ -139,9 +139,9 @@ async def test_denied_call_is_reported_and_nothing_runs(make) -> None:
 
     def answer(event) -> None:
         if isinstance(event, ApprovalNeeded):
-            answered.append(event.pending.call.tool)
-            assert event.pending.call.session_id == h.session.id
-            h.gate.answer(event.pending.call.id, Decision("deny"))
+            answered.append(event.call.tool)
+            assert event.call.session_id == h.session.id
+            h.gate.answer(event.call.id, Decision("deny"))
 
     h.tool_bus.subscribe(answer)
     finished = await h.service.send(h.session.id, "Save hello")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest_tui import FIXED_STATS, SIZE, WIDE, build_app, ready, scripted, settle, wait_until
+from tui.harness import FIXED_STATS, SIZE, WIDE, build_app, ready, scripted, settle, wait_until
 from textual.pilot import Pilot
 
 from smoltui.orchestrator.store import Store

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest_tui import SIZE, WIDE, build_app, ready, scripted, settle, wait_until
+from tui.harness import SIZE, WIDE, build_app, ready, scripted, settle, wait_until
 from textual.pilot import Pilot
 
 from smoltui.orchestrator.approval import PendingApproval, Policy, ToolCall

@@ -65,8 +65,8 @@ async def test_an_mcp_tool_goes_through_the_approval_gate_and_the_audit(ctx: Too
 
     def approve(event) -> None:  # noqa: ANN001 - stands in for the approval UI
         if event.kind == "approval_needed":
-            asked.append(event.pending.call.tool)
-            gate.answer(event.pending.call.id, Decision("once"))
+            asked.append(event.call.tool)
+            gate.answer(event.call.id, Decision("once"))
 
     bus.subscribe(approve)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest_tui import SIZE, store_fixture, wait_until  # noqa: F401
+from tui.harness import SIZE, store_fixture, wait_until  # noqa: F401
 from test_app_workflows import open_tree, setup
 
 from smoltui.orchestrator.store import Store

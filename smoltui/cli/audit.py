@@ -29,8 +29,8 @@ async def _rows(args: argparse.Namespace) -> list:
     from smoltui.orchestrator.audit import AuditLog
     from smoltui.orchestrator.store import Store
 
-    with Store.open(paths_of(args).database) as store:
-        return AuditLog(store).list(run_id=args.run, session_id=args.session, limit=args.limit)
+    async with await Store.open(paths_of(args).database) as store:
+        return await AuditLog(store).list(run_id=args.run, session_id=args.session, limit=args.limit)
 
 
 def _table(rows) -> str:  # noqa: ANN001

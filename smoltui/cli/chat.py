@@ -84,7 +84,7 @@ async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[s
     service = core.chat
     if not await service.load_model():
         raise service.load_exception or ModelError(service.load_error or "the model failed to load")
-    session = await asyncio.to_thread(core.store.create_session, _title(prompt), core.model.label)
+    session = await core.store.create_session(_title(prompt), core.model.label)
     if tools:
         await service.set_session_tools(session.id, tools)
     finished = await service.send(session.id, prompt)

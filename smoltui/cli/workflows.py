@@ -58,7 +58,7 @@ async def _execute(args: argparse.Namespace, workspace: Path | None) -> int:
         raise SmoltuiError(f"no workflow run {args.run_id}")
     core = await open_core(settings)
     try:
-        record = await asyncio.to_thread(core.run_store.get_run, args.run_id) if args.command == "resume" else None
+        record = await core.run_store.get_run(args.run_id) if args.command == "resume" else None
         if record is not None and not record.file:
             raise SmoltuiError(f"run {record.id} does not record its workflow file; it cannot be resumed")
         file = record.file if record is not None else args.file
@@ -82,9 +82,10 @@ async def _drive(args: argparse.Namespace, core: Core, task_ids: list[str], file
                  overrides: dict[str, Any], workspace: Path | None) -> int:
     run_id = record.id if record is not None else None
     if not args.json and sys.stdout.isatty():
-        printer: _Printer = _LivePrinter(core.run_store, task_ids, run_id=run_id)
+        states = await core.run_store.task_states(run_id) if run_id is not None else {}
+        printer: _Printer = _LivePrinter(task_ids, run_id=run_id, states=states)
     else:
-        printer = _Printer(core.run_store, json_lines=args.json)
+        printer = _Printer(json_lines=args.json)
     core.bus.subscribe(printer)
     if core.model.available and _has_llm_tasks(file):
         # Loaded before the run starts, so no task's timeout pays for it (a failure fails those tasks).
@@ -132,8 +133,7 @@ def _has_llm_tasks(file: str) -> bool:
 class _Printer:
     """Progress lines (plain or JSON) from the run's events (the scheduler has already stored them)."""
 
-    def __init__(self, run_store: RunStore, *, json_lines: bool) -> None:
-        self.run_store = run_store
+    def __init__(self, *, json_lines: bool) -> None:
         self.json_lines = json_lines
 
     def __call__(self, event: Any) -> None:
@@ -196,18 +196,16 @@ class _TaskRow:
 class _LivePrinter(_Printer):
     """A live table of the run's tasks (``rich.live.Live``), for a terminal without ``--json``."""
 
-    def __init__(self, run_store: RunStore, task_ids: list[str], *, run_id: str | None = None) -> None:
-        super().__init__(run_store, json_lines=False)
+    def __init__(self, task_ids: list[str], *, run_id: str | None = None, states: dict[str, str] | None = None) -> None:
+        super().__init__(json_lines=False)
         self.run_id = run_id
         self.run_state = "pending"
         self.started = time.monotonic()
         self.ended: float | None = None
         self.lock = threading.Lock()
         self.rows: dict[str, _TaskRow] = {task_id: _TaskRow() for task_id in task_ids}
-        if run_id is not None:  # a resumed run: its finished tasks keep their states
-            with contextlib.suppress(Exception):
-                for task_id, state in run_store.task_states(run_id).items():
-                    self.rows.setdefault(task_id, _TaskRow()).state = state
+        for task_id, state in (states or {}).items():  # a resumed run: its finished tasks keep their states
+            self.rows.setdefault(task_id, _TaskRow()).state = state
         self.live: Any = None
         self.width = 80
 
@@ -302,8 +300,8 @@ class _LivePrinter(_Printer):
 # -- runs / logs -----------------------------------------------------------------------------------
 
 
-def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
-    states = run_store.task_states(record.id)
+async def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
+    states = await run_store.task_states(record.id)
     state = run_state_now(record)  # "interrupted" when its process died (SIGKILL, crash): resume it
     return {
         "id": record.id, "workflow": record.workflow_id, "name": record.name, "file": record.file,
@@ -315,11 +313,13 @@ def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
 
 def runs_command(args: argparse.Namespace) -> int:
     paths = paths_of(args)
-    rows: list[dict[str, Any]] = []
-    if paths.database.exists():
-        with Store.open(paths.database) as store:
+
+    async def rows_of() -> list[dict[str, Any]]:
+        async with await Store.open(paths.database) as store:
             run_store = RunStore(store)
-            rows = [_run_row(run_store, record) for record in run_store.list_runs(limit=args.limit)]
+            return [await _run_row(run_store, record) for record in await run_store.list_runs(limit=args.limit)]
+
+    rows = asyncio.run(rows_of()) if paths.database.exists() else []  # never create a database to say so
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -336,26 +336,30 @@ def logs_command(args: argparse.Namespace) -> int:
     paths = paths_of(args)
     if not paths.database.exists():
         raise SmoltuiError(f"no workflow run {args.run_id}")
-    with Store.open(paths.database) as store:
+    try:
+        return asyncio.run(_logs(args, paths.database))
+    except KeyboardInterrupt:
+        return CANCELLED_EXIT
+
+
+async def _logs(args: argparse.Namespace, database: Path) -> int:
+    async with await Store.open(database) as store:
         run_store = RunStore(store)
-        record = run_store.get_run(args.run_id)
+        record = await run_store.get_run(args.run_id)
         last = 0
-        try:
-            while True:
-                for event in run_store.events(record.id, last):
+        while True:
+            for event in await run_store.events(record.id, last):
+                last = event.id
+                _print_event(event, args.json)
+            if not args.follow:
+                break
+            current = await run_store.get_run(record.id)
+            if run_state_now(current).finished:
+                for event in await run_store.events(record.id, last):  # anything written meanwhile
                     last = event.id
                     _print_event(event, args.json)
-                if not args.follow:
-                    break
-                current = run_store.get_run(record.id)
-                if run_state_now(current).finished:
-                    for event in run_store.events(record.id, last):  # anything written meanwhile
-                        last = event.id
-                        _print_event(event, args.json)
-                    break
-                time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return CANCELLED_EXIT
+                break
+            await asyncio.sleep(args.interval)
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.audit import AuditLog
@@ -40,6 +40,9 @@ def risk_of(tool: Tool, arguments: Mapping[str, Any]) -> str:
     """The risk of one call (a tool whose risk depends on its arguments, like the seed's
     ``filesystem``, says so through ``risk_for``)."""
     return tool.risk_for(arguments)
+
+
+_E = TypeVar("_E", ApprovalNeeded, ToolCallFinished)
 
 
 @dataclass
@@ -108,7 +111,14 @@ class ApprovalGate:
 
     async def run(self, call: ToolCall, ctx: ToolContext, *,
                   while_asking: Callable[[], AbstractAsyncContextManager[Any]] | None = None) -> ToolResult:
-        """Decide, record and (if allowed) run one call. Never raises for a bad or refused call.
+        """Decide, record and (if allowed) run one call; its result. Never raises for a bad or
+        refused call."""
+        return (await self.settle(call, ctx, while_asking=while_asking)).result
+
+    async def settle(self, call: ToolCall, ctx: ToolContext, *,
+                     while_asking: Callable[[], AbstractAsyncContextManager[Any]] | None = None) -> ToolCallFinished:
+        """Decide, record and (if allowed) run one call: how it ended (the call as it ran, after an
+        edit; its result; the decision and who made it), as announced on the bus.
 
         ``while_asking`` wraps the wait for the user's answer (a workflow task pauses its timeout
         there: time spent reading a request is not time the tool ran).
@@ -187,8 +197,11 @@ class ApprovalGate:
                 # so, and the end is announced like any other, so a waiting card and the count of
                 # waiting calls go with it.
                 result = ToolResult.failure("denied", f"{tool.name} was cancelled before an answer")
-                audit_id = self._record_quietly(call, "deny", "cancelled", time.time(), result)
                 self._waiting.pop(call.id, None)
+                try:
+                    audit_id = await asyncio.shield(self._record_quietly(call, "deny", "cancelled", time.time(), result))
+                except asyncio.CancelledError:  # cancelled again: the shielded write still lands
+                    audit_id = None
                 self._publish(ToolCallFinished(call, result, "deny", "cancelled", audit_id))
                 raise
         finally:
@@ -214,56 +227,54 @@ class ApprovalGate:
                 other.future.set_result(Decision("once" if verdict == "allow" else "deny"))
 
     async def _refuse(self, call: ToolCall, tool: Tool, decision: str, decided_by: str,
-                      started_at: float, message: str) -> ToolResult:
+                      started_at: float, message: str) -> ToolCallFinished:
         return await self._finish(call, ToolResult.failure("denied", message), decision, decided_by, started_at)
 
     async def _execute(self, call: ToolCall, tool: Tool, ctx: ToolContext, decision: str, decided_by: str,
-                       started_at: float, *, original_arguments: Mapping[str, Any] | None = None) -> ToolResult:
+                       started_at: float, *, original_arguments: Mapping[str, Any] | None = None) -> ToolCallFinished:
         # The decision is on disk before the tool runs; if it cannot be written, the tool does not run.
         try:
-            audit_id = await asyncio.to_thread(
-                self.audit.record, call, decision=decision, decided_by=decided_by, result=None,
+            audit_id = await self.audit.record(
+                call, decision=decision, decided_by=decided_by, result=None,
                 duration_s=None, started_at=started_at, original_arguments=original_arguments,
             )
         except SmoltuiError as error:
             log.error("audit write failed for %s: %s", call.tool, error)
             result = ToolResult.failure("failed", f"{call.tool} was not run: the audit log could not be written ({error})")
-            self._publish(ToolCallFinished(call, result, decision, decided_by, None))
-            return result
+            return self._publish(ToolCallFinished(call, result, decision, decided_by, None))
         result = await self.registry.call(tool.name, call.arguments, ctx)
         try:
-            await asyncio.to_thread(self.audit.complete, audit_id, result)
+            await self.audit.complete(audit_id, result)
         except SmoltuiError:
             log.exception("could not record the result of %s (audit row %s)", call.tool, audit_id)
-        self._publish(ToolCallFinished(call, result, decision, decided_by, audit_id))
-        return result
+        return self._publish(ToolCallFinished(call, result, decision, decided_by, audit_id))
 
     async def _finish(self, call: ToolCall, result: ToolResult, decision: str, decided_by: str,
-                      started_at: float, *, original_arguments: Mapping[str, Any] | None = None) -> ToolResult:
+                      started_at: float, *, original_arguments: Mapping[str, Any] | None = None) -> ToolCallFinished:
         """Record a call that did not run (refused or invalid), then publish it."""
         try:
-            audit_id: int | None = await asyncio.to_thread(
-                self.audit.record, call, decision=decision, decided_by=decided_by, result=result,
+            audit_id: int | None = await self.audit.record(
+                call, decision=decision, decided_by=decided_by, result=result,
                 duration_s=result.duration_s, started_at=started_at, original_arguments=original_arguments,
             )
         except SmoltuiError:
             log.exception("could not record the refused call to %s", call.tool)
             audit_id = None
-        self._publish(ToolCallFinished(call, result, decision, decided_by, audit_id))
-        return result
+        return self._publish(ToolCallFinished(call, result, decision, decided_by, audit_id))
 
-    def _record_quietly(self, call: ToolCall, decision: str, decided_by: str, started_at: float,
-                        result: ToolResult) -> int | None:
+    async def _record_quietly(self, call: ToolCall, decision: str, decided_by: str, started_at: float,
+                              result: ToolResult) -> int | None:
         try:
-            return self.audit.record(call, decision=decision, decided_by=decided_by, result=result,
+            return await self.audit.record(call, decision=decision, decided_by=decided_by, result=result,
                                      duration_s=0.0, started_at=started_at)
         except SmoltuiError:
             log.exception("could not record the cancelled call to %s", call.tool)
             return None
 
-    def _publish(self, event: ApprovalNeeded | ToolCallFinished) -> None:
+    def _publish(self, event: _E) -> _E:
         if self.bus is not None:
-            self.bus.publish(event)  # type: ignore[arg-type]
+            self.bus.publish(event)
+        return event
 
 
 def _memory_name(tool: Tool, risk: str) -> str:

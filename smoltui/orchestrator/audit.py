@@ -55,12 +55,12 @@ def redact(value: Any) -> Any:
 
 
 class AuditLog:
-    """Writes and reads the audit trail. Methods are blocking SQLite calls: run them off the loop."""
+    """Writes and reads the audit trail (coroutines on the store's connection)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def record(
+    async def record(
         self,
         call: ToolCall,
         *,
@@ -77,7 +77,7 @@ class AuditLog:
         the result afterwards. ``original_arguments`` are the model's arguments when the user
         edited them (``call.arguments`` then holds the edited ones).
         """
-        return self.store.add_tool_call(
+        return await self.store.add_tool_call(
             created_at=time.time() if started_at is None else started_at,
             session_id=call.session_id,
             run_id=call.run_id,
@@ -94,9 +94,9 @@ class AuditLog:
             result_summary=None if result is None else result.summary(),
         )
 
-    def complete(self, entry_id: int, result: ToolResult, duration_s: float | None = None) -> None:
+    async def complete(self, entry_id: int, result: ToolResult, duration_s: float | None = None) -> None:
         """Add the result to a row written by ``record(..., result=None)``."""
-        self.store.finish_tool_call(
+        await self.store.finish_tool_call(
             entry_id,
             duration_s=result.duration_s if duration_s is None else duration_s,
             ok=result.ok,
@@ -104,6 +104,6 @@ class AuditLog:
             result_summary=result.summary(),
         )
 
-    def list(self, run_id: str | None = None, session_id: int | None = None, limit: int = 200) -> list[AuditEntry]:
+    async def list(self, run_id: str | None = None, session_id: int | None = None, limit: int = 200) -> list[AuditEntry]:
         """Rows newest first, optionally only those of one run and/or one chat session."""
-        return self.store.tool_calls(run_id=run_id, session_id=session_id, limit=limit)
+        return await self.store.tool_calls(run_id=run_id, session_id=session_id, limit=limit)

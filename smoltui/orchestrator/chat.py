@@ -42,7 +42,7 @@ from smoltui.orchestrator.events import (
     ToolStepLimit,
 )
 from smoltui.orchestrator.model import Model
-from smoltui.orchestrator.store import Store, StoredMessage
+from smoltui.orchestrator.store import MessageToolCall, Store, StoredMessage
 
 if TYPE_CHECKING:
     from smoltui.orchestrator.approval import ApprovalGate
@@ -145,7 +145,7 @@ class ChatService:
     async def session_tools(self, session_id: int) -> list[Tool]:
         if self.gate is None:
             return []
-        names = await asyncio.to_thread(self.store.session_tools, session_id)
+        names = await self.store.session_tools(session_id)
         return offered(self.gate, names)
 
     async def set_session_tools(self, session_id: int, names: Sequence[str]) -> None:
@@ -154,7 +154,7 @@ class ChatService:
         unknown = [n for n in names if self.gate is None or self.gate.registry.get(n) is None]
         if unknown:
             raise SmoltuiError(f"unknown tool(s): {', '.join(unknown)}")
-        await asyncio.to_thread(self.store.set_session_tools, session_id, list(names))
+        await self.store.set_session_tools(session_id, list(names))
 
     async def send(self, session_id: int, text: str, *, think: bool | None = None) -> ReplyFinished | None:
         """Store ``text`` as the user's turn, stream a reply, store it; None if the reply failed."""
@@ -169,7 +169,7 @@ class ChatService:
             await self.model.wait_settled()
             if self.load_error:
                 raise BackendError(f"the model is not loaded: {self.load_error}")
-            user = await asyncio.to_thread(self.store.add_message, session_id, "user", text)
+            user = await self.store.add_message(session_id, "user", text)
             return await self._reply(session_id, user, think)
 
     async def _reply(self, session_id: int, user: StoredMessage, think: bool) -> ReplyFinished | None:
@@ -187,13 +187,14 @@ class ChatService:
                 return finished
             steps += 1
             for call in finished.tool_calls:
-                stored = await self._call(session_id, call)
+                stored = await self._call(session_id, finished.message_id, call)
                 if stored is None:  # cancelled, or the result could not be saved
                     return finished
                 after = stored
 
-    async def _call(self, session_id: int, call: ToolCallDelta) -> int | None:
-        """Run one call, store its result as a tool message; the message id, or None to stop."""
+    async def _call(self, session_id: int, message_id: int, call: ToolCallDelta) -> int | None:
+        """Run one call of the reply ``message_id``, store its result as a tool message and settle
+        the call's row; the tool message's id, or None to stop."""
         assert self.gate is not None
         self.bus.publish(ToolCallRequested(session_id, call.id, call.name, call.arguments, call.error))
         artifacts = Path(self.store.path).parent / "chat-artifacts" / str(session_id)
@@ -209,16 +210,20 @@ class ChatService:
         finally:
             self._tool_job = None
         try:
-            stored = await asyncio.to_thread(self.store.add_message, session_id, "tool", outcome.content)
+            stored = await self.store.add_message(session_id, "tool", outcome.content)
+            await self.store.settle_tool_call(
+                message_id, call.id, ok=outcome.ok, summary=outcome.summary, decision=outcome.decision,
+                decided_by=outcome.decided_by, result_message_id=stored.id, arguments=outcome.arguments)
         except SmoltuiError as error:
             self.bus.publish(ReplyFailed(session_id, f"the tool result was not saved: {error}"))
             return None
-        self.bus.publish(ToolCallDone(session_id, call.id, call.name, outcome.ok, outcome.summary, stored.id))
+        self.bus.publish(ToolCallDone(session_id, call.id, call.name, outcome.ok, outcome.summary, stored.id,
+                                      arguments=outcome.arguments))
         return stored.id
 
     async def _step(self, session_id: int, after: int, params: GenerationParams) -> ReplyFinished | None:
         """One generation: stream it, store it (text and the calls' markup), announce it."""
-        history = await asyncio.to_thread(self.store.messages, session_id)
+        history = await self.store.messages(session_id)
         try:
             messages = await self._fit_context(session_id, _to_chat(history, self.settings.system_prompt), params)
         except SmoltuiError as error:
@@ -259,13 +264,14 @@ class ChatService:
             calls = []  # a call cut off by the user is not run
         reply_text, reply_thinking = "".join(content), "".join(thinking)
         try:
-            stored = await asyncio.to_thread(
-                self.store.add_message,
+            stored = await self.store.add_message(
                 session_id,
                 "assistant",
                 reply_text,
                 reply_thinking or None,
                 {**stats.as_dict(), "think": params.think},  # the mode is stored with the message
+                tool_calls=[MessageToolCall(0, position, call.id, call.name, call.arguments, call.error)
+                            for position, call in enumerate(calls)],
             )
         except SmoltuiError as error:
             # The streamed text is still on screen; say plainly that it is not in the history.

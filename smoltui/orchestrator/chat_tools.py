@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from smoltui.backends.base import ToolCallDelta
-from smoltui.backends.tool_calls import CLOSE, OPEN, parse_call
 from smoltui.orchestrator.approval import ApprovalGate, ToolCall
-from smoltui.tools.base import Tool, ToolContext, ToolResult
+from smoltui.tools.base import Tool, ToolContext
 
 RESULT_LIMIT = 4000
 """Characters of a tool's result the model gets back (the full result is in the audit trail)."""
@@ -29,6 +28,10 @@ class CallOutcome:
     ok: bool
     content: str  # what the model reads next
     summary: str  # one line for the user
+    arguments: str | None = None
+    """The arguments it ran with, as JSON text, when they differ from the model's (an edit)."""
+    decision: str | None = None
+    decided_by: str | None = None
 
 
 def offered(gate: ApprovalGate, names: Sequence[str]) -> list[Tool]:
@@ -54,53 +57,18 @@ async def run_call(gate: ApprovalGate, call: ToolCallDelta, *, session_id: int, 
         message = f"the arguments of {call.name} must be a JSON object"
         return CallOutcome(call, False, _content(call.name, error=message), message)
     ctx = ToolContext(workspace=workspace, artifacts_dir=artifacts_dir, session_id=session_id)
-    result = await gate.run(ToolCall(call.id, call.name, arguments, session_id=session_id), ctx)
-    return _outcome(call, result)
-
-
-def _outcome(call: ToolCallDelta, result: ToolResult) -> CallOutcome:
+    finished = await gate.settle(ToolCall(call.id, call.name, arguments, session_id=session_id), ctx)
+    result = finished.result
     text = json.dumps({"name": call.name, **result.for_model()}, ensure_ascii=False, default=str)
     if len(text) > RESULT_LIMIT:
         text = text[:RESULT_LIMIT] + f"… ({len(text) - RESULT_LIMIT} more characters not shown)"
-    return CallOutcome(call, result.ok, text, result.summary(160))
+    ran = finished.call.arguments
+    edited = json.dumps(ran, ensure_ascii=False) if ran != arguments else None
+    return CallOutcome(call, result.ok, text, result.summary(160), edited, finished.decision, finished.decided_by)
 
 
 def _content(name: str, *, error: str) -> str:
     return json.dumps({"name": name, "error": error, "kind": "invalid_call"}, ensure_ascii=False)
-
-
-def split_markup(content: str) -> tuple[str, list[str]]:
-    """A stored assistant turn as (the text people read, the raw calls it made)."""
-    text: list[str] = []
-    calls: list[str] = []
-    rest = content
-    while True:
-        start = rest.find(OPEN)
-        if start < 0:
-            text.append(rest)
-            break
-        text.append(rest[:start])
-        end = _call_end(rest, start)
-        if end < 0:
-            calls.append(rest[start:])
-            break
-        calls.append(rest[start:end + len(CLOSE)])
-        rest = rest[end + len(CLOSE):]
-    return "".join(text).strip(), calls
-
-
-def _call_end(text: str, start: int) -> int:
-    """Where the call opened at ``start`` closes: the first closing tag after which its body parses.
-
-    A constrained call's JSON string may hold ``</tool_call>`` itself (the call ended where its
-    grammar did); a malformed call has no such point, and ends at its first closing tag.
-    """
-    first = end = text.find(CLOSE, start)
-    while end >= 0:
-        if parse_call(text[start + len(OPEN):end])[2] is None:
-            return end
-        end = text.find(CLOSE, end + 1)
-    return first
 
 
 def describe_arguments(arguments: str | Mapping[str, Any], limit: int = 200) -> str:

@@ -113,6 +113,8 @@ class ToolCallDone:
     ok: bool
     summary: str
     message_id: int | None
+    arguments: str | None = None
+    """The arguments it ran with (JSON text) when a person edited them; None: as the model wrote."""
     kind: Literal["tool_call_done"] = "tool_call_done"
 
 

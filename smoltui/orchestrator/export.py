@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import unicodedata
@@ -11,47 +13,60 @@ from pathlib import Path
 from typing import Any
 
 from smoltui.errors import StoreError
-from smoltui.orchestrator.store import Session, Store, StoredMessage
+from smoltui.orchestrator.store import Session, Store
+from smoltui.orchestrator.transcript import Called, Entry, load_transcript
 
 ROLE_HEADINGS = {"user": "You", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
 
-def session_to_markdown(
-    session: Session, messages: list[StoredMessage], *, include_thinking: bool = True
-) -> str:
-    """Render a session: title, model and date, then one ``### Role`` section per message."""
+def session_to_markdown(session: Session, entries: list[Entry], *, include_thinking: bool = True) -> str:
+    """Render a chat: title, model and date, then one ``### Role`` section per message, and each tool
+    call with the arguments it ran with and how it ended."""
     title = session.title.strip() or "Untitled chat"
     meta = [f"Model: {session.model}"] if session.model else []
     meta.append(datetime.fromtimestamp(session.created_at).strftime("%Y-%m-%d %H:%M"))
     parts = [f"# {title}", f"*{' · '.join(meta)}*"]
-    for message in messages:
-        parts.append(f"### {ROLE_HEADINGS.get(message.role, message.role.title())}")
-        if include_thinking and message.thinking and message.thinking.strip():
+    for entry in entries:
+        if isinstance(entry, Called):
+            parts.append(_call_markdown(entry))
+            continue
+        parts.append(f"### {ROLE_HEADINGS.get(entry.role, entry.role.title())}")
+        if include_thinking and entry.thinking and entry.thinking.strip():
             # Blank lines around the body let Markdown inside <details> render as Markdown.
-            parts.append(
-                f"<details><summary>Thinking</summary>\n\n{message.thinking.strip()}\n\n</details>"
-            )
-        parts.append(message.content.strip())
-        if message.role == "assistant" and message.stats:
-            line = _stats_line(message.stats)
+            parts.append(f"<details><summary>Thinking</summary>\n\n{entry.thinking.strip()}\n\n</details>")
+        parts.append(entry.text.strip())
+        if entry.role == "assistant" and entry.stats:
+            line = _stats_line(entry.stats)
             if line:
                 parts.append(line)
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
-def export_session(store: Store, session_id: int, dest: Path) -> Path:
+def _call_markdown(call: Called) -> str:
+    if call.error:
+        return f"**Tool call** `{call.name or '?'}`: could not be read ({call.error})"
+    try:
+        arguments = json.dumps(json.loads(call.arguments), ensure_ascii=False, indent=2)
+    except json.JSONDecodeError:
+        arguments = call.arguments
+    outcome = "waiting (never answered)" if call.ok is None else ("✓ " if call.ok else "✗ ") + (call.summary or "")
+    who = f" ({call.decision} by {call.decided_by})" if call.decision and call.decided_by else ""
+    return f"**Tool call** `{call.name}`{who}\n\n```json\n{arguments}\n```\n\n{outcome}"
+
+
+async def export_session(store: Store, session_id: int, dest: Path) -> Path:
     """Write a session as Markdown to ``dest`` and return the path written.
 
     If ``dest`` is a directory the file is named ``chat-<id>-<slug of title>.md`` inside it.
     The file appears whole or not at all: an existing file is only replaced once the new one is
     fully written.
     """
-    session = store.get_session(session_id)
-    text = session_to_markdown(session, store.messages(session_id))
+    session = await store.get_session(session_id)
+    text = session_to_markdown(session, await load_transcript(store, session_id))
     dest = Path(dest).expanduser()
     if dest.is_dir():
         dest = dest / f"chat-{session.id}-{slugify(session.title)}.md"
-    _write_atomically(dest, text)
+    await asyncio.to_thread(_write_atomically, dest, text)
     return dest
 
 

@@ -97,7 +97,7 @@ def format_line(record: LogRecord | RunEventRecord, *, timestamps: bool = True, 
 
 
 class RunLogTail:
-    """New log records from the store since the last :meth:`poll` (synchronous: call it off the loop).
+    """New log records from the store since the last :meth:`poll`.
 
     ``poll()`` (all runs, including ones created later) is one query per call: the first call
     returns the last ``backfill`` records of the store, later calls what was added since. Asking
@@ -120,79 +120,73 @@ class RunLogTail:
         """The lowest id from which every record has been returned by all-runs polls (None: none yet)."""
         return self._window_start
 
-    def poll(self, run_ids: Iterable[str] | None = None) -> list[LogRecord]:
+    async def poll(self, run_ids: Iterable[str] | None = None) -> list[LogRecord]:
         """Records added since the last poll, oldest first: of every run (``None``) or of the given runs."""
         if run_ids is None:
-            return self._poll_all()
+            return await self._poll_all()
         records: list[LogRecord] = []
         for run_id in dict.fromkeys(run_ids):
-            records.extend(self._poll_run(run_id))
+            records.extend(await self._poll_run(run_id))
         records.sort(key=_record_id)
         return records
 
-    def history(self, run_id: str, *, before_id: int | None = None, limit: int | None = None) -> list[LogRecord]:
+    async def history(self, run_id: str, *, before_id: int | None = None, limit: int | None = None) -> list[LogRecord]:
         """Up to ``limit`` (default ``backfill``) of a run's records with ``id < before_id``, the newest
         of them, oldest first (``before_id`` defaults to :attr:`window_start`; None there: nothing)."""
         before = self._window_start if before_id is None else before_id
         if before is None:
             return []
         limit = self.backfill if limit is None else limit
-        with self.run_store.store._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM run_events WHERE run_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (run_id, before, limit),
-            ).fetchall()
+        rows = await self.run_store.store.fetch(
+            f"SELECT {_COLUMNS} FROM run_events WHERE run_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (run_id, before, limit),
+        )
         return [LogRecord.from_row(row) for row in reversed(rows)]
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _poll_all(self) -> list[LogRecord]:
-        with self.run_store.store._read() as conn:
-            if self._cursor is None:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM run_events ORDER BY id DESC LIMIT ?", (self.backfill,)
-                ).fetchall()
-                rows.reverse()
-                if rows:
-                    self._window_start = rows[0][0]
-                    self._cursor = rows[-1][0]
-                else:
-                    top = conn.execute("SELECT COALESCE(MAX(id), 0) FROM run_events").fetchone()[0]
-                    self._cursor = int(top)
-                    self._window_start = self._cursor + 1
+    async def _poll_all(self) -> list[LogRecord]:
+        fetch = self.run_store.store.fetch
+        if self._cursor is None:
+            rows = await fetch(f"SELECT {_COLUMNS} FROM run_events ORDER BY id DESC LIMIT ?", (self.backfill,))
+            rows.reverse()
+            if rows:
+                self._window_start = rows[0][0]
+                self._cursor = rows[-1][0]
             else:
-                rows = []
-                while True:  # one query unless more than `batch` records arrived since the last poll
-                    chunk = conn.execute(
-                        f"SELECT {_COLUMNS} FROM run_events WHERE id > ? ORDER BY id LIMIT ?",
-                        (self._cursor, self.batch),
-                    ).fetchall()
-                    rows.extend(chunk)
-                    if chunk:
-                        self._cursor = chunk[-1][0]
-                    if len(chunk) < self.batch:
-                        break
+                top = (await fetch("SELECT COALESCE(MAX(id), 0) FROM run_events"))[0][0]
+                self._cursor = int(top)
+                self._window_start = self._cursor + 1
+        else:
+            rows = []
+            while True:  # one query unless more than `batch` records arrived since the last poll
+                chunk = await fetch(
+                    f"SELECT {_COLUMNS} FROM run_events WHERE id > ? ORDER BY id LIMIT ?", (self._cursor, self.batch)
+                )
+                rows.extend(chunk)
+                if chunk:
+                    self._cursor = chunk[-1][0]
+                if len(chunk) < self.batch:
+                    break
         records = [LogRecord.from_row(row) for row in rows]
         if self._run_cursors:  # already returned to a per-run poll
             records = [r for r in records if r.id > self._run_cursors.get(r.run_id, 0)]
         return records
 
-    def _poll_run(self, run_id: str) -> list[LogRecord]:
+    async def _poll_run(self, run_id: str) -> list[LogRecord]:
         cursor = self._run_cursors.get(run_id)
         if self._cursor is not None:
             cursor = self._cursor if cursor is None else max(cursor, self._cursor)
-        with self.run_store.store._read() as conn:
-            if cursor is None:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM run_events WHERE run_id = ? ORDER BY id DESC LIMIT ?",
-                    (run_id, self.backfill),
-                ).fetchall()
-                rows.reverse()
-            else:
-                rows = conn.execute(
-                    f"SELECT {_COLUMNS} FROM run_events WHERE run_id = ? AND id > ? ORDER BY id",
-                    (run_id, cursor),
-                ).fetchall()
+        fetch = self.run_store.store.fetch
+        if cursor is None:
+            rows = await fetch(
+                f"SELECT {_COLUMNS} FROM run_events WHERE run_id = ? ORDER BY id DESC LIMIT ?", (run_id, self.backfill)
+            )
+            rows.reverse()
+        else:
+            rows = await fetch(
+                f"SELECT {_COLUMNS} FROM run_events WHERE run_id = ? AND id > ? ORDER BY id", (run_id, cursor)
+            )
         if rows:
             self._run_cursors[run_id] = rows[-1][0]
         elif cursor is not None:

@@ -108,7 +108,7 @@ class RunManager:
         failed tasks (and what depends on them) run again. ``variables`` override the stored ones."""
         if self.is_running(run_id):
             raise SmoltuiError(f"run {run_id} is already running")
-        record = await asyncio.to_thread(self.run_store.get_run, run_id)
+        record = await self.run_store.get_run(run_id)
         state = run_state_now(record)
         if state.active:
             raise SmoltuiError(f"run {run_id} is running in another smoltui process (pid {record.pid})")
@@ -123,7 +123,7 @@ class RunManager:
 
     async def retry_task(self, run_id: str, task_id: str) -> None:
         """Run one failed task of a finished run again (its dependents follow if it succeeds)."""
-        states = await asyncio.to_thread(self.run_store.task_states, run_id)
+        states = await self.run_store.task_states(run_id)
         state = states.get(task_id)
         if state is None or not TaskState(state).retryable:
             raise SmoltuiError(f"task `{task_id}` of run {run_id} did not fail ({state or 'unknown'}); "

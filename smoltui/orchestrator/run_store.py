@@ -1,7 +1,8 @@
 """Durable workflow runs: run and task states, outputs and log lines, in the SQLite store.
 
 Tables ``runs``, ``task_runs`` and ``run_events`` come from migration 3 of :mod:`store`. Methods are
-synchronous (call them with ``asyncio.to_thread`` from the event loop), each one transaction.
+coroutines on the store's connection, each one transaction; artifact files are written and read
+in a worker thread.
 
 Outputs are stored as JSON. A value JSON cannot hold (a pandas DataFrame, ``bytes``, a ``Path``, or
 anything nested inside a list/dict) is written as a file under ``<data_dir>/runs/<run_id>/artifacts/``
@@ -12,6 +13,7 @@ is stored as its ``repr`` under ``{"$artifact": "repr", "text": ...}`` and comes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -20,19 +22,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from smoltui.errors import StoreError
+from smoltui.orchestrator.states import STORED_RUN_STATES, TASK_STATES
 from smoltui.orchestrator.store import Store
-
-RunState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-TaskState = Literal["pending", "running", "succeeded", "failed", "skipped", "upstream_failed", "cancelled"]
-RUN_STATES: tuple[str, ...] = ("pending", "running", "succeeded", "failed", "cancelled")
-TASK_STATES: tuple[str, ...] = (
-    "pending", "running", "succeeded", "failed", "skipped", "upstream_failed", "cancelled",
-)
-# Tasks in these states are never run again on resume.
-DONE_STATES: frozenset[str] = frozenset({"succeeded", "skipped"})
 
 ARTIFACT_KEY = "$artifact"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -90,7 +84,7 @@ class RunStore:
     def artifacts_dir(self, run_id: str) -> Path:
         return self.runs_dir / run_id / "artifacts"
 
-    def create_run(
+    async def create_run(
         self,
         workflow_id: str,
         *,
@@ -103,61 +97,67 @@ class RunStore:
         """A new ``pending`` run (with a ``pending`` row per task id)."""
         run_id = run_id or new_run_id()
         now = time.time()
-        variables_json = self._encode(run_id, "variables", dict(variables or {}))
-        with self.store._write() as conn:
-            conn.execute(
+        variables_json = await asyncio.to_thread(self._encode, run_id, "variables", dict(variables or {}))
+        async with self.store.transaction() as conn:
+            await conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                 (run_id, workflow_id, name, file, variables_json, now, now, os.getpid()),
             )
-            conn.executemany(
+            await conn.executemany(
                 "INSERT INTO task_runs (run_id, task_id, state) VALUES (?, ?, 'pending')",
                 [(run_id, task_id) for task_id in task_ids],
             )
-        return self.get_run(run_id)
+        return await self.get_run(run_id)
 
-    def get_run(self, run_id: str) -> RunRecord:
-        with self.store._read() as conn:
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    async def get_run(self, run_id: str) -> RunRecord:
+        row = await self.store.fetch_one(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         if row is None:
             raise StoreError(f"no workflow run {run_id}")
-        return _run(row, self)
+        return await _run(row)
 
-    def find_run(self, run_id: str) -> RunRecord | None:
+    async def find_run(self, run_id: str) -> RunRecord | None:
         try:
-            return self.get_run(run_id)
+            return await self.get_run(run_id)
         except StoreError:
             return None
 
-    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
+    async def list_runs(self, limit: int | None = None) -> list[RunRecord]:
         """All runs, newest first."""
         sql = f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, rowid DESC"
         params: tuple[Any, ...] = ()
         if limit is not None:
             sql += " LIMIT ?"
             params = (limit,)
-        with self.store._read() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [_run(row, self) for row in rows]
+        return [await _run(row) for row in await self.store.fetch(sql, params)]
 
-    def set_run_state(self, run_id: str, state: str) -> None:
-        _check(state, RUN_STATES, "run")
-        with self.store._write() as conn:
-            cur = conn.execute(
+    async def set_run_state(self, run_id: str, state: str, *, log: bool = False) -> None:
+        """The run's state (and this process as its driver); ``log`` also appends the change to
+        the run's log lines, which is what ``smoltui logs`` and every other viewer tail."""
+        _check(state, STORED_RUN_STATES, "run")
+        now = time.time()
+        async with self.store.transaction() as conn:
+            cur = await conn.execute(
                 "UPDATE runs SET state = ?, updated_at = ?, pid = ? WHERE id = ?",
-                (state, time.time(), os.getpid(), run_id),
+                (state, now, os.getpid(), run_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no workflow run {run_id}")
+            if log:
+                await conn.execute(
+                    "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, NULL, 'run_state', ?, ?)",
+                    (run_id, state, now),
+                )
 
-    def set_run_variables(self, run_id: str, variables: dict[str, Any]) -> None:
+    async def set_run_variables(self, run_id: str, variables: dict[str, Any]) -> None:
         """What a resumed run now runs with (its stored variables plus that resume's overrides)."""
-        encoded = self._encode(run_id, "variables", dict(variables))
-        with self.store._write() as conn:
-            conn.execute("UPDATE runs SET variables = ?, updated_at = ? WHERE id = ?", (encoded, time.time(), run_id))
+        encoded = await asyncio.to_thread(self._encode, run_id, "variables", dict(variables))
+        async with self.store.transaction() as conn:
+            await conn.execute("UPDATE runs SET variables = ?, updated_at = ? WHERE id = ?",
+                               (encoded, time.time(), run_id))
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    def set_task_state(
+    async def set_task_state(
         self,
         run_id: str,
         task_id: str,
@@ -166,19 +166,25 @@ class RunStore:
         attempt: int | None = None,
         outputs: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> None:
+        log: bool = False,
+    ) -> int | None:
         """Upsert a task's state; ``outputs`` (values of any kind) are stored, artifacts as files.
 
         ``running`` stamps ``started_at``; the end states stamp ``finished_at``. ``error`` and
-        ``outputs`` are replaced by what is given (None clears them).
+        ``outputs`` are replaced by what is given (None clears them). ``log`` also appends the
+        change to the run's log lines, in the same transaction; returns that line's id.
         """
         _check(state, TASK_STATES, "task")
-        outputs_json = self._encode(run_id, task_id, outputs) if outputs is not None else None
+        outputs_json = None
+        if outputs:
+            outputs_json = await asyncio.to_thread(self._encode, run_id, task_id, outputs)
+        elif outputs is not None:
+            outputs_json = "{}"
         now = time.time()
         started = now if state == "running" else None
         finished = now if state not in ("pending", "running") else None
-        with self.store._write() as conn:
-            conn.execute(
+        async with self.store.transaction() as conn:
+            await conn.execute(
                 """
                 INSERT INTO task_runs (run_id, task_id, state, attempt, outputs, error, started_at, finished_at)
                 VALUES (?, ?, ?, COALESCE(?, 0), ?, ?, ?, ?)
@@ -192,42 +198,50 @@ class RunStore:
                 """,
                 (run_id, task_id, state, attempt, outputs_json, error, started, finished, attempt),
             )
-            conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
+            await conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
+            if not log:
+                return None
+            cur = await conn.execute(
+                "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, ?, 'task_state', ?, ?)",
+                (run_id, task_id, state, now),
+            )
+            return cur.lastrowid
 
-    def task_records(self, run_id: str) -> dict[str, TaskRecord]:
-        with self.store._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = ? ORDER BY rowid", (run_id,)
-            ).fetchall()
+    async def task_records(self, run_id: str) -> dict[str, TaskRecord]:
+        rows = await self.store.fetch(
+            f"SELECT {_TASK_COLUMNS} FROM task_runs WHERE run_id = ? ORDER BY rowid", (run_id,)
+        )
         return {row[1]: TaskRecord(row[0], row[1], row[2], row[3],
                                    json.loads(row[4]) if row[4] else None, row[5], row[6], row[7],
                                    json.loads(row[8]) if row[8] else None)
                 for row in rows}
 
-    def set_task_rendered(self, run_id: str, task_id: str, rendered: dict[str, Any]) -> None:
+    async def set_task_rendered(self, run_id: str, task_id: str, rendered: dict[str, Any]) -> None:
         """Keep what an attempt ran with (shown by the run view); values JSON cannot hold become
         their (shortened) repr: this is for reading, never fed back into a run."""
         text = json.dumps(rendered, ensure_ascii=False, default=_display_repr)
-        with self.store._write() as conn:
-            conn.execute("UPDATE task_runs SET rendered = ? WHERE run_id = ? AND task_id = ?",
-                         (text, run_id, task_id))
+        async with self.store.transaction() as conn:
+            await conn.execute("UPDATE task_runs SET rendered = ? WHERE run_id = ? AND task_id = ?",
+                               (text, run_id, task_id))
 
-    def task_states(self, run_id: str) -> dict[str, str]:
+    async def task_states(self, run_id: str) -> dict[str, str]:
         """task id -> state."""
-        return {task_id: record.state for task_id, record in self.task_records(run_id).items()}
+        rows = await self.store.fetch("SELECT task_id, state FROM task_runs WHERE run_id = ? ORDER BY rowid", (run_id,))
+        return {task_id: state for task_id, state in rows}
 
-    def task_outputs(self, run_id: str, task_id: str) -> dict[str, Any]:
+    async def task_outputs(self, run_id: str, task_id: str) -> dict[str, Any]:
         """A task's outputs with artifact references loaded back into values."""
-        record = self.task_records(run_id).get(task_id)
-        if record is None or record.outputs is None:
+        row = await self.store.fetch_one("SELECT outputs FROM task_runs WHERE run_id = ? AND task_id = ?",
+                                         (run_id, task_id))
+        if row is None or not row[0]:
             return {}
-        return _decode(record.outputs)
+        return await asyncio.to_thread(_decode, json.loads(row[0]))
 
     # -- log lines -------------------------------------------------------------------------------
 
-    def add_event(self, run_id: str, kind: str, message: str, task_id: str | None = None) -> int:
-        with self.store._write() as conn:
-            cur = conn.execute(
+    async def add_event(self, run_id: str, kind: str, message: str, task_id: str | None = None) -> int:
+        async with self.store.transaction() as conn:
+            cur = await conn.execute(
                 "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, ?, ?, ?, ?)",
                 (run_id, task_id, kind, message, time.time()),
             )
@@ -235,14 +249,13 @@ class RunStore:
         assert event_id is not None
         return event_id
 
-    def events(self, run_id: str, after_id: int = 0) -> list[RunEventRecord]:
+    async def events(self, run_id: str, after_id: int = 0) -> list[RunEventRecord]:
         """A run's log lines with ``id > after_id``, oldest first (poll with the last id to follow)."""
-        with self.store._read() as conn:
-            rows = conn.execute(
-                "SELECT id, run_id, task_id, kind, message, created_at FROM run_events"
-                " WHERE run_id = ? AND id > ? ORDER BY id",
-                (run_id, after_id),
-            ).fetchall()
+        rows = await self.store.fetch(
+            "SELECT id, run_id, task_id, kind, message, created_at FROM run_events"
+            " WHERE run_id = ? AND id > ? ORDER BY id",
+            (run_id, after_id),
+        )
         return [RunEventRecord(*row) for row in rows]
 
     # -- artifacts -------------------------------------------------------------------------------
@@ -284,9 +297,19 @@ def _check(state: str, allowed: tuple[str, ...], what: str) -> None:
         raise ValueError(f"unknown {what} state {state!r} (one of {', '.join(allowed)})")
 
 
-def _run(row: tuple[Any, ...], _store: RunStore) -> RunRecord:
-    variables = _decode(json.loads(row[4])) if row[4] else {}
+async def _run(row: tuple[Any, ...]) -> RunRecord:
+    raw = json.loads(row[4]) if row[4] else {}
+    # Variables are plain JSON unless a run was started with a table or a file (then: artifacts).
+    variables = await asyncio.to_thread(_decode, raw) if _has_artifacts(raw) else raw
     return RunRecord(row[0], row[1], row[2], row[3], variables, row[5], row[6], row[7], row[8])
+
+
+def _has_artifacts(value: Any) -> bool:
+    if isinstance(value, dict):
+        return ARTIFACT_KEY in value or any(_has_artifacts(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_artifacts(v) for v in value)
+    return False
 
 
 def _is_dataframe(value: Any) -> bool:

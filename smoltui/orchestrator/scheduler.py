@@ -24,7 +24,7 @@ import graphlib
 import importlib.util
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +46,8 @@ from smoltui.orchestrator.events import (
     TaskStateChanged,
     TaskToken,
 )
-from smoltui.orchestrator.run_store import DONE_STATES, RunStore
+from smoltui.orchestrator.run_store import RunStore
+from smoltui.orchestrator.states import RunState, TaskState
 from smoltui.orchestrator.templating import TemplateError, render_structure
 from smoltui.orchestrator.workflow_spec import Task, Workflow
 
@@ -258,7 +259,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.state == "succeeded"
+        return self.state == RunState.SUCCEEDED
 
 
 class WorkflowRunner:
@@ -293,27 +294,27 @@ class WorkflowRunner:
         and re-raises :class:`asyncio.CancelledError`.
         """
         self.retry = None if retry is None else frozenset(retry)
-        existing = await asyncio.to_thread(self.store.find_run, run_id) if run_id else None
+        existing = await self.store.find_run(run_id) if run_id else None
         # The one place variables are merged: the file's defaults, then what the run was started
         # with (a variable added to the file since has its default), then this call's overrides.
         merged = {**self.spec.variables, **(existing.variables if existing else {}), **(variables or {})}
         if existing is None:
-            record = await asyncio.to_thread(
-                self.store.create_run, self.spec.id, name=self.spec.name, file=self.file,
+            record = await self.store.create_run(
+                self.spec.id, name=self.spec.name, file=self.file,
                 variables=merged, run_id=run_id, task_ids=list(self.tasks))
         else:
             record = existing
             if variables:
-                await asyncio.to_thread(self.store.set_run_variables, record.id, merged)
+                await self.store.set_run_variables(record.id, merged)
         self.run_id = record.id
         self.context: dict[str, Any] = dict(merged)
-        self.states: dict[str, str] = await asyncio.to_thread(self.store.task_states, self.run_id)
+        self.states: dict[str, str] = await self.store.task_states(self.run_id)
         self.outputs: dict[str, dict[str, Any]] = {}
         self.errors: dict[str, str] = {}
         self.forced_skip: set[str] = set()
         self.semaphore = asyncio.Semaphore(self.concurrency)
         self.artifacts_dir = self.store.artifacts_dir(self.run_id)
-        await self._set_run("running")
+        await self._set_run(RunState.RUNNING)
 
         running: dict[asyncio.Task[None], str] = {}
         try:
@@ -322,10 +323,11 @@ class WorkflowRunner:
             for job in running:
                 job.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            self._set_run_now("cancelled")
+            await _despite_cancel(self.store.set_run_state(self.run_id, RunState.CANCELLED, log=True))
+            self._publish(RunStateChanged(self.run_id, RunState.CANCELLED))
             raise
-        failed = any(s in ("failed", "upstream_failed", "cancelled") for s in self.states.values())
-        state = "failed" if failed else "succeeded"
+        failed = any(TaskState(s).failed for s in self.states.values())
+        state = RunState.FAILED if failed else RunState.SUCCEEDED
         await self._set_run(state)
         return RunResult(self.run_id, state, dict(self.states), self.outputs, self.errors)
 
@@ -355,25 +357,26 @@ class WorkflowRunner:
 
     async def _settle(self, task: Task) -> bool:
         """Decide a task without running an executor, if it can be; True when it is decided."""
-        if self.states.get(task.id) in DONE_STATES:  # resume: finished in an earlier attempt
-            if self.states[task.id] == "succeeded":
-                outputs = await asyncio.to_thread(self.store.task_outputs, self.run_id, task.id)
+        state = self.states.get(task.id)
+        if state is not None and TaskState(state).done:  # resume: finished in an earlier attempt
+            if state == TaskState.SUCCEEDED:
+                outputs = await self.store.task_outputs(self.run_id, task.id)
                 self.outputs[task.id] = outputs
                 self.context.update(outputs)
             return True
-        if self.retry is not None and self.states.get(task.id) == "failed" and task.id not in self.retry:
-            record = (await asyncio.to_thread(self.store.task_records, self.run_id)).get(task.id)
+        if self.retry is not None and self.states.get(task.id) == TaskState.FAILED and task.id not in self.retry:
+            record = (await self.store.task_records(self.run_id)).get(task.id)
             self.errors[task.id] = record.error if record and record.error else "failed earlier"
             return True
         deps = [self.states.get(d) for d in task.depends_on]
-        if any(s in ("failed", "upstream_failed", "cancelled") for s in deps):
-            bad = [d for d in task.depends_on if self.states.get(d) in ("failed", "upstream_failed", "cancelled")]
-            await self._set_task(task, "upstream_failed", error=f"upstream task(s) failed: {', '.join(bad)}")
+        bad = [d for d in task.depends_on if d in self.states and TaskState(self.states[d]).failed]
+        if bad:
+            await self._set_task(task, TaskState.UPSTREAM_FAILED, error=f"upstream task(s) failed: {', '.join(bad)}")
             return True
         if task.id in self.forced_skip:
             await self._skip(task, "not on the branch its conditional chose")
             return True
-        if any(s == "skipped" for s in deps):
+        if any(s == TaskState.SKIPPED for s in deps):
             await self._skip(task, "an upstream task was skipped")
             return True
         if task.when is not None:
@@ -411,9 +414,9 @@ class WorkflowRunner:
         for attempt in range(1, attempts + 1):
             try:
                 async with self.semaphore:
-                    await self._set_task(task, "running", attempt=attempt)
+                    await self._set_task(task, TaskState.RUNNING, attempt=attempt)
                     rendered = self._render_task(task)
-                    await asyncio.to_thread(self.store.set_task_rendered, self.run_id, task.id,
+                    await self.store.set_task_rendered(self.run_id, task.id,
                                             {"inputs": rendered.inputs, "prompt": rendered.prompt,
                                              "system": rendered.system})
                     deadline = _Deadline()
@@ -421,10 +424,10 @@ class WorkflowRunner:
                     async with asyncio.timeout(task.timeout) as deadline.timeout:
                         outputs = await executor.execute(task, rendered, info)
             except asyncio.CancelledError:
-                # Synchronous on purpose: a second cancel must not interrupt the record.
-                self.store.set_task_state(self.run_id, task.id, "cancelled", attempt=attempt, error="cancelled")
-                self.states[task.id] = "cancelled"
-                self._publish(TaskStateChanged(self.run_id, task.id, "cancelled", attempt, "cancelled"))
+                await _despite_cancel(self.store.set_task_state(self.run_id, task.id, TaskState.CANCELLED,
+                                                                attempt=attempt, error="cancelled", log=True))
+                self.states[task.id] = TaskState.CANCELLED
+                self._publish(TaskStateChanged(self.run_id, task.id, TaskState.CANCELLED, attempt, "cancelled"))
                 raise
             except TimeoutError:
                 error = f"timed out after {task.timeout:g}s"
@@ -459,49 +462,48 @@ class WorkflowRunner:
     # -- durable state, then events --------------------------------------------------------------
 
     async def _set_run(self, state: str) -> None:
-        await asyncio.to_thread(self._set_run_now_quiet, state)
+        await self.store.set_run_state(self.run_id, state, log=True)
         self._publish(RunStateChanged(self.run_id, state))
-
-    def _set_run_now(self, state: str) -> None:
-        self._set_run_now_quiet(state)
-        self._publish(RunStateChanged(self.run_id, state))
-
-    def _set_run_now_quiet(self, state: str) -> None:
-        self.store.set_run_state(self.run_id, state)
-        # The run's event log is what `smoltui logs` and any other viewer tail, whoever drives the run.
-        self.store.add_event(self.run_id, "run_state", state, None)
 
     async def _set_task(self, task: Task, state: str, *, attempt: int | None = None,
                         outputs: dict[str, Any] | None = None, error: str | None = None) -> None:
-        def write() -> None:
-            self.store.set_task_state(self.run_id, task.id, state, attempt=attempt, outputs=outputs, error=error)
-            self.store.add_event(self.run_id, "task_state", state, task.id)
-
-        await asyncio.to_thread(write)
+        await self.store.set_task_state(self.run_id, task.id, state, attempt=attempt, outputs=outputs, error=error,
+                                        log=True)
         self.states[task.id] = state
         self._publish(TaskStateChanged(self.run_id, task.id, state, attempt or 0, error))
 
     async def _succeed(self, task: Task, outputs: dict[str, Any], attempt: int) -> None:
-        await self._set_task(task, "succeeded", attempt=attempt, outputs=outputs)
+        await self._set_task(task, TaskState.SUCCEEDED, attempt=attempt, outputs=outputs)
         self.outputs[task.id] = outputs
         self.context.update(outputs)
 
     async def _fail(self, task: Task, error: str, attempt: int) -> None:
         self.errors[task.id] = error
-        await self._set_task(task, "failed", attempt=attempt, error=error)
+        await self._set_task(task, TaskState.FAILED, attempt=attempt, error=error)
         await self._log(task.id, f"failed: {error}")
 
     async def _skip(self, task: Task, reason: str) -> None:
-        await self._set_task(task, "skipped", error=None)
+        await self._set_task(task, TaskState.SKIPPED, error=None)
         await self._log(task.id, f"skipped: {reason}")
 
     async def _log(self, task_id: str | None, message: str) -> None:
-        event_id = await asyncio.to_thread(self.store.add_event, self.run_id, "log", message, task_id)
+        event_id = await self.store.add_event(self.run_id, "log", message, task_id)
         self._publish(TaskLog(self.run_id, task_id, message, event_id))
 
     def _publish(self, event: RunEvent) -> None:
         if self.bus is not None:
             self.bus.publish(event)
+
+
+async def _despite_cancel(write: Awaitable[Any]) -> None:
+    """Finish a write although the task doing it is being cancelled (again): a cancelled run is
+    recorded as cancelled, never left "running"."""
+    job = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait({job})
+        raise
 
 
 def _as_expression(text: str) -> str:

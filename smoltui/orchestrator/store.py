@@ -1,24 +1,30 @@
-"""The SQLite store: chat sessions and their messages, with full-text search.
+"""The SQLite store: chat sessions, their messages and tool calls, with full-text search; the
+audit trail and (through :mod:`run_store`) workflow runs share the file.
 
-One connection per process, in WAL mode so a reader (the TUI listing sessions) never waits for a
-writer (a streaming reply being saved). The connection is shared between threads behind a lock:
-SQLite serialises writes anyway, and one connection keeps the FTS triggers and the schema check in
-one place. Schema changes are numbered SQL scripts in ``MIGRATIONS``; the applied number lives in
-``PRAGMA user_version``.
+Async, through aiosqlite: one connection per process, its own thread, every method a coroutine, so
+nothing on the event loop waits for the disk. WAL mode lets a reader (the TUI listing sessions, a
+``smoltui logs`` in another terminal) go on while a writer commits. An ``asyncio.Lock`` keeps one
+coroutine's transaction from interleaving with another's on the shared connection.
+
+Schema changes are numbered migrations in ``MIGRATIONS`` (SQL scripts, and Python steps for data
+that SQL cannot move); the applied number lives in ``PRAGMA user_version``. They run once, when
+the file is opened, on a short-lived connection of their own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import aiosqlite
 
 from smoltui.errors import StoreError
 
@@ -161,6 +167,66 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
 ]
 
+def _backfill_tool_calls(conn: sqlite3.Connection) -> None:
+    """Migration 6's data: the calls each stored reply made, read once from its markup, and the
+    tool message that answered each (the next tool turns, in order)."""
+    from smoltui.backends.call_markup import parse_markup, result_summary
+
+    rows = conn.execute(
+        "SELECT id, session_id, role, content FROM messages ORDER BY session_id, id"
+    ).fetchall()
+    waiting: list[tuple[int, str]] = []  # (message id, call id) still without a result, in order
+    session = None
+    for message_id, session_id, role, content in rows:
+        if session_id != session:
+            session, waiting = session_id, []
+        if role == "assistant" and "<tool_call>" in content:
+            _, calls = parse_markup(content)
+            for position, call in enumerate(calls):
+                call_id = f"m{message_id}.{position}"
+                conn.execute(
+                    f"INSERT INTO message_tool_calls ({_CALL_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL)",
+                    (message_id, position, call_id, call.name, call.arguments, call.error),
+                )
+                waiting.append((message_id, call_id))
+        elif role == "tool" and waiting:
+            owner, call_id = waiting.pop(0)
+            ok, summary, _ = result_summary(content)
+            conn.execute(
+                "UPDATE message_tool_calls SET ok = ?, summary = ?, result_message_id = ? WHERE message_id = ? AND call_id = ?",
+                (int(ok), summary, message_id, owner, call_id),
+            )
+        elif role == "user":
+            waiting = []
+
+
+MIGRATIONS.append((
+    6,
+    """
+    -- The tool calls each assistant turn made, as rows: the message keeps its markup (the next
+    -- prompt must render the tokens the KV cache holds), these say what was called, with which
+    -- arguments (the ones that ran, after an edit), how it ended, who decided, and which tool
+    -- message holds its result.
+    CREATE TABLE message_tool_calls (
+        message_id         INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+        position           INTEGER NOT NULL,
+        call_id            TEXT    NOT NULL,
+        name               TEXT    NOT NULL,
+        arguments          TEXT    NOT NULL,
+        error              TEXT,
+        ok                 INTEGER,
+        summary            TEXT,
+        decision           TEXT,
+        decided_by         TEXT,
+        result_message_id  INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+        PRIMARY KEY (message_id, position)
+    );
+    CREATE INDEX message_tool_calls_call ON message_tool_calls(call_id);
+    """,
+))
+MIGRATION_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {6: _backfill_tool_calls}
+"""Python that runs after a migration's SQL, in the same transaction."""
+
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 # snippet() wraps each matched token in these; the UI turns them into highlights. Private-use
@@ -206,6 +272,31 @@ class SearchHit:
 
 
 @dataclass(frozen=True)
+class MessageToolCall:
+    """A tool call an assistant turn made, stored beside the turn's text.
+
+    ``ok`` is None until the call has ended (or when the process died while it waited)."""
+
+    message_id: int
+    position: int
+    call_id: str
+    name: str
+    arguments: str
+    """As JSON text: what the model wrote, or, after an edit, what ran."""
+    error: str | None = None
+    """Why the call could not be read (it never ran)."""
+    ok: bool | None = None
+    summary: str | None = None
+    decision: str | None = None
+    decided_by: str | None = None
+    result_message_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ok is not None and not isinstance(self.ok, bool):
+            object.__setattr__(self, "ok", bool(self.ok))
+
+
+@dataclass(frozen=True)
 class StoredToolCall:
     """One row of the tool-call audit trail (arguments already redacted when written).
 
@@ -238,6 +329,9 @@ _SESSION_COLUMNS = """
     (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id)
 """
 _MESSAGE_COLUMNS = "id, session_id, role, content, thinking, stats, created_at"
+_CALL_INSERT_COLUMNS = ("message_id, position, call_id, name, arguments, error, ok, summary, decision, decided_by,"
+                        " result_message_id")
+_CALL_COLUMNS = ", ".join(f"c.{c.strip()}" for c in _CALL_INSERT_COLUMNS.split(","))
 _TOOL_CALL_INSERT_COLUMNS = (
     "created_at, session_id, run_id, task_id, call_id, tool, arguments, original_arguments,"
     " decision, decided_by, duration_s, ok, error, result_summary"
@@ -246,81 +340,69 @@ _TOOL_CALL_COLUMNS = "id, " + _TOOL_CALL_INSERT_COLUMNS
 
 
 class Store:
-    """Chat sessions and messages in one SQLite file. Safe to share between threads."""
+    """Chat sessions, messages, their tool calls and the audit trail in one SQLite file."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
         # Use Store.open(); this only wires up an already-migrated connection.
         self.path = path
         self._conn = conn
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path) -> Store:
         """Open (creating if needed) the store at ``path`` and bring its schema up to date."""
         path = Path(path).expanduser()
+        await asyncio.to_thread(_prepare, path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise StoreError(
-                f"cannot create the data directory {path.parent}: {_mkdir_reason(path.parent, err)}; "
-                "fix that or use --home to point elsewhere"
-            ) from err
-        if path.is_dir():
-            raise StoreError(f"{path} is a directory, not a database file; use --home to point elsewhere")
-        try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a migration script and
-            # its user_version bump commit together and nothing is committed behind our back.
-            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so nothing is committed
+            # behind our back.
+            conn = await aiosqlite.connect(path, timeout=5.0, isolation_level=None)
         except sqlite3.Error as err:
             raise _open_error(path, err) from err
         try:
-            # The first statement is where SQLite actually reads the file header.
-            conn.execute("PRAGMA busy_timeout = 5000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(
-                    f"cannot use write-ahead logging for {path} (got {mode!r}); "
-                    "put the data directory on a local disk or use --home to point elsewhere"
-                )
-            conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA busy_timeout = 5000")
+            await conn.execute("PRAGMA foreign_keys = ON")
             # In WAL mode NORMAL is durable across application crashes and much faster than FULL.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            _migrate(conn, path)
-        except StoreError:
-            conn.close()
-            raise
+            await conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as err:
-            conn.close()
+            await conn.close()
             raise _open_error(path, err) from err
         return cls(path, conn)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the connection. Safe to call twice."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._conn.close()
+        if self._closed:
+            return
+        self._closed = True
+        async with self._lock:
+            await self._conn.close()
 
-    def __enter__(self) -> Store:
+    async def __aenter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
-    def schema_version(self) -> int:
+    async def schema_version(self) -> int:
         """The migration number this database is at (``PRAGMA user_version``)."""
-        with self._read() as conn:
-            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        rows = await self.fetch("PRAGMA user_version")
+        return int(rows[0][0])
+
+    async def data_version(self) -> int:
+        """Changes whenever another connection (another process) commits to the file: a cheap way
+        to notice that something else wrote."""
+        rows = await self.fetch("PRAGMA data_version")
+        return int(rows[0][0])
 
     # -- sessions --------------------------------------------------------------------------------
 
-    def create_session(self, title: str = "New chat", model: str | None = None) -> Session:
+    async def create_session(self, title: str = "New chat", model: str | None = None) -> Session:
         now = time.time()
-        with self._write() as conn:
-            cur = conn.execute(
+        async with self.transaction() as conn:
+            cur = await conn.execute(
                 "INSERT INTO sessions (title, model, created_at, updated_at) VALUES (?, ?, ?, ?)",
                 (title, model, now, now),
             )
@@ -328,117 +410,133 @@ class Store:
         assert session_id is not None
         return Session(session_id, title, model, now, now, 0)
 
-    def list_sessions(self) -> list[Session]:
+    async def list_sessions(self) -> list[Session]:
         """All sessions, most recently updated first."""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions s ORDER BY s.updated_at DESC, s.id DESC"
-            ).fetchall()
+        rows = await self.fetch(f"SELECT {_SESSION_COLUMNS} FROM sessions s ORDER BY s.updated_at DESC, s.id DESC")
         return [Session(*row) for row in rows]
 
-    def get_session(self, session_id: int) -> Session:
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.id = ?", (session_id,)
-            ).fetchone()
+    async def get_session(self, session_id: int) -> Session:
+        row = await self.fetch_one(f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.id = ?", (session_id,))
         if row is None:
             raise StoreError(f"no chat session {session_id}")
         return Session(*row)
 
-    def session_tools(self, session_id: int) -> list[str]:
+    async def session_tools(self, session_id: int) -> list[str]:
         """The names of the tools this chat may call (empty: none)."""
-        with self._read() as conn:
-            row = conn.execute("SELECT tools FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        row = await self.fetch_one("SELECT tools FROM sessions WHERE id = ?", (session_id,))
         if row is None:
             raise StoreError(f"no chat session {session_id}")
         return list(json.loads(row[0])) if row[0] else []
 
-    def set_session_tools(self, session_id: int, names: Sequence[str]) -> None:
-        with self._write() as conn:
-            cur = conn.execute("UPDATE sessions SET tools = ? WHERE id = ?",
-                               (json.dumps(sorted(set(names))) if names else None, session_id))
+    async def set_session_tools(self, session_id: int, names: Sequence[str]) -> None:
+        async with self.transaction() as conn:
+            cur = await conn.execute("UPDATE sessions SET tools = ? WHERE id = ?",
+                                     (json.dumps(sorted(set(names))) if names else None, session_id))
             if cur.rowcount == 0:
                 raise StoreError(f"no chat session {session_id}")
 
-    def rename_session(self, session_id: int, title: str) -> Session:
-        with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?",
-                (title, time.time(), session_id),
+    async def rename_session(self, session_id: int, title: str) -> Session:
+        async with self.transaction() as conn:
+            cur = await conn.execute(
+                "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?", (title, time.time(), session_id)
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no chat session {session_id}")
-        return self.get_session(session_id)
+        return await self.get_session(session_id)
 
-    def delete_session(self, session_id: int) -> None:
+    async def delete_session(self, session_id: int) -> None:
         """Delete a session with its messages (and their search entries). Missing ids are ignored."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        async with self.transaction() as conn:
+            await conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
 
     # -- messages --------------------------------------------------------------------------------
 
-    def add_message(
+    async def add_message(
         self,
         session_id: int,
         role: str,
         content: str,
         thinking: str | None = None,
         stats: dict[str, Any] | None = None,
+        *,
+        tool_calls: Sequence[MessageToolCall] = (),
     ) -> StoredMessage:
-        """Append a message to a session and mark the session as just updated."""
+        """Append a message to a session (with the tool calls an assistant turn made, as rows of
+        their own) and mark the session as just updated."""
         _check_role(role)
         now = time.time()
-        with self._write() as conn:
+        async with self.transaction() as conn:
             # Bump first: it doubles as the existence check, so a missing session becomes a clear
             # StoreError instead of a foreign-key IntegrityError.
-            cur = conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+            cur = await conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
             if cur.rowcount == 0:
                 raise StoreError(f"no chat session {session_id}")
-            cur = conn.execute(
+            cur = await conn.execute(
                 "INSERT INTO messages (session_id, role, content, thinking, stats, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (session_id, role, content, thinking, _dump_stats(stats), now),
             )
             message_id = cur.lastrowid
-        assert message_id is not None
+            assert message_id is not None
+            await _insert_calls(conn, message_id, tool_calls)
         return StoredMessage(message_id, session_id, role, content, thinking, stats, now)
 
-    def update_message(
+    async def update_message(
         self,
         message_id: int,
         content: str,
         thinking: str | None = None,
         stats: dict[str, Any] | None = None,
+        *,
+        tool_calls: Sequence[MessageToolCall] | None = None,
     ) -> StoredMessage:
-        """Replace a message's text, thinking and stats (all three, as given).
-
-        Meant for a reply that was saved early and finished streaming later.
-        """
-        with self._write() as conn:
-            cur = conn.execute(
+        """Replace a message's text, thinking and stats (all three, as given), and its calls when
+        ``tool_calls`` is given. Meant for a reply saved as it grows and finished later."""
+        async with self.transaction() as conn:
+            cur = await conn.execute(
                 "UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
                 (content, thinking, _dump_stats(stats), message_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no chat message {message_id}")
-            row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-            ).fetchone()
-            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), row[1]))
+            rows = await conn.execute_fetchall(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
+            row = list(rows)[0]
+            await conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), row[1]))
+            if tool_calls is not None:
+                await conn.execute("DELETE FROM message_tool_calls WHERE message_id = ?", (message_id,))
+                await _insert_calls(conn, message_id, tool_calls)
         return _message(row)
 
-    def messages(self, session_id: int) -> list[StoredMessage]:
+    async def messages(self, session_id: int) -> list[StoredMessage]:
         """A session's messages in the order they were added."""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY id",
-                (session_id,),
-            ).fetchall()
+        rows = await self.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? ORDER BY id", (session_id,)
+        )
         return [_message(row) for row in rows]
+
+    async def message_tool_calls(self, session_id: int) -> list[MessageToolCall]:
+        """Every tool call the model made in a session, in order (with its result once it has one)."""
+        rows = await self.fetch(
+            f"SELECT {_CALL_COLUMNS} FROM message_tool_calls c JOIN messages m ON m.id = c.message_id"
+            " WHERE m.session_id = ? ORDER BY c.message_id, c.position",
+            (session_id,),
+        )
+        return [MessageToolCall(*row) for row in rows]
+
+    async def settle_tool_call(self, message_id: int, call_id: str, *, ok: bool, summary: str,
+                               decision: str | None, decided_by: str | None, result_message_id: int | None,
+                               arguments: str | None = None) -> None:
+        """Record how a call of ``message_id`` ended (and the arguments it ran with, if edited)."""
+        async with self.transaction() as conn:
+            await conn.execute(
+                "UPDATE message_tool_calls SET ok = ?, summary = ?, decision = ?, decided_by = ?,"
+                " result_message_id = ?, arguments = COALESCE(?, arguments) WHERE message_id = ? AND call_id = ?",
+                (int(ok), summary, decision, decided_by, result_message_id, arguments, message_id, call_id),
+            )
 
     # -- search ----------------------------------------------------------------------------------
 
-    def search(self, query: str, limit: int = 50) -> list[SearchHit]:
+    async def search(self, query: str, limit: int = 50) -> list[SearchHit]:
         """Find sessions whose title, or messages whose content or thinking, contain every term.
 
         ``query`` is taken as plain words, never as FTS5 syntax: quotes, ``AND``, ``-x``, ``a:b``
@@ -449,39 +547,36 @@ class Store:
         terms = _terms(query)
         if not terms or limit <= 0:
             return []
-        with self._read() as conn:
-            hits = self._search_titles(conn, terms, limit)
-            rows = conn.execute(
-                """
-                SELECT m.session_id, s.title, m.id, m.role,
-                       snippet(messages_fts, -1, ?, ?, '…', 16)
-                FROM messages_fts
-                JOIN messages m ON m.id = messages_fts.rowid
-                JOIN sessions s ON s.id = m.session_id
-                WHERE messages_fts MATCH ?
-                ORDER BY rank
-                LIMIT ?
-                """,
-                (HIGHLIGHT_OPEN, HIGHLIGHT_CLOSE, _fts_query(terms), limit - len(hits)),
-            ).fetchall()
-        hits.extend(SearchHit(*row) for row in rows)
-        return hits
-
-    @staticmethod
-    def _search_titles(conn: sqlite3.Connection, terms: list[str], limit: int) -> list[SearchHit]:
         # Titles are short and few, so a LIKE scan is cheap and saves a second FTS index.
         # LIKE is substring-based and case-insensitive for ASCII only; good enough for titles.
         where = " AND ".join("s.title LIKE ? ESCAPE '\\'" for _ in terms)
         params = [f"%{_escape_like(term)}%" for term in terms]
-        rows = conn.execute(
+        titles = await self.fetch(
             f"SELECT s.id, s.title FROM sessions s WHERE {where} ORDER BY s.updated_at DESC LIMIT ?",
             (*params, limit),
-        ).fetchall()
-        return [SearchHit(sid, title, None, None, _highlight(title, terms)) for sid, title in rows]
+        )
+        hits = [SearchHit(sid, title, None, None, _highlight(title, terms)) for sid, title in titles]
+        if len(hits) >= limit:
+            return hits
+        rows = await self.fetch(
+            """
+            SELECT m.session_id, s.title, m.id, m.role,
+                   snippet(messages_fts, -1, ?, ?, '…', 16)
+            FROM messages_fts
+            JOIN messages m ON m.id = messages_fts.rowid
+            JOIN sessions s ON s.id = m.session_id
+            WHERE messages_fts MATCH ?
+            ORDER BY rank
+            LIMIT ?
+            """,
+            (HIGHLIGHT_OPEN, HIGHLIGHT_CLOSE, _fts_query(terms), limit - len(hits)),
+        )
+        hits.extend(SearchHit(*row) for row in rows)
+        return hits
 
     # -- tool-call audit trail -------------------------------------------------------------------
 
-    def add_tool_call(
+    async def add_tool_call(
         self,
         *,
         tool: str,
@@ -500,8 +595,8 @@ class Store:
         result_summary: str | None = None,
     ) -> int:
         """Append one audit row; returns its id. Arguments are stored as JSON, as given."""
-        with self._write() as conn:
-            cur = conn.execute(
+        async with self.transaction() as conn:
+            cur = await conn.execute(
                 f"INSERT INTO tool_calls ({_TOOL_CALL_INSERT_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -525,19 +620,19 @@ class Store:
         assert row_id is not None
         return row_id
 
-    def finish_tool_call(
+    async def finish_tool_call(
         self, row_id: int, *, duration_s: float, ok: bool, error: str | None, result_summary: str
     ) -> None:
         """Fill in the result of a call whose row was written before it ran."""
-        with self._write() as conn:
-            cur = conn.execute(
+        async with self.transaction() as conn:
+            cur = await conn.execute(
                 "UPDATE tool_calls SET duration_s = ?, ok = ?, error = ?, result_summary = ? WHERE id = ?",
                 (duration_s, int(ok), error, result_summary, row_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no tool call {row_id} in the audit trail")
 
-    def tool_calls(
+    async def tool_calls(
         self, *, run_id: str | None = None, session_id: int | None = None, limit: int = 200
     ) -> list[StoredToolCall]:
         """Audit rows, newest first, optionally only those of one run and/or one chat session."""
@@ -549,45 +644,52 @@ class Store:
             where.append("session_id = ?")
             params.append(session_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_TOOL_CALL_COLUMNS} FROM tool_calls {clause} ORDER BY id DESC LIMIT ?",
-                (*params, max(limit, 0)),
-            ).fetchall()
+        rows = await self.fetch(
+            f"SELECT {_TOOL_CALL_COLUMNS} FROM tool_calls {clause} ORDER BY id DESC LIMIT ?",
+            (*params, max(limit, 0)),
+        )
         return [_tool_call(row) for row in rows]
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read (StoreError when the file cannot be read)."""
+        async with self._lock:
             self._check_open()
             try:
-                yield self._conn
+                return list(await self._conn.execute_fetchall(sql, params))
             except sqlite3.OperationalError as err:
                 raise StoreError(
                     f"cannot read {self.path}: {err}; check the file or use --home to point elsewhere"
                 ) from err
+            except sqlite3.DatabaseError as err:
+                raise _damaged(self.path, err) from err
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction; SQLite write failures (disk full, read-only) become StoreError."""
-        with self._lock:
+    async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = await self.fetch(sql, params)
+        return rows[0] if rows else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; SQLite write failures (disk full, read-only) become StoreError."""
+        async with self._lock:
             self._check_open()
             conn = self._conn
             try:
                 # IMMEDIATE takes the write lock up front, so busy_timeout applies to the whole
                 # transaction instead of failing half-way on a lock upgrade.
-                conn.execute("BEGIN IMMEDIATE")
+                await conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
-                    conn.execute("COMMIT")
+                    await conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                        await asyncio.shield(conn.execute("ROLLBACK"))
                     raise
             except sqlite3.OperationalError as err:
                 raise _write_error(self.path, err) from err
+            except sqlite3.DatabaseError as err:
+                raise _damaged(self.path, err) from err
 
     def _check_open(self) -> None:
         if self._closed:
@@ -611,10 +713,19 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         if version <= current:
             continue
         for attempt in range(_MIGRATION_LOCK_RETRIES):
-            # executescript runs the whole script, so BEGIN/COMMIT go inside it; user_version is
-            # part of the database header and commits (or rolls back) with the script.
+            # The script, its Python step and user_version (part of the database header) commit
+            # or roll back together.
             try:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;")
+                conn.execute("BEGIN IMMEDIATE")
+                if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= version:
+                    conn.execute("ROLLBACK")  # another process migrated while this one waited
+                    break
+                _run_script(conn, script)
+                step = MIGRATION_STEPS.get(version)
+                if step is not None:
+                    step(conn)
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("COMMIT")
                 break
             except sqlite3.Error as err:
                 if conn.in_transaction:
@@ -635,6 +746,70 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                     f"cannot upgrade {path} to schema {version}: {err}; "
                     "back the file up and report this, or use --home to point elsewhere"
                 ) from err
+
+
+async def _insert_calls(conn: aiosqlite.Connection, message_id: int, calls: Sequence[MessageToolCall]) -> None:
+    if calls:
+        await conn.executemany(
+            f"INSERT INTO message_tool_calls ({_CALL_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(message_id, position, c.call_id, c.name, c.arguments, c.error,
+              None if c.ok is None else int(c.ok), c.summary, c.decision, c.decided_by, c.result_message_id)
+             for position, c in enumerate(calls)],
+        )
+
+
+def _prepare(path: Path) -> None:
+    """Before the async connection opens: the folder, the file's header, WAL, the migrations
+    (on a short-lived connection of this thread's own)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(
+            f"cannot create the data directory {path.parent}: {_mkdir_reason(path.parent, err)}; "
+            "fix that or use --home to point elsewhere"
+        ) from err
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a database file; use --home to point elsewhere")
+    try:
+        # isolation_level=None: a migration script and its user_version bump commit together.
+        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
+    except sqlite3.Error as err:
+        raise _open_error(path, err) from err
+    try:
+        # The first statement is where SQLite actually reads the file header.
+        conn.execute("PRAGMA busy_timeout = 5000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"cannot use write-ahead logging for {path} (got {mode!r}); "
+                "put the data directory on a local disk or use --home to point elsewhere"
+            )
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, path)
+    except StoreError:
+        raise
+    except sqlite3.Error as err:
+        raise _open_error(path, err) from err
+    finally:
+        conn.close()
+
+
+def _damaged(path: Path, err: sqlite3.DatabaseError) -> StoreError:
+    return StoreError(f"{path} is damaged ({err}); run `smoltui db check`, restore a backup, or use --home "
+                      "to point elsewhere")
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Each statement of ``script`` inside the open transaction (``executescript`` would commit it
+    first)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip() and not all(part.strip().startswith("--") for part in statement.strip().splitlines()):
+        conn.execute(statement)
 
 
 def _mkdir_reason(directory: Path, err: OSError) -> str:

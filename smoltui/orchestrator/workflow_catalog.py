@@ -1,13 +1,15 @@
 """Which workflows there are: YAML files in a few folders, each validated, each with its recent runs.
 
-The TUI's workflow tree shows a :class:`CatalogSnapshot`. Scanning is synchronous (call it in a
-thread): it walks the folders, validates each file (re-using the last result while the file's size
-and modification time are unchanged) and reads the recent runs of each file from the store. Whether
-anything changed is cheap to ask (:meth:`WorkflowCatalog.fingerprint`), so the tree can poll it.
+The TUI's workflow tree shows a :class:`CatalogSnapshot`. :meth:`WorkflowCatalog.scan` walks the
+folders and validates each file in a worker thread (re-using the last result while the file's size
+and modification time are unchanged), then reads the recent runs of each file from the store.
+Whether a file changed is cheap to ask (:meth:`WorkflowCatalog.files_stamp`): the core's watcher
+asks it, and says so on the bus.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,8 +98,12 @@ class WorkflowCatalog:
                     found.append((folder, resolved))
         return found
 
-    def fingerprint(self) -> tuple[Any, ...]:
-        """Changes when a workflow file appears, goes, or is edited, or a run starts or ends."""
+    def revalidate(self) -> None:
+        """Check every file again at the next scan (the tools it may call changed)."""
+        self._cache.clear()
+
+    def files_stamp(self) -> tuple[Any, ...]:
+        """Changes when a workflow file appears, goes, or is edited (blocking: a few stat calls)."""
         stamps = []
         for _, path in self.files():
             try:
@@ -105,21 +111,22 @@ class WorkflowCatalog:
             except OSError:
                 continue
             stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
-        runs: tuple[Any, ...] = ()
-        if self.run_store is not None:
-            runs = tuple((r.id, r.state, r.updated_at) for r in self.run_store.list_runs(limit=50))
-        return tuple(stamps), runs
+        return tuple(stamps)
 
-    def scan(self) -> CatalogSnapshot:
-        runs_by_file = self._runs_by_file()
+    async def scan(self) -> CatalogSnapshot:
+        entries = await asyncio.to_thread(self._scan_files)
+        runs_by_file = await self._runs_by_file()
+        entries = [_with_runs(entry, runs_by_file.get(str(entry.path), ())) for entry in entries]
+        missing = tuple(folder for folder in self.folders if not folder.path.is_dir())
+        return CatalogSnapshot(tuple(self.folders), tuple(entries), missing)
+
+    def _scan_files(self) -> list[WorkflowEntry]:
         entries = []
         for folder, path in self.files():
             entry = self._entry(folder, path)
-            if entry is None:
-                continue
-            entries.append(_with_runs(entry, runs_by_file.get(str(path), ())))
-        missing = tuple(folder for folder in self.folders if not folder.path.is_dir())
-        return CatalogSnapshot(tuple(self.folders), tuple(entries), missing)
+            if entry is not None:
+                entries.append(entry)
+        return entries
 
     def _entry(self, folder: WorkflowFolder, path: Path) -> WorkflowEntry | None:
         try:
@@ -134,15 +141,15 @@ class WorkflowCatalog:
         self._cache[path] = _Cached(stamp, entry)
         return entry
 
-    def _runs_by_file(self) -> dict[str, list[RunSummary]]:
+    async def _runs_by_file(self) -> dict[str, list[RunSummary]]:
         if self.run_store is None:
             return {}
         grouped: dict[str, list[RunSummary]] = {}
-        for record in self.run_store.list_runs(limit=500):
+        for record in await self.run_store.list_runs(limit=500):
             if not record.file or len(grouped.get(record.file, ())) >= RECENT_RUNS:
                 continue
             state = run_state_now(record)
-            duration = None if state in ("running", "pending") else max(0.0, record.updated_at - record.created_at)
+            duration = None if state.active else max(0.0, record.updated_at - record.created_at)
             grouped.setdefault(record.file, []).append(RunSummary(record.id, state, record.created_at, duration))
         return grouped
 

@@ -8,7 +8,6 @@ loop, in the order the orchestrator published them.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,11 +21,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
-from smoltui.backends.tool_calls import CLOSE, OPEN, parse_call
 from smoltui.core import Core
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.chat import ChatService, split_think_flag
-from smoltui.orchestrator.chat_tools import split_markup
 from smoltui.orchestrator.events import (
     ApprovalNeeded,
     ContextTrimmed,
@@ -45,7 +42,8 @@ from smoltui.orchestrator.events import (
     ToolStepLimit,
 )
 from smoltui.orchestrator.export import export_session
-from smoltui.orchestrator.store import Session, StoredMessage
+from smoltui.orchestrator.store import Session
+from smoltui.orchestrator.transcript import Called, Entry, Said, load_transcript
 from smoltui.screens.approval_card import ApprovalCard, card_for
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
 from smoltui.screens.main_panes import LAYOUT_BINDINGS, WorkflowPanes
@@ -355,16 +353,13 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         live = self._live
         try:
             if self.session is None:
-                session = await asyncio.to_thread(
-                    self._store.create_session,
-                    title_from_prompt(split_think_flag(text)[0]),
-                    self._model_label,
-                )
+                session = await self._store.create_session(
+                    title_from_prompt(split_think_flag(text)[0]), self._model_label)
                 self._set_session(session)
             elif self.session.title == NEW_CHAT_TITLE and self.session.message_count == 0:
                 # Made empty by the tool picker: the first message names it, as for any chat.
-                renamed = await asyncio.to_thread(self._store.rename_session, self.session.id,
-                                                  title_from_prompt(split_think_flag(text)[0]))
+                renamed = await self._store.rename_session(self.session.id,
+                                                           title_from_prompt(split_think_flag(text)[0]))
                 self._set_session(renamed)
             assert self.session is not None
             self._reply_session = self.session.id
@@ -434,7 +429,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             case ToolCallDone(session_id=sid) if sid == self.session_id:
                 view = self._call_views.get(event.call_id)
                 if view is not None:
-                    view.finish(event.ok, event.summary)
+                    view.finish(event.ok, event.summary, arguments=event.arguments)
                 # A call cancelled while it asked ends without an answer: its card goes too.
                 self._drop_card(event.call_id)
                 recount = getattr(self.app, "recount_approvals", None)
@@ -557,7 +552,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     async def _export(self, session_id: int) -> None:
         try:
             await asyncio.to_thread(self._exports_dir.mkdir, parents=True, exist_ok=True)
-            path = await asyncio.to_thread(export_session, self._store, session_id, self._exports_dir)
+            path = await export_session(self._store, session_id, self._exports_dir)
         except OSError as error:
             self.notify(
                 f"cannot create {self._exports_dir}: {error.strerror or error}",
@@ -615,8 +610,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             return
         try:
             if self.session is None:
-                self._set_session(await asyncio.to_thread(self._store.create_session, NEW_CHAT_TITLE,
-                                                          self._model_label))
+                self._set_session(await self._store.create_session(NEW_CHAT_TITLE, self._model_label))
                 self._refresh_sessions()
             assert self.session is not None
             await service.set_session_tools(self.session.id, chosen)
@@ -674,7 +668,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     @work(exclusive=True, group="session-list")
     async def _refresh_sessions(self) -> None:
         try:
-            sessions = await asyncio.to_thread(self._store.list_sessions)
+            sessions = await self._store.list_sessions()
         except SmoltuiError as error:
             self.notify(str(error), title="Cannot list chats", severity="error")
             return
@@ -736,25 +730,23 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     @work(exclusive=True, group="open-session")
     async def _open_session(self, session_id: int, highlight_message: int | None = None) -> None:
         try:
-            session = await asyncio.to_thread(self._store.get_session, session_id)
-            messages = await asyncio.to_thread(self._store.messages, session_id)
+            session = await self._store.get_session(session_id)
+            entries = await load_transcript(self._store, session_id)
         except SmoltuiError as error:
             self.notify(str(error), title="Cannot open the chat", severity="error")
             return
-        await self._show_session(session, messages, highlight_message)
+        await self._show_session(session, entries, highlight_message)
         self._refresh_sessions()
 
-    async def _show_session(
-        self, session: Session, messages: list[StoredMessage], highlight_message: int | None
-    ) -> None:
+    async def _show_session(self, session: Session, entries: list[Entry], highlight_message: int | None) -> None:
         await self._clear_log()
         self._set_session(session)
-        shown = messages[-MAX_SHOWN_MESSAGES:]
+        shown = entries[-MAX_SHOWN_MESSAGES:]
         widgets: list[Static | MessageView] = []
-        if len(shown) < len(messages):
+        if len(shown) < len(entries):
             widgets.append(
                 Static(
-                    f"showing the last {len(shown)} of {len(messages)} messages; "
+                    f"showing the last {len(shown)} of {len(entries)} messages and calls; "
                     "export the chat to read all of it",
                     classes="notice",
                     markup=False,
@@ -762,24 +754,24 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             )
         views: list[MessageView] = []
         calls: list[ToolCallView] = []
-        for m in shown:
-            if m.role == "tool":
-                widgets.extend(self._settle_call_view(calls, m.content))
-                continue
-            text, raw_calls = split_markup(m.content) if m.role == "assistant" else (m.content, [])
-            if text or m.thinking or m.stats or not raw_calls:
-                view = MessageView(m.role, text, thinking=m.thinking, stats=m.stats, message_id=m.id)
-                views.append(view)
+        for entry in shown:
+            if isinstance(entry, Called):
+                view = ToolCallView(entry.call_id, entry.name, entry.arguments, error=entry.error)
+                if entry.ok is not None:
+                    view.finish(entry.ok, entry.summary or "")
+                calls.append(view)
                 widgets.append(view)
-            for raw in raw_calls:
-                name, arguments, problem = parse_call(raw.removeprefix(OPEN).removesuffix(CLOSE))
-                calls.append(ToolCallView("", name, arguments, error=problem))
-                widgets.append(calls[-1])
+                continue
+            message = MessageView(entry.role, entry.text, thinking=entry.thinking, stats=entry.stats,
+                                  message_id=entry.id)
+            views.append(message)
+            widgets.append(message)
         if widgets:
             await self.log_view.mount_all(widgets)
         else:
             self._show_welcome()
-        last_stats = next((m.stats for m in reversed(messages) if m.role == "assistant" and m.stats), None)
+        said = [e for e in entries if isinstance(e, Said)]
+        last_stats = next((e.stats for e in reversed(said) if e.role == "assistant" and e.stats), None)
         self.status.tok_s = _number(last_stats, "decode_tok_s")
         used = _number(last_stats, "context_used")
         self.status.context_used = int(used) if used is not None else None
@@ -795,15 +787,15 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     def _restore_cards(self, calls: list[ToolCallView]) -> None:
         """A call of this chat that still waits for its answer (the user left the chat while it
         asked): its card comes back under its call, and that call's view follows it again."""
-        if self.core is None or self.session is None:
+        if self.session is None:
             return
+        by_id = {view.call_id: view for view in calls}
         for request in self.core.gate.waiting(session_id=self.session.id):
             call = request.call
             if call.id in self._chat_cards:
                 continue
-            view = next((v for v in reversed(calls) if v.ok is None and v.tool == call.tool), None)
+            view = by_id.get(call.id)
             if view is not None:
-                view.call_id = call.id
                 self._call_views[call.id] = view
             self.chat_approval_event(ApprovalNeeded(request))
 
@@ -816,25 +808,6 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         if card is not None and card.is_attached:
             card.focus()
             self.log_view.scroll_to_widget(card, animate=False)
-
-    @staticmethod
-    def _settle_call_view(pending: list[ToolCallView], content: str) -> list[Static]:
-        """A stored tool result: it completes the oldest call view still waiting for one."""
-        try:
-            result = json.loads(content)
-        except json.JSONDecodeError:
-            result = {"result": content}
-        ok = isinstance(result, dict) and "error" not in result
-        summary = str(result.get("result") if ok else result.get("error")) if isinstance(result, dict) else content
-        summary = " ".join(summary.split())
-        summary = summary if len(summary) <= 160 else summary[:159] + "…"
-        waiting = next((v for v in pending if v.ok is None), None)
-        if waiting is not None:
-            waiting.finish(ok, summary)
-            return []
-        orphan = ToolCallView("", str(result.get("name", "tool")) if isinstance(result, dict) else "tool", "{}")
-        orphan.finish(ok, summary)
-        return [orphan]
 
     async def _clear_log(self) -> None:
         for view in self.message_views():
@@ -861,11 +834,11 @@ class ChatScreen(WorkflowPanes, Screen[None]):
     @work(group="dialog")
     async def _rename(self, session_id: int) -> None:
         try:
-            session = await asyncio.to_thread(self._store.get_session, session_id)
+            session = await self._store.get_session(session_id)
             title = await self.app.push_screen_wait(TextPromptDialog("Rename chat", session.title))
             if title is None or title == session.title:
                 return
-            session = await asyncio.to_thread(self._store.rename_session, session_id, title)
+            session = await self._store.rename_session(session_id, title)
         except SmoltuiError as error:
             self.notify(str(error), title="Cannot rename the chat", severity="error")
             return
@@ -888,7 +861,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             )
             return
         try:
-            session = await asyncio.to_thread(self._store.get_session, session_id)
+            session = await self._store.get_session(session_id)
             count = session.message_count
             question = (
                 f"Delete “{session.title}” and its {count} message{'s' if count != 1 else ''}? "
@@ -896,7 +869,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             )
             if not await self.app.push_screen_wait(ConfirmDialog(question, confirm_label="Delete")):
                 return
-            await asyncio.to_thread(self._store.delete_session, session_id)
+            await self._store.delete_session(session_id)
         except SmoltuiError as error:
             self.notify(str(error), title="Cannot delete the chat", severity="error")
             return

@@ -242,7 +242,6 @@ class LogPane(Widget):
         run_store: RunStore,
         *,
         max_lines: int = 50_000,
-        poll_interval: float = 0.5,
         backfill: int = 2_000,
         run_id: str | None = None,
         name: str | None = None,
@@ -252,7 +251,6 @@ class LogPane(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self.run_store = run_store
         self.max_lines = max_lines
-        self.poll_interval = poll_interval
         self.tail = RunLogTail(run_store, backfill=min(backfill, max_lines))
         self._buffer: deque[LogRecord] = deque(maxlen=max_lines)
         self._filtered: list[LogRecord] = []
@@ -270,8 +268,6 @@ class LogPane(Widget):
 
     def on_mount(self) -> None:
         self._rebuild()
-        if self.poll_interval > 0:
-            self.set_interval(self.poll_interval, self.nudge)
         self.nudge()
 
     def focus(self, scroll_visible: bool = True) -> LogPane:
@@ -291,19 +287,19 @@ class LogPane(Widget):
         self.run_worker(self.poll(), group="log-pane-poll", exit_on_error=False)
 
     async def poll(self) -> int:
-        """Read what is new in the store (in a thread) and show it; returns the number of new records."""
+        """Read what is new in the store and show it; returns the number of new records."""
         added = 0
         async with self._poll_lock:
             while True:
                 self._poll_again = False
                 try:
-                    records = await asyncio.to_thread(self.tail.poll)
+                    records = await self.tail.poll()
                     self.add_records(records)
                     added += len(records)
                     run_id = self.run_id
                     if run_id is not None and run_id not in self._history_loaded:
                         self._history_loaded.add(run_id)
-                        older = await asyncio.to_thread(self.tail.history, run_id)
+                        older = await self.tail.history(run_id)
                         self._merge_history(older)
                         added += len(older)
                 except StoreError as error:  # the store closed under us (app exit) or a disk error

@@ -21,10 +21,13 @@ from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.events import (
     ApprovalNeeded,
     RunFinished,
+    RunsChanged,
     RunStateChanged,
     TaskLog,
     TaskStateChanged,
     ToolCallFinished,
+    ToolsChanged,
+    WorkflowsChanged,
 )
 from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
@@ -211,16 +214,14 @@ class WorkflowPanes:
     # -- events ----------------------------------------------------------------------------------
 
     def _workflow_event(self, event: Any) -> None:
-        if isinstance(event, RunStateChanged | TaskStateChanged | TaskLog | RunFinished):
-            if self.log_pane is not None:
-                self.log_pane.nudge()
-            if isinstance(event, RunStateChanged | RunFinished) and self.workflow_tree is not None:
+        if isinstance(event, RunStateChanged | TaskStateChanged | TaskLog | RunFinished | RunsChanged):
+            self.log_pane.nudge()
+            if isinstance(event, RunStateChanged | RunFinished | RunsChanged):
                 self.workflow_tree.nudge()
+        elif isinstance(event, WorkflowsChanged | ToolsChanged):
+            self.workflow_tree.nudge()  # a file edited, or a tool it calls came or went
         elif isinstance(event, ApprovalNeeded | ToolCallFinished):
-            assert self.core is not None
             hook = getattr(self, "chat_approval_event", None)
             if hook is not None:
                 hook(event)
-            if self.workflow_tree is not None:
-                self.workflow_tree.set_awaiting(
-                    {p.call.run_id for p in self.core.gate.waiting() if p.call.run_id})
+            self.workflow_tree.set_awaiting({r.call.run_id for r in self.core.gate.waiting() if r.call.run_id})

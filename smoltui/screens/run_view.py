@@ -8,6 +8,7 @@ one-second tick keeps durations moving and catches what no event announced.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.events import (
     ApprovalNeeded,
     RunFinished,
+    RunsChanged,
     RunStateChanged,
     TaskStateChanged,
     TaskToken,
@@ -96,6 +98,7 @@ class RunScreen(Screen[None]):
         self.live_text: dict[str, str] = {}
         self.cards: dict[str, ApprovalCard] = {}
         self._shown_outputs: dict[tuple[str, int, float | None], RenderableType] = {}
+        self._outputs_read: dict[tuple[str, int, float | None], dict[str, Any] | str] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self.title_label = Label(id="run-title", markup=False)
         self.table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
@@ -126,7 +129,8 @@ class RunScreen(Screen[None]):
             self._add_card(pending)
         self._load_spec()
         self.reload()
-        self.set_interval(1.0, self.reload)
+        # Only the clock: the store is read again when the bus says this run changed.
+        self.set_interval(1.0, self._tick)
 
     def on_unmount(self) -> None:
         if self._unsubscribe is not None:
@@ -135,17 +139,17 @@ class RunScreen(Screen[None]):
 
     # -- data ------------------------------------------------------------------------------------
 
-    @work(thread=True, group="run-spec")
-    def _load_spec(self) -> None:
-        record = self.core.run_store.find_run(self.run_id)
+    @work(group="run-spec")
+    async def _load_spec(self) -> None:
+        record = await self.core.run_store.find_run(self.run_id)
         if record is None or not record.file:
             return
         try:
-            tasks = list(load_workflow(record.file).spec.tasks)
+            workflow = await asyncio.to_thread(load_workflow, record.file)
         except WorkflowError as error:
-            self.app.call_from_thread(setattr, self, "spec_problem", str(error))
+            self.spec_problem = str(error)
             return
-        self.app.call_from_thread(self._set_tasks, tasks)
+        self._set_tasks(list(workflow.spec.tasks))
 
     def _set_tasks(self, tasks: list[Task]) -> None:
         self.tasks = tasks
@@ -154,16 +158,32 @@ class RunScreen(Screen[None]):
     def reload(self) -> None:
         self._reload()
 
-    @work(thread=True, exclusive=True, group="run-reload")
-    def _reload(self) -> None:
+    @work(exclusive=True, group="run-reload")
+    async def _reload(self) -> None:
         store = self.core.run_store
         try:
-            record = store.get_run(self.run_id)
-            tasks = store.task_records(self.run_id)
+            record = await store.get_run(self.run_id)
+            tasks = await store.task_records(self.run_id)
+            for task_id, task in tasks.items():
+                key = (task_id, task.attempt, task.finished_at)
+                if task.state == "succeeded" and task.outputs and key not in self._outputs_read:
+                    self._outputs_read[key] = await self._read_outputs(task_id)
         except SmoltuiError as error:
-            self.app.call_from_thread(self.notify, str(error), severity="error")
+            self.notify(str(error), severity="error")
             return
-        self.app.call_from_thread(self._show, _Loaded(record, run_state_now(record), tasks))
+        self._show(_Loaded(record, run_state_now(record), tasks))
+
+    async def _read_outputs(self, task_id: str) -> dict[str, Any] | str:
+        try:
+            return await self.core.run_store.task_outputs(self.run_id, task_id)
+        except Exception as error:  # an artifact deleted by hand, or pandas missing
+            return f"the outputs cannot be read back: {error}"
+
+    def _tick(self) -> None:
+        """Running tasks' durations move on; nothing is read."""
+        if self.loaded is not None and self.loaded.state in ("running", "pending"):
+            self._render_title()
+            self._render_table()
 
     def _show(self, loaded: _Loaded) -> None:
         self.loaded = loaded
@@ -286,14 +306,15 @@ class RunScreen(Screen[None]):
     def _outputs(self, task_id: str, record: TaskRecord) -> RenderableType:
         if not record.outputs:
             return Text("(the task declares no outputs)", "dim italic")
-        # The view refreshes every second; a finished task's artifacts (tables read back from
-        # Parquet) are read once, not on every tick.
+        # A finished task's artifacts (tables read back from Parquet) are read once, when the run
+        # is (re)loaded, and rendered once.
         key = (task_id, record.attempt, record.finished_at)
         if key not in self._shown_outputs:
-            try:
-                values = self.core.run_store.task_outputs(self.run_id, task_id)
-            except Exception as error:  # an artifact deleted by hand, or pandas missing
-                return Text(f"the outputs cannot be read back: {error}", "red")
+            values = self._outputs_read.get(key)
+            if values is None:
+                return Text("reading the outputs…", "dim italic")
+            if isinstance(values, str):
+                return Text(values, "red")
             self._shown_outputs[key] = Group(
                 *(item for name, value in values.items() for item in (Text(name, "bold"), _value(value))))
         return self._shown_outputs[key]
@@ -319,6 +340,10 @@ class RunScreen(Screen[None]):
             self.live_text[event.task_id] = text
             if event.task_id == self.selected:
                 self._render_detail()
+            return
+        if isinstance(event, RunsChanged) and self.run_id in event.run_ids:
+            self.reload()
+            self.log_pane.nudge()
             return
         if isinstance(event, TaskStateChanged | RunStateChanged | RunFinished) and event.run_id == self.run_id:
             if isinstance(event, TaskStateChanged) and event.state == "running":

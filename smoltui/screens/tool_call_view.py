@@ -42,8 +42,11 @@ class ToolCallView(Static):
     def on_mount(self) -> None:
         self._show()
 
-    def finish(self, ok: bool, summary: str) -> None:
+    def finish(self, ok: bool, summary: str, *, arguments: str | None = None) -> None:
+        """The call has ended; ``arguments``: what it ran with, when a person edited them."""
         self.ok, self.outcome = ok, summary
+        if arguments is not None:
+            self.arguments = arguments
         if self.is_mounted:
             self._show()
 

@@ -22,7 +22,6 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.workflow_catalog import CatalogSnapshot, RunSummary, WorkflowCatalog, WorkflowEntry
 from smoltui.screens.state_icons import STATE_STYLES
 
@@ -86,49 +85,34 @@ class WorkflowTree(Tree[Any]):
             self.run_id = run_id
             self.entry = entry
 
-    def __init__(self, catalog: WorkflowCatalog, *, poll_interval: float = 2.0, id: str | None = None) -> None:
+    def __init__(self, catalog: WorkflowCatalog, *, id: str | None = None) -> None:
         super().__init__("workflows", id=id)
         self.catalog = catalog
-        self.poll_interval = poll_interval
         self.show_root = False
         self.auto_expand = False  # enter on a workflow launches it; space opens its runs
         self.guide_depth = 2
         self.snapshot: CatalogSnapshot | None = None
-        self._fingerprint: Any = None
         self._awaiting: set[str] = set()  # runs with a tool call waiting for the user
 
     def on_mount(self) -> None:
         self.border_title = "Workflows"
         self.nudge()
-        self.set_interval(self.poll_interval, self.nudge)
 
     # -- refresh ---------------------------------------------------------------------------------
 
     def nudge(self) -> None:
-        """Look for changes now (files edited, runs started or ended)."""
-        self._poll()
+        """Read the folders and the runs again (the screen calls this when the bus says a file or
+        a run changed)."""
+        self._scan()
 
-    @work(thread=True, exclusive=True, group="workflow-tree")
-    def _poll(self) -> None:
+    @work(exclusive=True, group="workflow-tree")
+    async def _scan(self) -> None:
         try:
-            fingerprint = (self.catalog.fingerprint(), self._dead_runs())
-            if fingerprint == self._fingerprint and self.snapshot is not None:
-                return
-            snapshot = self.catalog.scan()
+            snapshot = await self.catalog.scan()
         except Exception:  # a vanished folder or a busy store: keep what is shown, try again later
             log.exception("scanning workflows failed")
             return
-        self._fingerprint = fingerprint
-        self.app.call_from_thread(self.show_snapshot, snapshot)
-
-    def _dead_runs(self) -> tuple[str, ...]:
-        """Runs stored as running whose process is gone. A run killed in another process changes no
-        row, so the catalog's fingerprint alone would leave it shown as running for good."""
-        store = self.catalog.run_store
-        if store is None:
-            return ()
-        return tuple(r.id for r in store.list_runs(limit=50)
-                     if r.state in ("running", "pending") and run_state_now(r) == "interrupted")
+        self.show_snapshot(snapshot)
 
     def set_awaiting(self, run_ids: set[str]) -> None:
         """Runs with a tool call waiting for approval (shown with their own icon)."""
@@ -275,5 +259,4 @@ class WorkflowTree(Tree[Any]):
         self.post_message(self.LaunchRequested(entry))
 
     def action_refresh(self) -> None:
-        self._fingerprint = None
         self.nudge()

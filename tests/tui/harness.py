@@ -1,7 +1,8 @@
-"""Helpers for the TUI tests: build a SmolApp around a scripted backend and a real store.
+"""Helpers for the TUI tests: a real core (real store, real gate, real run manager) around a
+scripted backend, and the app over it.
 
-Imported by ``tests/test_app_*.py`` and ``tests/test_screens_*.py`` (pytest puts ``tests/`` on the
-import path); pytest only loads ``conftest.py`` by itself, hence the explicit imports.
+Imported by ``tests/test_app_*.py`` and ``tests/test_screens_*.py`` as ``tui.harness`` (pytest
+puts ``tests/`` on the import path).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import pytest
 from textual.pilot import Pilot
 
 from smoltui.app import SmolApp
-from smoltui.backends.base import GenerationParams
+from smoltui.backends.base import Backend
 from smoltui.backends.scripted import ScriptedBackend, ScriptedReply
 from smoltui.config import Config
-from smoltui.orchestrator.chat import ChatService, ChatSettings
+from smoltui.core import Core, Settings, build_core
 from smoltui.orchestrator.store import Store
+from smoltui.paths import Paths
+from smoltui.tools.base import Tool
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.message_view import MessageView
 from smoltui.screens.themes import bundled_theme_dirs
@@ -41,35 +44,54 @@ FIXED_STATS: dict[str, Any] = {
 }
 
 
+def build_core(
+    store: Store,
+    backend: Backend | None,
+    tmp_path: Path,
+    *,
+    config: Config | None = None,
+    think: bool = False,
+    tools: Sequence[Tool] | None = None,
+    project_dir: Path | None = None,
+    model_spec: str | None = None,
+) -> Core:
+    """A core over ``store``: ``backend`` as its model (None: ``model_spec``, by default a model
+    file that does not exist, so the core has no model and says why); ``tools`` replace the
+    built-in ones; ``project_dir`` is where the tree finds ``workflows/``."""
+    config = config or Config()
+    config.chat.think = think
+    config.chat.max_tokens = 512
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    settings = Settings(config, Paths.resolve(home), log_to_file=False,
+                        model_spec=model_spec or (None if backend is not None else str(tmp_path / "missing.gguf")),
+                        workspace=tmp_path, project_dir=project_dir or tmp_path / "project")
+    core = build_core(settings, store=store, backend=backend)
+    if tools is not None:
+        core.tools.replace_origin("builtin", [t for t in tools if t.origin == "builtin"])
+        for origin in {t.origin for t in tools if t.origin != "builtin"}:
+            core.tools.replace_origin(origin, [t for t in tools if t.origin == origin])
+    return core
+
+
 def build_app(
     store: Store,
-    backend: ScriptedBackend | None,
+    backend: Backend | None,
     tmp_path: Path,
     *,
     config: Config | None = None,
     think: bool = False,
     theme_dirs: Sequence[Path] | None = None,
     initial_session: int | None = None,
-    model_error: str | None = None,
-    workbench: Any = None,
+    tools: Sequence[Tool] | None = None,
+    project_dir: Path | None = None,
+    core: Core | None = None,
 ) -> SmolApp:
-    config = config or Config()
-    service = None
-    if backend is not None:
-        service = ChatService(
-            backend, store, ChatSettings(params=GenerationParams(think=think, max_tokens=512))
-        )
-    return SmolApp(
-        service,
-        store,
-        config,
-        model_label=backend.model_name if backend is not None else "no model",
-        model_error=model_error,
-        exports_dir=tmp_path / "exports",
-        theme_dirs=bundled_theme_dirs() if theme_dirs is None else theme_dirs,
-        initial_session=initial_session,
-        workbench=workbench,
-    )
+    """The app over a core built by :func:`build_core` (or over ``core``)."""
+    core = core or build_core(store, backend, tmp_path, config=config, think=think, tools=tools,
+                              project_dir=project_dir)
+    return SmolApp(core, theme_dirs=bundled_theme_dirs() if theme_dirs is None else theme_dirs,
+                   initial_session=initial_session)
 
 
 def scripted(*replies: str | ScriptedReply, delay_s: float = 0.001, **kwargs: Any) -> ScriptedBackend:
@@ -104,8 +126,9 @@ async def ready(pilot: Pilot) -> ChatScreen:
     app = pilot.app
     assert isinstance(app, SmolApp)
     await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the chat screen")
-    if app.service is not None:
-        await wait_until(pilot, lambda: app.service.ready.is_set() or app.service.load_error, "the model")
+    model = app.core.model
+    if model.available:
+        await wait_until(pilot, lambda: model.ready.is_set() or model.load_error, "the model")
         await wait_until(pilot, lambda: chat_screen(app).status.state != "loading", "the status bar")
     return chat_screen(app)
 

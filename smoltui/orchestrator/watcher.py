@@ -1,0 +1,105 @@
+"""The one watcher of a core: what other processes change reaches the bus from here.
+
+Runs driven by this process announce themselves (the scheduler publishes every change). A run driven
+from another terminal, a ``smoltui logs`` elsewhere, a run whose process was killed, or a workflow
+file edited in an editor change nothing in this process: the watcher notices them, once a second,
+and publishes :class:`RunsChanged` or :class:`WorkflowsChanged`. Views subscribe to the bus and
+read again; none of them polls on its own.
+
+What it checks is cheap: ``PRAGMA data_version`` (changes only when another connection committed),
+``os.kill(pid, 0)`` for runs stored as active by another process, and a few ``stat`` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Any
+
+from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.events import Publisher, RunsChanged, WorkflowsChanged
+from smoltui.orchestrator.run_manager import pid_alive
+from smoltui.orchestrator.run_store import RunStore
+from smoltui.orchestrator.workflow_catalog import WorkflowCatalog
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 1.0
+
+
+class Watcher:
+    def __init__(self, run_store: RunStore, catalog: WorkflowCatalog, bus: Publisher, *,
+                 interval_s: float = INTERVAL_S) -> None:
+        self.run_store = run_store
+        self.catalog = catalog
+        self.bus = bus
+        self.interval_s = interval_s
+        self._version: int | None = None
+        self._since = time.time()
+        self._files: tuple[Any, ...] | None = None
+        self._foreign_active: dict[str, int] = {}  # run id -> pid, for runs another process drives
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Check once a second until :meth:`stop` (idempotent)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="smoltui watcher")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except SmoltuiError as error:  # a busy or closing store: try again next time
+                log.info("watcher: %s", error)
+            except Exception:  # never let the watcher die of one bad check
+                log.exception("watcher check failed")
+            await asyncio.sleep(self.interval_s)
+
+    async def check(self) -> None:
+        """Publish what changed since the last check (the first check only takes a baseline)."""
+        changed = await self._changed_runs()
+        changed |= self._died()
+        if changed:
+            self.bus.publish(RunsChanged(tuple(sorted(changed))))
+        files = await asyncio.to_thread(self.catalog.files_stamp)
+        if self._files is not None and files != self._files:
+            self.bus.publish(WorkflowsChanged())
+        self._files = files
+
+    async def _changed_runs(self) -> set[str]:
+        version = await self.run_store.store.data_version()
+        first = self._version is None
+        if version == self._version:
+            return set()
+        self._version = version
+        # A little slack: another process's clock reading and its commit are not one instant.
+        since, self._since = self._since, time.time() - 1.0
+        if first:  # the baseline: which runs other processes are driving now
+            rows = await self.run_store.store.fetch(
+                "SELECT id, state, pid FROM runs WHERE state IN ('pending', 'running')")
+        else:
+            rows = await self.run_store.store.fetch("SELECT id, state, pid FROM runs WHERE updated_at >= ?", (since,))
+        me = os.getpid()
+        for run_id, state, pid in rows:
+            if state in ("pending", "running") and pid and pid != me:
+                self._foreign_active[run_id] = pid
+            else:
+                self._foreign_active.pop(run_id, None)
+        return set() if first else {row[0] for row in rows}
+
+    def _died(self) -> set[str]:
+        """Runs another process was driving when it died: nothing in the file says so."""
+        dead = {run_id for run_id, pid in self._foreign_active.items() if not pid_alive(pid)}
+        for run_id in dead:
+            del self._foreign_active[run_id]
+        return dead
