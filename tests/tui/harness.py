@@ -8,24 +8,25 @@ puts ``tests/`` on the import path).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
+import pytest_asyncio
 from textual.pilot import Pilot
 
 from smoltui.app import SmolApp
 from smoltui.backends.base import Backend
 from smoltui.backends.scripted import ScriptedBackend, ScriptedReply
 from smoltui.config import Config
-from smoltui.core import Core, Settings, build_core
+from smoltui.core import Core, Settings
+from smoltui.core import build_core as core_from_settings
 from smoltui.orchestrator.store import Store
 from smoltui.paths import Paths
-from smoltui.tools.base import Tool
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.message_view import MessageView
 from smoltui.screens.themes import bundled_theme_dirs
+from smoltui.tools.base import Tool
 
 SIZE = (80, 24)
 WIDE = (140, 40)
@@ -66,7 +67,7 @@ def build_core(
     settings = Settings(config, Paths.resolve(home), log_to_file=False,
                         model_spec=model_spec or (None if backend is not None else str(tmp_path / "missing.gguf")),
                         workspace=tmp_path, project_dir=project_dir or tmp_path / "project")
-    core = build_core(settings, store=store, backend=backend)
+    core = core_from_settings(settings, store=store, backend=backend)
     if tools is not None:
         core.tools.replace_origin("builtin", [t for t in tools if t.origin == "builtin"])
         for origin in {t.origin for t in tools if t.origin != "builtin"}:
@@ -164,21 +165,26 @@ def notifications(app: SmolApp) -> list[str]:
     return [f"{n.title}: {n.message}" for n in app._notifications]
 
 
-def seed_session(store: Store, title: str, exchange: Sequence[tuple[str, str]], **message_kwargs: Any) -> int:
+async def seed_session(store: Store, title: str, exchange: Sequence[tuple[str, str]], **message_kwargs: Any) -> int:
     """A saved chat: ``exchange`` is (role, content) pairs; assistant turns get fixed stats."""
-    session = store.create_session(title, "scripted")
+    session = await store.create_session(title, "scripted")
     for role, content in exchange:
         stats = FIXED_STATS if role == "assistant" else None
-        store.add_message(session.id, role, content, stats=stats, **message_kwargs)
+        await store.add_message(session.id, role, content, stats=stats, **message_kwargs)
     return session.id
 
 
-@pytest.fixture(name="store")
-def store_fixture(tmp_path: Path) -> Iterator[Store]:
+def open_store_now(path: Path) -> Store:
+    """A store for a synchronous test (a snapshot test runs the app in a loop of its own)."""
+    return asyncio.run(Store.open(path))
+
+
+@pytest_asyncio.fixture(name="store")
+async def store_fixture(tmp_path: Path) -> AsyncIterator[Store]:
     """``store``: a real SQLite store in the test's temporary folder.
 
     Import ``store_fixture`` into a test module to make the ``store`` fixture available there.
     """
-    opened = Store.open(tmp_path / "smoltui.db")
+    opened = await Store.open(tmp_path / "smoltui.db")
     yield opened
-    opened.close()
+    await opened.close()
