@@ -36,7 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from smoltui.errors import ConfigError
-from smoltui.orchestrator.approval import Policy
+from smoltui.tools.calls import Policy
 from smoltui.tools.mcp_client import MCPServerConfig
 
 
