@@ -93,7 +93,7 @@ class SmolApp(App[int]):
         super().__init__()
         self.core = core
         self._bus_unsubscribe: Any = None
-        self._startup_errors = [*startup_errors, *core.problems]
+        self._startup_errors = list(startup_errors)
         self._initial_session = initial_session
         self._reported_clashes: set[frozenset[str]] = set()
         # Themes and keymap are applied before the first frame, so nothing flashes or jumps.

@@ -104,8 +104,9 @@ class Core:
     # -- tools -----------------------------------------------------------------------------------
 
     async def start_tools(self) -> list[str]:
-        """Start the MCP servers (once per process) and add their tools; returns the problems
-        this call found (a server that did not start, an ``--approve`` naming no tool)."""
+        """Start the MCP servers (once per process) and add their tools. The first call returns
+        every tool problem worth a warning (a plugin that failed to load, a server that did not
+        start), so a front end says each once; later calls return nothing."""
         if self._tools_started:
             return []
         self._tools_started = True
@@ -121,7 +122,7 @@ class Core:
         if self.settings.approve is not None:
             # Only now are the names of MCP tools known.
             headless_policy(self.config, self.settings.approve, self.tools)
-        return problems
+        return list(self.problems)
 
     def _tools_changed(self, origin: str, tools: list[Tool]) -> None:
         for problem in self.tools.replace_origin(origin, tools):

@@ -88,7 +88,7 @@ def _read_goal(args: argparse.Namespace) -> str:
 async def _draft(args: argparse.Namespace, settings, goal: str, max_tokens: int) -> tuple[Draft, dict]:  # noqa: ANN001
     core = await open_core(settings)
     try:
-        for problem in core.problems + await core.start_tools():
+        for problem in await core.start_tools():
             print(f"smoltui: warning: {problem}", file=sys.stderr)
         if not args.json:
             print(f"smoltui: drafting a workflow with {core.model.label} …", file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 async def _tools(args: argparse.Namespace, arguments: object, settings) -> int:  # noqa: ANN001
     core = await open_core(settings)
     try:
-        for problem in core.problems + await core.start_tools():
+        for problem in await core.start_tools():
             print(f"smoltui: warning: {problem}", file=sys.stderr)
         if args.tools_command == "list":
             _list(args, core)

@@ -35,7 +35,7 @@ async def _problems(args: argparse.Namespace, validate):  # noqa: ANN001, ANN202
     settings = settings_of(args)
     core = await open_core(settings)
     try:
-        for problem in core.problems + await core.start_tools():
+        for problem in await core.start_tools():
             print(f"smoltui: warning: {problem}", file=sys.stderr)
         return validate(args.file, tools=core.tools)
     finally:

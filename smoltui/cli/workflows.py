@@ -62,7 +62,7 @@ async def _execute(args: argparse.Namespace, workspace: Path | None) -> int:
         if record is not None and not record.file:
             raise SmoltuiError(f"run {record.id} does not record its workflow file; it cannot be resumed")
         file = record.file if record is not None else args.file
-        for problem in core.problems + await core.start_tools():
+        for problem in await core.start_tools():
             print(f"smoltui: warning: {problem}", file=sys.stderr)
         problems = validate_workflow(file, tools=core.tools)
         if problems:
