@@ -16,7 +16,6 @@ Three things make it fast on a laptop:
 from __future__ import annotations
 
 import asyncio
-import codecs
 import ctypes
 import functools
 import hashlib
@@ -24,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +32,18 @@ from typing import TYPE_CHECKING, Any
 from smoltui.backends.base import (
     CancelToken,
     ChatMessage,
-    Finished,
     GenerationParams,
-    GenerationStats,
     LoadProgress,
     ProgressCallback,
     StreamEvent,
-    TextDelta,
     common_prefix,
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
+from smoltui.backends.decode_loop import ByteDetokenizer, Constraint, Grammar, decode
 from smoltui.backends.gguf_file import GGUFInfo, read_gguf
 from smoltui.backends.kv_snapshots import KVSnapshots, SnapshotFolder
-from smoltui.backends.think_parser import ThinkParser
-from smoltui.backends.threaded import stream_from_thread
-from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, call_schema, flush_calls, route
+from smoltui.backends.threaded import Emit, stream_from_thread
+from smoltui.backends.tool_calls import call_schema
 from smoltui.errors import BackendError, ModelError
 
 if TYPE_CHECKING:
@@ -383,7 +379,7 @@ class LlamaCppBackend:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         cancel: CancelToken,
-        emit: Any,
+        emit: Emit,
     ) -> None:
         llm = self.llama
         started = time.perf_counter()
@@ -401,92 +397,8 @@ class LlamaCppBackend:
         cached = min(cached, len(tokens) - 1)  # generate() always re-evaluates at least one token
         if params.seed is not None:
             llm.set_seed(params.seed)
-        free_grammar = self._grammar(params.json_schema) if params.json_schema else None
-        tools = list(params.tools or ())
-        splitter = ToolCallSplitter() if tools else None
-        # Lazy constraint: the model writes freely until it opens a call; from there to the end of the
-        # call's JSON the grammar of "one call to an offered tool" holds it (then the tag is closed for it).
-        call_grammar = self._grammar(call_schema(tools)) if tools and params.constrain_tools else None
-        parser = ThinkParser(start_in_thinking=params.think and self._opens_think(tokens))
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        completion = 0
-        first_at: float | None = None
-        stop = "stop"
-        sequence = list(tokens)
-        in_call_phase = False
-        opening: list[int] = []
-        if splitter is not None and params.tool_choice == "required":
-            opening = llm.tokenize(OPEN.encode(), add_bos=False, special=True)
-            sequence.extend(opening)
-            in_call_phase = call_grammar is not None
-
-        def deliver(deltas: Sequence[Any]) -> None:
-            route(deltas, splitter, emit)
-
-        if opening:
-            deliver([TextDelta(OPEN)])
-        while True:
-            grammar = call_grammar if in_call_phase else free_grammar
-            if splitter is not None:
-                splitter.constrained = in_call_phase  # the grammar, not a `</tool_call>` in a string, ends it
-            generator = llm.generate(
-                sequence,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                min_p=0.05,
-                temp=params.temperature,
-                repeat_penalty=params.repeat_penalty,
-                grammar=grammar,
-            )
-            switch = False
-            try:
-                for token in generator:
-                    if first_at is None:
-                        first_at = time.perf_counter()
-                    if cancel.cancelled:
-                        stop = "cancelled"
-                        break
-                    if token in self._eog:
-                        if in_call_phase:  # the grammar is satisfied: the call's JSON is complete
-                            switch = True
-                        break
-                    completion += 1
-                    sequence.append(token)
-                    piece = decoder.decode(llm.detokenize([token], special=token in self._text_specials))
-                    deliver(parser.feed(piece) if piece else ())
-                    if completion >= params.max_tokens or len(sequence) + 1 >= n_ctx - 1:
-                        stop = "length"
-                        break
-                    if call_grammar is not None and not in_call_phase and splitter is not None and splitter.in_call:
-                        # Just opened a call: constrain what follows. A token that ran on past the tag
-                        # is taken back and replaced by the tag's end.
-                        tag_end = splitter.take_back_run_on(piece)
-                        if tag_end is not None:
-                            sequence.pop()
-                            sequence.extend(llm.tokenize(tag_end.encode(), add_bos=False, special=True))
-                        if tag_end is not None or splitter.pending_call_text.strip() == "":
-                            switch = True
-                            break
-            finally:
-                generator.close()
-            if not switch or stop != "stop":
-                break
-            if in_call_phase:
-                closing = llm.tokenize(("\n" + CLOSE).encode(), add_bos=False, special=True)
-                if splitter is not None:
-                    splitter.constrained = False
-                deliver(parser.feed("\n" + CLOSE))
-                sequence.extend(closing)
-                completion += len(closing)
-            in_call_phase = not in_call_phase
-        for delta in parser.feed(decoder.decode(b"", final=True)) + parser.flush():
-            deliver([delta])
-        flush_calls(splitter, emit, stop=stop, max_tokens=params.max_tokens)
-        emit(Finished(GenerationStats.measured(
-            prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,
-            first_token_at=first_at, ended=time.perf_counter(), context_size=n_ctx,
-            stop_reason=stop,  # type: ignore[arg-type]
-        )))
+        decode(_LlamaRuntime(self, tokens[:cached], params), params, cancel, emit, prompt=tokens, cached=cached,
+               started=started, in_thinking=params.think and self._opens_think(tokens))
 
     def _grammar(self, schema: Mapping[str, Any]) -> Any:
         """A GBNF grammar for ``schema`` (cached: building one takes a while for big schemas)."""
@@ -515,3 +427,84 @@ class LlamaCppBackend:
         tail = self.llama.detokenize(list(tokens[-8:]), special=True).decode("utf-8", "replace")
         return tail.rstrip().endswith("<think>")
 
+
+
+@dataclass(eq=False)
+class _GrammarHold:
+    """A GBNF grammar holding one stretch of a reply: llama.cpp's sampler applies and advances it
+    inside ``generate()``, so every token it lets through is accepted, and the end shows as an
+    end-of-generation token."""
+
+    grammar: Any
+    stopped: bool = False
+    error: str | None = None
+
+    def advance(self, token: int) -> bool:
+        return True
+
+
+class _LlamaRuntime:
+    """llama.cpp under the decode loop (:class:`~smoltui.backends.decode_loop.Runtime`).
+
+    ``Llama.generate`` evaluates and samples in one: it runs on while the loop steps exactly the tokens
+    it yields, and starts again when the loop writes tokens itself (the prompt, a tag) or the
+    constraint changes. Started again on the whole sequence, it evaluates only what the KV cache lacks.
+    """
+
+    def __init__(self, backend: LlamaCppBackend, held: Sequence[int], params: GenerationParams) -> None:
+        self._backend = backend
+        self._llm = backend.llama
+        self._params = params
+        self._sequence = list(held)
+        self._generator: Generator[int, Any, None] | None = None
+        self._constraint: Constraint | None = None
+        self._picked: int | None = None
+        self._follows = False
+        """The next token follows the one ``generate`` yielded last: it can carry on."""
+        self.context_size = self._llm.n_ctx()
+        self.end_ids = backend._eog
+
+    def prefill(self, tokens: Sequence[int]) -> bool:
+        self._sequence.extend(tokens)
+        self._follows = False
+        return True
+
+    def step(self, token: int) -> None:
+        self._sequence.append(token)
+        self._follows = token == self._picked
+
+    def pick(self, constraint: Constraint | None) -> int:
+        if self._generator is None or not self._follows or constraint is not self._constraint:
+            self.close()
+            params = self._params
+            self._generator = self._llm.generate(
+                self._sequence,
+                top_k=params.top_k,
+                top_p=params.top_p,
+                min_p=0.05,
+                temp=params.temperature,
+                repeat_penalty=params.repeat_penalty,
+                grammar=constraint.grammar if isinstance(constraint, _GrammarHold) else None,
+            )
+            self._constraint = constraint
+        self._picked = next(self._generator)
+        self._follows = False
+        return self._picked
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode(), add_bos=False, special=True)
+
+    def detokenizer(self) -> ByteDetokenizer:
+        llm, specials = self._llm, self._backend._text_specials
+        return ByteDetokenizer(lambda token: llm.detokenize([token], special=token in specials))
+
+    def call_grammar(self, tools: Sequence[Mapping[str, Any]]) -> Grammar:
+        return functools.partial(_GrammarHold, self._backend._grammar(call_schema(tools)))
+
+    def json_grammar(self, schema: Mapping[str, Any]) -> Grammar:
+        return functools.partial(_GrammarHold, self._backend._grammar(schema))
+
+    def close(self) -> None:
+        if self._generator is not None:
+            self._generator.close()
+            self._generator = None

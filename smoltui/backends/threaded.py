@@ -3,21 +3,66 @@
 Both local runtimes (llama.cpp and transformers) keep their model on one dedicated thread: every
 call into it runs there, so a reply never races a token count or a load. :func:`stream_from_thread`
 runs one generation on that thread and hands its events to the async consumer as they come.
+
+Events cross in batches: the thread appends to a buffer and wakes the event loop only when no
+wake-up is pending already, and the loop takes everything there is at once. A fast model does not
+wake the loop once per token, and a consumer that falls behind (a screen repainting) gets fewer,
+larger deltas instead of a backlog: consecutive text (or thinking) deltas of one batch are merged.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import itertools
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
-from smoltui.backends.base import CancelToken, StreamEvent
+from smoltui.backends.base import CancelToken, StreamEvent, TextDelta, ThinkingDelta
 from smoltui.errors import BackendError, ModelError
 
 _DONE = object()
 
 Emit = Callable[[object], None]
+
+
+class _Batches:
+    """A buffer the generating thread appends to and the event loop drains whole."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[Any] = []
+        self._wake_pending = False
+        self._ready = asyncio.Event()
+
+    def put(self, item: object) -> None:
+        """(Generating thread.) Append; wake the loop unless a wake-up is on its way already."""
+        with self._lock:
+            self._items.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._ready.set)
+
+    async def take(self) -> list[Any]:
+        """(Event loop.) Everything appended since the last take, in order; waits for at least one."""
+        await self._ready.wait()
+        with self._lock:
+            items, self._items = self._items, []
+            self._wake_pending = False
+            self._ready.clear()
+        return items
+
+
+def merged(items: list[Any]) -> Iterator[Any]:
+    """``items`` with each run of text deltas (or of thinking deltas) joined into one delta."""
+    for kind, run in itertools.groupby(items, key=type):
+        if kind is TextDelta or kind is ThinkingDelta:
+            yield kind("".join(delta.text for delta in run))
+        else:
+            yield from run
 
 
 async def stream_from_thread(
@@ -26,30 +71,27 @@ async def stream_from_thread(
     """Run ``generate(emit)`` on ``executor``; yield what it emits. A failure in the thread is raised
     here (one line: BackendError unless it already is a smoltui error); stopping early cancels it."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    def emit(item: object) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
+    batches = _Batches(loop)
 
     def run() -> None:
         try:
-            generate(emit)
+            generate(batches.put)
         except BaseException as error:  # surfaced on the loop side
-            emit(error)
+            batches.put(error)
         finally:
-            emit(_DONE)
+            batches.put(_DONE)
 
     future = loop.run_in_executor(executor, run)
     try:
         while True:
-            item = await queue.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                if isinstance(item, (BackendError, ModelError)):
-                    raise item
-                raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
-            yield item
+            for item in merged(await batches.take()):
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, (BackendError, ModelError)):
+                        raise item
+                    raise BackendError(f"generation failed: {type(item).__name__}: {item}") from item
+                yield item
     finally:
         # The consumer stopped early (or raised): stop the thread before anyone reuses the model.
         cancel.cancel()

@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,19 +35,15 @@ from typing import Any
 from smoltui.backends.base import (
     CancelToken,
     ChatMessage,
-    Finished,
     GenerationParams,
-    GenerationStats,
     LoadProgress,
     ProgressCallback,
     StreamEvent,
-    TextDelta,
 )
 from smoltui.backends.chat_template import CHATML_TEMPLATE, ChatTemplate
-from smoltui.backends.think_parser import ThinkParser
-from smoltui.backends.threaded import stream_from_thread
+from smoltui.backends.decode_loop import Constraint, Grammar, TextDetokenizer, decode
+from smoltui.backends.threaded import Emit, stream_from_thread
 from smoltui.backends.token_constraint import ConstraintFactory, TokenConstraint
-from smoltui.backends.tool_calls import CLOSE, OPEN, ToolCallSplitter, flush_calls, route
 from smoltui.backends.transformers_decode import DecodeMode, DecodeSession, Sampling, sample
 from smoltui.backends.transformers_loading import (
     TransformersSettings,
@@ -77,31 +73,6 @@ def decode_mode_for(settings: TransformersSettings, model: Any) -> DecodeMode:
         # captured CUDA graph runs the same kernels without the Python in between.
         return "cuda_graph"
     return "compile"
-
-
-class _Detokenizer:
-    """Streams text from token ids without splitting a character (nor a merge a tokenizer makes)."""
-
-    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
-        self._decode = decode
-        self.ids: list[int] = []
-        self._prefix = 0
-        self._read = 0
-
-    def add(self, token: int) -> str:
-        self.ids.append(token)
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._prefix, self._read = self._read, len(self.ids)
-            return after[len(before) :]
-        return ""
-
-    def flush(self) -> str:
-        before = self._decode(self.ids[self._prefix : self._read])
-        after = self._decode(self.ids[self._prefix :])
-        self._prefix = self._read = len(self.ids)
-        return after[len(before) :]
 
 
 class TransformersBackend:
@@ -265,19 +236,13 @@ class TransformersBackend:
             yield event
 
     def _generate(
-        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken, emit: Any
+        self, messages: Sequence[ChatMessage], params: GenerationParams, cancel: CancelToken, emit: Emit
     ) -> None:
-        """Decode one reply; mirrors :meth:`LlamaCppBackend._generate` (phases, tool calls, stats).
+        """Decode one reply with :func:`~smoltui.backends.decode_loop.decode` (phases, tool calls, stats).
 
-        With tools offered, the text goes through a :class:`ToolCallSplitter`. With ``constrain_tools``
-        (and llguidance installed), the model writes freely until it opens a call; from the tag to the
-        end of the call's JSON every step's logits are masked to what the call grammar allows; when
-        the grammar lets the model end (it samples end-of-sequence), ``"\\n</tool_call>"`` is fed
-        for it and free decoding resumes. ``tool_choice="required"`` puts the opening tag at the end
-        of the prompt and starts in the call phase. With ``json_schema`` the whole reply is masked to
-        the schema's grammar from the first token, and ends once the JSON value is complete (the model
-        samples end-of-sequence, or the grammar allows nothing else). The mask is applied to the
-        logits a step hands back, outside any compiled or captured forward pass.
+        A constraint (a call's JSON, a JSON reply) is an llguidance mask applied to the logits a step
+        hands back, outside any compiled or captured forward pass; without llguidance, calls and
+        replies are decoded unconstrained.
         """
         import torch
 
@@ -289,111 +254,9 @@ class TransformersBackend:
         if len(tokens) >= n_ctx:
             raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
         cached = session.reuse(tokens)
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=session.device)
-            generator.manual_seed(params.seed)
-        sampling = Sampling(
-            temperature=params.temperature,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            repeat_penalty=params.repeat_penalty,
-        )
-        tools = list(params.tools or ())
-        splitter = ToolCallSplitter() if tools else None
-        factory = self._constraints if tools and params.constrain_tools else None
-        if factory is not None and not factory.available:
-            factory = None  # (warned once) decode unconstrained
-        schema_factory = self._constraints if params.json_schema is not None else None
-        if schema_factory is not None and not schema_factory.available:
-            schema_factory = None  # (warned once) decode unconstrained
-        parser = ThinkParser(start_in_thinking=params.think and prompt.rstrip().endswith("<think>"))
-        detok = _Detokenizer(self._decode)
-        history = list(tokens)
-        feed = tokens[cached:]
-        constraint: TokenConstraint | None = None
-        opened = splitter is not None and params.tool_choice == "required"
-        if opened:  # the reply starts inside a call: the tag goes at the end of the prompt
-            opening = self._encode(OPEN)
-            feed = feed + opening
-            history.extend(opening)
-            constraint = factory.tool_call(tools) if factory is not None else None
-            if splitter is not None:
-                splitter.constrained = constraint is not None
-        json_reply = False  # the constraint in force holds the whole reply to params.json_schema
-        if constraint is None and schema_factory is not None and params.json_schema is not None:
-            constraint = schema_factory.json_schema(params.json_schema)
-            json_reply = constraint is not None
-
-        def deliver(deltas: Sequence[Any]) -> None:
-            route(deltas, splitter, emit)
-
-        if opened:
-            deliver([TextDelta(OPEN)])
-        completion = 0
-        first_at: float | None = None
-        stop = "stop"
         try:
-            logits = session.prefill(feed, cancelled=lambda: cancel.cancelled)
-            while logits is not None:
-                if constraint is not None:
-                    logits = constraint.mask(logits)
-                token = self._sample(logits, sampling, history, generator)
-                if first_at is None:
-                    first_at = time.perf_counter()
-                if cancel.cancelled:
-                    stop = "cancelled"
-                    break
-                if token in self._eos:
-                    if constraint is None or json_reply:
-                        break  # (a JSON reply: the grammar allowed the end, the value is complete)
-                    # The grammar allowed the end: the call's JSON is complete. Close the tag for the
-                    # model and let it write on freely.
-                    constraint = None
-                    if splitter is not None:
-                        splitter.constrained = False
-                    closing = self._encode("\n" + CLOSE)
-                    deliver(parser.feed("\n" + CLOSE))
-                    history.extend(closing)
-                    completion += len(closing)
-                    if completion >= params.max_tokens or len(history) >= n_ctx - 1:
-                        stop = "length"
-                        break
-                    logits = session.prefill(closing)
-                    continue
-                if constraint is not None and not constraint.advance(token):
-                    what = "JSON-schema" if json_reply else "tool-call"
-                    log.warning("the %s constraint failed (%s); decoding on unconstrained", what, constraint.error)
-                    constraint, json_reply = None, False
-                    if splitter is not None:
-                        splitter.constrained = False
-                completion += 1
-                history.append(token)
-                piece = detok.add(token)
-                deliver(parser.feed(piece) if piece else ())
-                if json_reply and constraint is not None and constraint.stopped:
-                    break  # the JSON value is complete and nothing may follow it: stop_reason "stop"
-                if completion >= params.max_tokens or len(history) >= n_ctx - 1:
-                    stop = "length"
-                    break
-                if factory is not None and constraint is None and splitter is not None and splitter.in_call:
-                    # Just opened a call: constrain what follows. A token that ran on past the tag
-                    # (not fed to the model yet) is taken back and replaced by the tag's end.
-                    tag_end = splitter.take_back_run_on(piece)
-                    if tag_end is not None:
-                        history.pop()
-                        replacement = self._encode(tag_end)
-                        history.extend(replacement)
-                        constraint = factory.tool_call(tools)
-                        splitter.constrained = constraint is not None
-                        logits = session.prefill(replacement)
-                        continue
-                    if splitter.pending_call_text.strip() == "":
-                        constraint = factory.tool_call(tools)
-                        splitter.constrained = constraint is not None
-                logits = session.step(token)
-            else:
-                stop = "cancelled"  # stopped during the prefill
+            decode(_TorchRuntime(self, params, cancel), params, cancel, emit, prompt=tokens, cached=cached,
+                   started=started, in_thinking=params.think and prompt.rstrip().endswith("<think>"))
         except BaseException as error:
             # A forward pass that failed half way leaves the cache in an unknown state.
             session.reset()
@@ -402,16 +265,67 @@ class TransformersBackend:
             if isinstance(error, OverflowError):
                 raise BackendError(f"the conversation no longer fits the context: {error}") from None
             raise
-        deliver(parser.feed(detok.flush()) + parser.flush())
-        flush_calls(splitter, emit, stop=stop, max_tokens=params.max_tokens)
-        emit(Finished(GenerationStats.measured(
-            prompt_tokens=len(tokens), cached_tokens=cached, completion_tokens=completion, started=started,
-            first_token_at=first_at, ended=time.perf_counter(), context_size=n_ctx,
-            stop_reason=stop,  # type: ignore[arg-type]
-        )))
 
     def _sample(self, logits: Any, sampling: Sampling, history: list[int], generator: Any) -> int:
         return sample(logits, sampling, history, generator)
+
+
+class _TorchRuntime:
+    """A transformers model under the decode loop (:class:`~smoltui.backends.decode_loop.Runtime`):
+    the decode session's forward passes, an llguidance mask on their logits, our sampler."""
+
+    def __init__(self, backend: TransformersBackend, params: GenerationParams, cancel: CancelToken) -> None:
+        import torch
+
+        self._backend = backend
+        self._session = backend.session
+        self._cancel = cancel
+        self._logits: Any = None
+        self._sampling = Sampling(
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            repeat_penalty=params.repeat_penalty,
+        )
+        self._generator = None
+        if params.seed is not None:
+            self._generator = torch.Generator(device=self._session.device)
+            self._generator.manual_seed(params.seed)
+        self.context_size = backend.context_size
+        self.end_ids = backend._eos
+
+    def prefill(self, tokens: Sequence[int]) -> bool:
+        self._logits = self._session.prefill(tokens, cancelled=lambda: self._cancel.cancelled)
+        return self._logits is not None
+
+    def step(self, token: int) -> None:
+        self._logits = self._session.step(token)
+
+    def pick(self, constraint: Constraint | None) -> int:
+        logits = constraint.mask(self._logits) if isinstance(constraint, TokenConstraint) else self._logits
+        # (the session's tokens are the history the repeat penalty looks back on)
+        return self._backend._sample(logits, self._sampling, self._session.tokens, self._generator)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._backend._encode(text)
+
+    def detokenizer(self) -> TextDetokenizer:
+        return TextDetokenizer(self._backend._decode)
+
+    def call_grammar(self, tools: Sequence[Mapping[str, Any]]) -> Grammar | None:
+        factory = self._backend._constraints
+        if factory is None or not factory.available:  # (warned once) decode unconstrained
+            return None
+        return functools.partial(factory.tool_call, list(tools))
+
+    def json_grammar(self, schema: Mapping[str, Any]) -> Grammar | None:
+        factory = self._backend._constraints
+        if factory is None or not factory.available:
+            return None
+        return functools.partial(factory.json_schema, schema)
+
+    def close(self) -> None:
+        pass
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
