@@ -264,7 +264,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         if pane is not None:
             return pane
         if action == "cancel_reply":
-            return self._reply_running
+            return self.replying
         if action == "copy_reply":
             return self._copy_target() is not None
         if action == "export":
@@ -278,7 +278,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         return True
 
     @property
-    def _reply_running(self) -> bool:
+    def replying(self) -> bool:
+        """True from the moment a message is sent until its reply has ended (finished, stopped,
+        failed or given back to the message box); a new message waits until then."""
         return self._replying
 
     def system_commands(self) -> Iterable[SystemCommand]:
@@ -325,7 +327,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 f"the model failed to load: {service.load_error}", title="Cannot send", severity="error"
             )
             return
-        if self._reply_running:
+        if self.replying:
             self.notify(
                 f"A reply is still being written; press {self._key('chat.cancel', 'escape')} to stop it.",
                 title="Wait a moment",
@@ -411,7 +413,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 status.message = text
                 self.notify(text, title="The model failed to load", severity="error", timeout=12)
                 # A message waiting for the model would wait forever: give it back to the user.
-                if self._reply_running:
+                if self.replying:
                     self.workers.cancel_group(self, "reply")
                     await self._restore_unsent()
             case ReplyStarted(session_id=sid, think=think) if sid == self.session_id:
@@ -507,7 +509,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         service = self._service
         if service is not None and service.cancel():
             return  # the reply ends normally, with what it had, and a "stopped" stats line
-        if not self._reply_running:
+        if not self.replying:
             return
         self.workers.cancel_group(self, "reply")
         if service is not None and not service.ready.is_set():
@@ -726,6 +728,11 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         event.stop()
         self._open_session(event.session_id)
         self.prompt.focus()
+
+    def open_session(self, session_id: int, highlight_message: int | None = None) -> None:
+        """Show a saved chat (as picking it in the chat list does), scrolled to ``highlight_message``
+        when given, else to its end."""
+        self._open_session(session_id, highlight_message)
 
     @work(exclusive=True, group="open-session")
     async def _open_session(self, session_id: int, highlight_message: int | None = None) -> None:
