@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from textual import events
+from textual.command import CommandList, CommandPalette
+from textual.widgets import Label, Markdown
 from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     build_app,
@@ -20,9 +23,6 @@ from tui.harness import (  # noqa: F401  (store_fixture provides the store fixtu
     type_text,
     wait_until,
 )
-from textual import events
-from textual.command import CommandList, CommandPalette
-from textual.widgets import Label, Markdown
 
 from smoltui.backends.base import TextDelta
 from smoltui.backends.scripted import ScriptedBackend, ScriptedReply

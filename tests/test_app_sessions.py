@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual.widgets import Input
 from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     WIDE,
@@ -18,7 +19,6 @@ from tui.harness import (  # noqa: F401  (store_fixture provides the store fixtu
     type_text,
     wait_until,
 )
-from textual.widgets import Input
 
 from smoltui.orchestrator.store import HIGHLIGHT_CLOSE, HIGHLIGHT_OPEN, Store
 from smoltui.screens.chat import ChatScreen

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.widgets import ProgressBar
 from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     WIDE,
@@ -20,7 +21,6 @@ from tui.harness import (  # noqa: F401  (store_fixture provides the store fixtu
     type_text,
     wait_until,
 )
-from textual.widgets import ProgressBar
 
 from smoltui import app as app_module
 from smoltui.app import SmolApp, open_store, run_app

@@ -11,8 +11,18 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from tui.harness import FIXED_STATS, SIZE, WIDE, build_app, open_store_now, ready, scripted, settle, wait_until
 from textual.pilot import Pilot
+from tui.harness import (
+    FIXED_STATS,
+    SIZE,
+    WIDE,
+    build_app,
+    open_store_now,
+    ready,
+    scripted,
+    settle,
+    wait_until,
+)
 
 from smoltui.orchestrator.store import Store
 from smoltui.screens.search import SearchScreen
