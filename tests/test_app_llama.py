@@ -17,7 +17,7 @@ async def test_two_turns_with_the_bundled_model_in_the_app(store: Store, tmp_pat
     pytest.importorskip("llama_cpp")
     from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings
 
-    backend = LlamaCppBackend(bundled_model, LlamaSettings(n_ctx=1024, n_threads=2, prompt_cache_dir=tmp_path / "states"),
+    backend = LlamaCppBackend(bundled_model, LlamaSettings(n_ctx=1024, n_threads=1, prompt_cache_dir=tmp_path / "states"),
                               model_name="SmolLM2-135M-Instruct (bundled)")
     app = build_app(store, backend, tmp_path)
     app.core.chat.settings.params = GenerationParams(max_tokens=16, temperature=0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from textual.widgets import Input
@@ -20,6 +21,8 @@ from tui.harness import (  # noqa: F401  (store_fixture provides the store fixtu
     wait_until,
 )
 
+from smoltui.backends.base import TextDelta
+from smoltui.backends.scripted import ScriptedBackend
 from smoltui.orchestrator.store import HIGHLIGHT_CLOSE, HIGHLIGHT_OPEN, Store
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
@@ -199,15 +202,40 @@ async def test_history_is_browsable_without_a_model(store: Store, tmp_path: Path
         assert f"model file not found: {tmp_path / 'missing.gguf'}" in chat_screen(app).status.state_text
 
 
+class HeldReply(ScriptedBackend):
+    """Streams the first words of its reply, then holds the rest until the test calls :meth:`go_on`:
+    the reply is "still being written" for as long as the test needs, however slow the machine."""
+
+    def __init__(self, reply: str, *, words_first: int = 5) -> None:
+        super().__init__([reply], delay_s=0.001)
+        self.words_first = words_first
+        self._go = asyncio.Event()
+
+    def go_on(self) -> None:
+        self._go.set()
+
+    async def stream(self, messages, params, cancel):  # noqa: ANN001, ANN201
+        words = 0
+        async for event in super().stream(messages, params, cancel):
+            if isinstance(event, TextDelta):
+                words += 1
+                if words > self.words_first:
+                    await self._go.wait()
+            yield event
+
+
 async def test_leaving_a_chat_mid_reply_and_coming_back(store: Store, tmp_path: Path) -> None:
     full = " ".join(f"w{i}" for i in range(40))
-    app = build_app(store, scripted(full, delay_s=0.03), tmp_path)
+    backend = HeldReply(full)
+    app = build_app(store, backend, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         screen.prompt.load_text("long one")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.session_id is not None, "the session")
+        await wait_until(pilot, lambda: len(screen.message_views()) == 2 and screen.message_views()[1].markdown,
+                         "the reply to begin")
         session_id = screen.session_id
+        assert session_id is not None
         await pilot.press("ctrl+n")
         assert screen.session is None and screen.message_views() == []
         # The reply goes on elsewhere; a new message has to wait for it.
@@ -215,6 +243,9 @@ async def test_leaving_a_chat_mid_reply_and_coming_back(store: Store, tmp_path: 
         await pilot.press("enter")
         assert screen.message_views() == [] and screen.prompt.text == "meanwhile"
         screen.open_session(session_id)
+        await wait_until(pilot, lambda: screen.session_id == session_id and screen.message_views(), "the chat again")
+        assert app.core.chat.busy, "back while the reply is still being written"
+        backend.go_on()
         await wait_until(pilot, lambda: not app.core.chat.busy, "the reply to finish", timeout=8)
         await settle(pilot)
         views = screen.message_views()
