@@ -367,8 +367,14 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             self._reply_session = self.session.id
             await self._service.send(self.session.id, text, think=self.think)
         except SmoltuiError as error:
-            self.notify(str(error), title="Message not sent", severity="error")
-            await self._fail_live(live, str(error))
+            if self._service.load_error is not None:
+                # The model failed while the message waited for it, so nothing was stored: the
+                # message goes back in the box (the ModelFailed notice says why). Whichever of
+                # this worker and that event comes first gives it back.
+                await self._restore_unsent()
+            else:
+                self.notify(str(error), title="Message not sent", severity="error")
+                await self._fail_live(live, str(error))
         except Exception as error:  # a bug must not take the chat down; the log has the traceback
             log.exception("sending a message failed")
             self.notify(f"{type(error).__name__}: {error}", title="Unexpected error", severity="error")
@@ -489,16 +495,18 @@ class ChatScreen(WorkflowPanes, Screen[None]):
 
     async def _restore_unsent(self) -> None:
         """Take back a message that never reached the store: remove its views, refill the box."""
-        for view in (self._pending_user, self._live):
-            if view is not None and view.is_attached:
-                await view.stop_streams()
-                await view.remove()
+        # The state changes before the first await, so a second caller finds nothing to restore.
+        views = [view for view in (self._pending_user, self._live) if view is not None]
         self._pending_user = self._live = None
         self._replying = False
         self._reply_session = None
         if not self.prompt.text.strip():
             self.prompt.load_text(self._pending_text)
             self.prompt.move_cursor(self.prompt.document.end)
+        for view in views:
+            if view.is_attached:
+                await view.stop_streams()
+                await view.remove()
         if not self.message_views():
             self._show_welcome()
         self.refresh_bindings()
