@@ -19,6 +19,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.dom import DOMNode
+from textual.notifications import Notification
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -108,6 +109,11 @@ class SmolApp(App[int]):
     @property
     def config(self) -> Config:
         return self.core.config
+
+    @property
+    def shown_notifications(self) -> list[Notification]:
+        """The notifications on screen now, oldest first (each leaves when its timeout ends)."""
+        return list(self._notifications)
 
     # -- set-up --------------------------------------------------------------------------------------
 

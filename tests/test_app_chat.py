@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from textual import events
+from textual.command import CommandList, CommandPalette
+from textual.widgets import Label, Markdown
 from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     build_app,
@@ -20,9 +23,6 @@ from tui.harness import (  # noqa: F401  (store_fixture provides the store fixtu
     type_text,
     wait_until,
 )
-from textual import events
-from textual.command import CommandPalette
-from textual.widgets import Markdown
 
 from smoltui.backends.base import TextDelta
 from smoltui.backends.scripted import ScriptedBackend, ScriptedReply
@@ -49,7 +49,7 @@ async def test_streamed_reply_is_shown_and_stored(store: Store, tmp_path: Path) 
 
         session_id = screen.session_id
         assert session_id is not None
-        rows = store.messages(session_id)
+        rows = await store.messages(session_id)
         assert [(m.role, m.content) for m in rows] == [("user", "Say hello"), ("assistant", REPLY)]
         stats = rows[1].stats
         assert stats is not None and stats["stop_reason"] == "stop"
@@ -95,14 +95,14 @@ async def test_thinking_is_shown_collapsed_and_stored(store: Store, tmp_path: Pa
         assert reply.thinking == thinking
         assert block.collapsed, "the thinking block folds once the answer starts"
         assert reply.markdown == "Hi there!"
-        row = store.messages(screen.session_id)[-1]
+        row = (await store.messages(screen.session_id))[-1]
         assert (row.content, row.thinking) == ("Hi there!", thinking)
 
         # Resuming the chat shows the stored reasoning again, folded.
         session_id = screen.session_id
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: not screen.message_views(), "a new, empty chat")
-        screen._open_session(session_id)
+        screen.open_session(session_id)
         await settle(pilot)
         assert len(screen.message_views()) == 2
         resumed = screen.message_views()[1]
@@ -157,7 +157,7 @@ async def test_an_answer_without_a_thought_is_not_shown_as_thinking(store: Store
         await wait_until(pilot, lambda: len(reply.markdown) > 20, "some streamed text")
         assert reply.stats_text == "generating…"
         await pilot.press("escape")
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply worker to end")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to end")
 
 
 async def test_the_status_line_keeps_its_figures_on_screen_at_80_columns(store: Store, tmp_path: Path) -> None:
@@ -171,12 +171,14 @@ async def test_the_status_line_keeps_its_figures_on_screen_at_80_columns(store: 
         status.tok_s, status.context_used, status.context_size = 123.4, 4000, 4096  # the widest figures
         await pilot.pause()
         right_edge = status.content_region.right
-        for label in (status._think_label, status._speed_label, status._context_label):
+        model, think, speed, context = (status.query_one(f"#sb-{part}", Label)
+                                        for part in ("model", "think", "speed", "context"))
+        for label in (think, speed, context):
             text = str(label.render())
             assert label.region.width >= len(text) and label.region.right <= right_edge, (text, label.region)
-        assert str(status._context_label.render()).endswith("98%")
-        assert status._model_label.region.width > 10
-        assert status._model_label.content_region.right < status._think_label.region.x  # a space between
+        assert str(context.render()).endswith("98%")
+        assert model.region.width > 10
+        assert model.content_region.right < think.region.x  # a space between
 
 
 async def test_think_off_sends_no_thinking(store: Store, tmp_path: Path) -> None:
@@ -185,7 +187,7 @@ async def test_think_off_sends_no_thinking(store: Store, tmp_path: Path) -> None
         screen = await ready(pilot)
         reply = await send(pilot, "hello")
         assert reply.thinking_block is None
-        assert store.messages(screen.session_id)[-1].thinking is None
+        assert (await store.messages(screen.session_id))[-1].thinking is None
 
 
 async def test_escape_cancels_a_running_reply(store: Store, tmp_path: Path) -> None:
@@ -203,9 +205,9 @@ async def test_escape_cancels_a_running_reply(store: Store, tmp_path: Path) -> N
         assert screen.check_action("cancel_reply", ())
         await pilot.press("escape")
         await wait_until(pilot, lambda: reply.finished, "the cancelled reply to settle")
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply worker to end")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to end")
 
-        row = store.messages(screen.session_id)[-1]
+        row = (await store.messages(screen.session_id))[-1]
         assert row.role == "assistant"
         assert row.content and full.startswith(row.content) and row.content != full
         assert row.stats is not None and row.stats["stop_reason"] == "cancelled"
@@ -254,8 +256,8 @@ async def test_keys_arriving_in_one_burst_keep_their_order(store: Store, tmp_pat
         # The view's Markdown fills in after it mounts; what it must end up showing is the order.
         await wait_until(pilot, lambda: screen.message_views()[0].markdown != "", "the message text")
         assert screen.message_views()[0].markdown == "hi\nyo"
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply")
-        assert store.messages(screen.session_id)[0].content == "hi\nyo"
+        await wait_until(pilot, lambda: not screen.replying, "the reply")
+        assert (await store.messages(screen.session_id))[0].content == "hi\nyo"
 
 
 async def test_lone_think_flag_switches_mode(store: Store, tmp_path: Path) -> None:
@@ -277,7 +279,7 @@ async def test_think_flag_in_message_reaches_the_service(store: Store, tmp_path:
         reply = await send(pilot, "why /think")
         assert reply.thinking == "Reasoning."
         assert screen.message_views()[0].markdown == "why", "shown as stored: the flag is a command"
-        assert store.messages(screen.session_id)[0].content == "why"
+        assert (await store.messages(screen.session_id))[0].content == "why"
 
 
 async def test_copy_puts_the_last_reply_on_the_clipboard(store: Store, tmp_path: Path) -> None:
@@ -306,7 +308,7 @@ async def test_export_writes_markdown(store: Store, tmp_path: Path) -> None:
         assert not screen.check_action("export", ()), "an empty chat has nothing to export"
         await send(pilot, "Say hello")
         await pilot.press("ctrl+s")
-        exports = tmp_path / "exports"
+        exports = app.core.paths.exports_dir
         await wait_until(pilot, lambda: exports.is_dir() and list(exports.glob("*.md")), "the export file")
         (path,) = exports.glob("*.md")
         text = path.read_text(encoding="utf-8")
@@ -318,7 +320,7 @@ async def test_export_writes_markdown(store: Store, tmp_path: Path) -> None:
 
 async def test_context_trim_shows_a_notice_in_the_chat(store: Store, tmp_path: Path) -> None:
     words = " ".join(["word"] * 8)
-    session_id = seed_session(store, "Long chat", [("user", words), ("assistant", words)] * 3)
+    session_id = await seed_session(store, "Long chat", [("user", words), ("assistant", words)] * 3)
     app = build_app(store, scripted("short", context_size=80), tmp_path, initial_session=session_id)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
@@ -344,7 +346,7 @@ async def test_reply_failure_is_notified(store: Store, tmp_path: Path) -> None:
         assert reply.has_class("-error")
         assert "context" in str(reply.query_one(".error").render())
         assert any("The reply failed" in n for n in notifications(app))
-        severities = [n.severity for n in app._notifications]
+        severities = [n.severity for n in app.shown_notifications]
         assert "error" in severities
 
 
@@ -436,8 +438,15 @@ async def test_palette_lists_every_action_that_applies(store: Store, tmp_path: P
             assert title not in titles
 
         await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
+        commands = app.screen.query_one(CommandList)
         await type_text(pilot, "thinking")
-        await pilot.pause(0.3)
+
+        def toggle_found() -> bool:
+            option = commands.highlighted_option
+            return option is not None and option.hit.text == "Toggle thinking"
+
+        await wait_until(pilot, toggle_found, "the palette to find the command")
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.think, "thinking switched on from the palette")
 

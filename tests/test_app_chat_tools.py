@@ -7,12 +7,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from tui.harness import SIZE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
+from tui.harness import SIZE, build_app, ready, scripted, settle, store_fixture, wait_until  # noqa: F401
 
+from smoltui.config import Config
 from smoltui.orchestrator.approval import Policy
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workbench import Workbench
-from smoltui.orchestrator.workflow_catalog import WorkflowFolder
 from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.message_view import MessageView
 from smoltui.screens.tool_call_view import ToolCallView
@@ -25,13 +24,13 @@ def call(name: str, **arguments: object) -> str:
 
 
 def make_app(store: Store, tmp_path: Path, *replies: str, think: bool = True):
-    folder = tmp_path / "workflows"
-    folder.mkdir(exist_ok=True)
-    workbench = Workbench.build(store, tools={t.name: t for t in builtin_tools()}, policy=Policy(),
-                                folders=[WorkflowFolder("project", folder)])
-    app = build_app(store, scripted(*replies), tmp_path, workbench=workbench, think=think)
-    app.service.workspace = tmp_path
-    return app
+    """The built-in tools under the default policy (writing asks, reading runs); files land in
+    ``tmp_path`` (the harness's workspace), workflows are looked for in ``tmp_path/workflows``."""
+    (tmp_path / "workflows").mkdir(exist_ok=True)
+    config = Config()
+    config.approval = Policy()
+    return build_app(store, scripted(*replies), tmp_path, config=config, tools=builtin_tools(), think=think,
+                     project_dir=tmp_path)
 
 
 async def switch_on(pilot, app, *names: str) -> None:
@@ -69,7 +68,7 @@ async def test_approve_a_call_inline_and_see_the_result(store: Store, tmp_path: 
         assert card.has_focus and app.pending_approvals == 1
         assert not (tmp_path / "note.txt").exists()
         await pilot.press("y")
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply to finish")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to finish")
         assert (tmp_path / "note.txt").read_text() == "hello"
         assert view.ok is True and "note.txt" in view.text
         replies = [v for v in screen.message_views() if v.role == "assistant"]
@@ -79,7 +78,7 @@ async def test_approve_a_call_inline_and_see_the_result(store: Store, tmp_path: 
         # Reopened later, the chat shows the call and its result, not the raw markup.
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: not screen.query(ToolCallView), "a new, empty chat")
-        screen._open_session(session_id)
+        screen.open_session(session_id)
         await wait_until(pilot, lambda: screen.query(ToolCallView), "the call in the history")
         (again,) = screen.query(ToolCallView)
         assert again.ok is True and "write_file" in again.text
@@ -93,7 +92,7 @@ async def test_deny_a_call_by_key(store: Store, tmp_path: Path) -> None:
         await send(pilot, screen, "Save it")
         await wait_until(pilot, lambda: screen.query(ApprovalCard), "the inline approval")
         await pilot.press("n")
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply to finish")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to finish")
         view = screen.query_one(ToolCallView)
         assert view.ok is False and "denied" in view.text
         assert not (tmp_path / "x.txt").exists()
@@ -106,7 +105,7 @@ async def test_a_malformed_call_is_shown_and_sent_back(store: Store, tmp_path: P
     async with app.run_test(size=SIZE) as pilot:
         screen = await switch_on(pilot, app, "read_file")
         await send(pilot, screen, "Read it")
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply to finish")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to finish")
         view = screen.query_one(ToolCallView)
         assert view.ok is False and "not valid JSON" in view.text
         assert screen.message_views()[-1].markdown == "Sorry, let me answer directly."
@@ -118,15 +117,17 @@ async def test_tools_picked_for_a_new_chat_stay_on_when_the_stored_list_answers_
     # Picking tools on a new chat creates the session, which also starts loading its (empty) tool list.
     # That read can answer after the pick has been stored; it must not switch the tools back off.
     app = make_app(store, tmp_path, "ok")
+    release = asyncio.Event()
 
-    async def slow_session_tools(session_id: int):
-        await asyncio.sleep(0.3)
+    async def late_session_tools(session_id: int):
+        await release.wait()  # held back until the pick has been stored
         return []  # what the new chat held when the read began
 
-    app.service.session_tools = slow_session_tools
+    app.core.chat.session_tools = late_session_tools
     async with app.run_test(size=SIZE) as pilot:
         screen = await switch_on(pilot, app, "read_file")
-        await pilot.pause(0.5)
+        release.set()
+        await settle(pilot)  # the late read has answered (or was called off)
         assert screen.session_tools == ["read_file"]
         assert "⚙ read_file" in str(screen.title_label.render())
 
@@ -160,13 +161,13 @@ async def test_a_reply_of_calls_only_keeps_its_stats_line(store: Store, tmp_path
             assert replies[-1].markdown == "a.txt says alpha, b.txt says beta."
 
         await send(pilot, screen, "What do a.txt and b.txt say?")  # reading runs without asking
-        await wait_until(pilot, lambda: len(shown_replies()) == 3 and not screen._reply_running, "the answer")
+        await wait_until(pilot, lambda: len(shown_replies()) == 3 and not screen.replying, "the answer")
         await pilot.pause()
         check()
         session_id = screen.session_id
         await pilot.press("ctrl+n")
         await wait_until(pilot, lambda: not screen.message_views(), "a new, empty chat")
-        screen._open_session(session_id)
+        screen.open_session(session_id)
         await wait_until(pilot, lambda: len(screen.query(ToolCallView)) == 2, "the calls in the history")
         await pilot.pause()
         check()
@@ -209,7 +210,7 @@ async def test_a_call_left_waiting_is_found_again_with_its_card(store: Store, tm
         children = list(screen.log_view.children)
         assert children.index(card) == children.index(view) + 1 and card.has_focus
         await pilot.press("y")
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply to finish")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to finish")
         assert (tmp_path / "note.txt").read_text() == "hello"
         assert view.ok is True and "note.txt" in view.text  # the call shown again follows the call
         assert not screen.query(ApprovalCard) and app.pending_approvals == 0
@@ -223,7 +224,7 @@ async def test_stopping_the_reply_while_a_call_asks_takes_its_card_away(store: S
         await send(pilot, screen, "Save hello to note.txt")
         await wait_until(pilot, lambda: screen.query(ApprovalCard) and app.pending_approvals == 1, "the card")
         await pilot.press("escape")  # stop: the call is cancelled, nothing runs
-        await wait_until(pilot, lambda: not screen._reply_running, "the reply to end")
+        await wait_until(pilot, lambda: not screen.replying, "the reply to end")
         view = screen.query_one(ToolCallView)
         assert view.ok is False and "cancelled" in view.text
         await wait_until(pilot, lambda: not screen.query(ApprovalCard), "the card to go")

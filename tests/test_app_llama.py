@@ -17,10 +17,10 @@ async def test_two_turns_with_the_bundled_model_in_the_app(store: Store, tmp_pat
     pytest.importorskip("llama_cpp")
     from smoltui.backends.llama_cpp import LlamaCppBackend, LlamaSettings
 
-    backend = LlamaCppBackend(bundled_model, LlamaSettings(n_ctx=1024, n_threads=2, prompt_cache_dir=tmp_path / "states"),
+    backend = LlamaCppBackend(bundled_model, LlamaSettings(n_ctx=1024, n_threads=1, prompt_cache_dir=tmp_path / "states"),
                               model_name="SmolLM2-135M-Instruct (bundled)")
     app = build_app(store, backend, tmp_path)
-    app.service.settings.params = GenerationParams(max_tokens=16, temperature=0.0)
+    app.core.chat.settings.params = GenerationParams(max_tokens=16, temperature=0.0)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         assert "SmolLM2-135M" in screen.status.model_name and screen.status.backend_name == "llama.cpp"
@@ -28,7 +28,7 @@ async def test_two_turns_with_the_bundled_model_in_the_app(store: Store, tmp_pat
         assert first.markdown.strip()
         second = await send(pilot, "And of Italy?", timeout=60)
         assert second.markdown.strip()
-        rows = store.messages(screen.session_id)
+        rows = await store.messages(screen.session_id)
         assert [m.role for m in rows] == ["user", "assistant", "user", "assistant"]
         assert rows[1].content == first.markdown and rows[3].content == second.markdown
         # The second reply reused everything the first turn left in the KV cache.

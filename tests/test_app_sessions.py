@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from textual.widgets import Input
 from tui.harness import (  # noqa: F401  (store_fixture provides the store fixture)
     SIZE,
     WIDE,
@@ -18,8 +20,9 @@ from tui.harness import (  # noqa: F401  (store_fixture provides the store fixtu
     type_text,
     wait_until,
 )
-from textual.widgets import Input
 
+from smoltui.backends.base import TextDelta
+from smoltui.backends.scripted import ScriptedBackend
 from smoltui.orchestrator.store import HIGHLIGHT_CLOSE, HIGHLIGHT_OPEN, Store
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
@@ -32,7 +35,7 @@ OLD = [
 
 
 async def test_new_resume_rename_delete(store: Store, tmp_path: Path) -> None:
-    old_id = seed_session(store, "Old chat", OLD)
+    old_id = await seed_session(store, "Old chat", OLD)
     app = build_app(store, scripted("Fresh reply."), tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
@@ -43,14 +46,14 @@ async def test_new_resume_rename_delete(store: Store, tmp_path: Path) -> None:
         await send(pilot, "hello there")
         new_id = screen.session_id
         assert new_id is not None and new_id != old_id
-        assert store.get_session(new_id).title == "hello there"
+        assert (await store.get_session(new_id)).title == "hello there"
 
         # New chat: an empty view; nothing is stored until the first message.
         await pilot.press("ctrl+n")
         await settle(pilot)
         assert screen.session is None and screen.message_views() == []
         assert screen.title_label.render().plain == "New chat"
-        assert len(store.list_sessions()) == 2
+        assert len(await store.list_sessions()) == 2
 
         # Resume the old chat from the list, by keyboard: ctrl+b shows and focuses it.
         await pilot.press("ctrl+b")
@@ -73,7 +76,7 @@ async def test_new_resume_rename_delete(store: Store, tmp_path: Path) -> None:
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, ChatScreen)
-        assert store.get_session(old_id).title == "WAL"
+        assert (await store.get_session(old_id)).title == "WAL"
         assert screen.title_label.render().plain == "WAL"
         assert "WAL" in [s.title for s in screen.session_list.sessions]
 
@@ -83,29 +86,29 @@ async def test_new_resume_rename_delete(store: Store, tmp_path: Path) -> None:
         await type_text(pilot, "zz")
         await pilot.press("escape")
         await settle(pilot)
-        assert store.get_session(old_id).title == "WAL"
+        assert (await store.get_session(old_id)).title == "WAL"
 
         # Delete, declined: nothing happens.
         await pilot.press("f8")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirm dialog")
         await pilot.press("n")
         await settle(pilot)
-        assert store.get_session(old_id).title == "WAL"
+        assert (await store.get_session(old_id)).title == "WAL"
 
         # Delete, confirmed: gone from the store and the list; the view starts a new chat.
         await pilot.press("f8")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirm dialog")
         await pilot.press("y")
         await settle(pilot)
-        assert [s.id for s in store.list_sessions()] == [new_id]
-        assert store.messages(old_id) == []
+        assert [s.id for s in await store.list_sessions()] == [new_id]
+        assert await store.messages(old_id) == []
         assert screen.session is None and screen.message_views() == []
         assert [s.id for s in screen.session_list.sessions] == [new_id]
 
 
 async def test_delete_from_the_list_acts_on_the_highlighted_chat(store: Store, tmp_path: Path) -> None:
-    keep = seed_session(store, "Keep me", OLD)
-    doomed = seed_session(store, "Delete me", OLD)
+    keep = await seed_session(store, "Keep me", OLD)
+    doomed = await seed_session(store, "Delete me", OLD)
     app = build_app(store, scripted("ok"), tmp_path, initial_session=keep)
     async with app.run_test(size=WIDE) as pilot:
         screen = await ready(pilot)
@@ -123,13 +126,13 @@ async def test_delete_from_the_list_acts_on_the_highlighted_chat(store: Store, t
         assert "Delete me" in str(app.screen.query_one(".dialog-title").render())
         await pilot.press("y")
         await settle(pilot)
-        assert [s.id for s in store.list_sessions()] == [keep]
+        assert [s.id for s in await store.list_sessions()] == [keep]
         assert screen.session_id == keep, "the chat on screen stays"
         assert len(screen.message_views()) == 2
 
 
 async def test_search_opens_the_chat_at_the_hit(store: Store, tmp_path: Path) -> None:
-    garden = seed_session(
+    garden = await seed_session(
         store,
         "Garden",
         [("user", "And basil?"), ("assistant", "Basil likes warmth.")]
@@ -139,7 +142,7 @@ async def test_search_opens_the_chat_at_the_hit(store: Store, tmp_path: Path) ->
         ]
         * 8,
     )
-    seed_session(store, "Cooking", [("user", "How long do I boil an egg?"), ("assistant", "Nine minutes.")])
+    await seed_session(store, "Cooking", [("user", "How long do I boil an egg?"), ("assistant", "Nine minutes.")])
     app = build_app(store, scripted("ok"), tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
@@ -165,8 +168,8 @@ async def test_search_opens_the_chat_at_the_hit(store: Store, tmp_path: Path) ->
 
 
 async def test_search_updates_as_you_type_and_escape_closes(store: Store, tmp_path: Path) -> None:
-    seed_session(store, "Garden", [("user", "tomatoes"), ("assistant", "sun")])
-    seed_session(store, "Kitchen", [("user", "tomato soup"), ("assistant", "simmer")])
+    await seed_session(store, "Garden", [("user", "tomatoes"), ("assistant", "sun")])
+    await seed_session(store, "Kitchen", [("user", "tomato soup"), ("assistant", "simmer")])
     app = build_app(store, scripted("ok"), tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
@@ -184,8 +187,8 @@ async def test_search_updates_as_you_type_and_escape_closes(store: Store, tmp_pa
 
 
 async def test_history_is_browsable_without_a_model(store: Store, tmp_path: Path) -> None:
-    old_id = seed_session(store, "Old chat", OLD)
-    app = build_app(store, None, tmp_path, model_error="no model found: pass --model PATH")
+    old_id = await seed_session(store, "Old chat", OLD)
+    app = build_app(store, None, tmp_path)  # a model file that does not exist
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         await pilot.press("ctrl+b")
@@ -195,35 +198,65 @@ async def test_history_is_browsable_without_a_model(store: Store, tmp_path: Path
         assert screen.session_id == old_id
         assert [v.markdown for v in screen.message_views()] == [m for _, m in OLD]
         assert chat_screen(app).status.state == "missing"
+        # The status line says why there is no model: the file it was pointed at is not there.
+        assert f"model file not found: {tmp_path / 'missing.gguf'}" in chat_screen(app).status.state_text
+
+
+class HeldReply(ScriptedBackend):
+    """Streams the first words of its reply, then holds the rest until the test calls :meth:`go_on`:
+    the reply is "still being written" for as long as the test needs, however slow the machine."""
+
+    def __init__(self, reply: str, *, words_first: int = 5) -> None:
+        super().__init__([reply], delay_s=0.001)
+        self.words_first = words_first
+        self._go = asyncio.Event()
+
+    def go_on(self) -> None:
+        self._go.set()
+
+    async def stream(self, messages, params, cancel):  # noqa: ANN001, ANN201
+        words = 0
+        async for event in super().stream(messages, params, cancel):
+            if isinstance(event, TextDelta):
+                words += 1
+                if words > self.words_first:
+                    await self._go.wait()
+            yield event
 
 
 async def test_leaving_a_chat_mid_reply_and_coming_back(store: Store, tmp_path: Path) -> None:
     full = " ".join(f"w{i}" for i in range(40))
-    app = build_app(store, scripted(full, delay_s=0.03), tmp_path)
+    backend = HeldReply(full)
+    app = build_app(store, backend, tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         screen.prompt.load_text("long one")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: screen.session_id is not None, "the session")
+        await wait_until(pilot, lambda: len(screen.message_views()) == 2 and screen.message_views()[1].markdown,
+                         "the reply to begin")
         session_id = screen.session_id
+        assert session_id is not None
         await pilot.press("ctrl+n")
         assert screen.session is None and screen.message_views() == []
         # The reply goes on elsewhere; a new message has to wait for it.
         screen.prompt.load_text("meanwhile")
         await pilot.press("enter")
         assert screen.message_views() == [] and screen.prompt.text == "meanwhile"
-        screen._open_session(session_id)
-        await wait_until(pilot, lambda: not app.service.busy, "the reply to finish", timeout=8)
+        screen.open_session(session_id)
+        await wait_until(pilot, lambda: screen.session_id == session_id and screen.message_views(), "the chat again")
+        assert app.core.chat.busy, "back while the reply is still being written"
+        backend.go_on()
+        await wait_until(pilot, lambda: not app.core.chat.busy, "the reply to finish", timeout=8)
         await settle(pilot)
         views = screen.message_views()
         assert [v.role for v in views] == ["user", "assistant"]
         assert views[1].markdown == full
-        assert [m.content for m in store.messages(session_id)] == ["long one", full]
+        assert [m.content for m in await store.messages(session_id)] == ["long one", full]
 
 
 async def test_search_shows_tool_calls_readably(store: Store, tmp_path: Path) -> None:
     call = '<tool_call>\n{"name": "read_file", "arguments": {"path": "notes.txt"}}\n</tool_call>'
-    seed_session(
+    await seed_session(
         store,
         "Files",
         [("user", "What is in my notes?"), ("assistant", f"Let me look.\n{call}"), ("user", "thanks")],

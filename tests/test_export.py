@@ -9,14 +9,15 @@ import pytest
 from smoltui.errors import StoreError
 from smoltui.orchestrator import export
 from smoltui.orchestrator.export import export_session, session_to_markdown, slugify
-from smoltui.orchestrator.store import Session, Store, StoredMessage
+from smoltui.orchestrator.store import MessageToolCall, Session, Store
+from smoltui.orchestrator.transcript import Said
 
 CREATED = 1_700_000_000.0
 DATE = datetime.fromtimestamp(CREATED).strftime("%Y-%m-%d %H:%M")
 
 
 def _msg(mid: int, role: str, content: str, thinking: str | None = None, stats: dict | None = None):
-    return StoredMessage(mid, 1, role, content, thinking, stats, CREATED + mid)
+    return Said(mid, role, content, thinking, stats, CREATED + mid)
 
 
 SESSION = Session(1, "My Title", "SmolLM3-3B", CREATED, CREATED + 10, 4)
@@ -65,22 +66,22 @@ def test_partial_stats_show_only_known_keys() -> None:
     assert md.endswith("hi\n\n*8.0 tok/s*\n")
 
 
-def _stored_session(tmp_path: Path) -> tuple[Store, int]:
-    store = Store.open(tmp_path / "db" / "smoltui.db")
-    s = store.create_session("Plans for: the Weekend!", model="SmolLM2-135M")
-    store.add_message(s.id, "user", "Any ideas?")
-    store.add_message(s.id, "assistant", "A hike.", stats={"completion_tokens": 3})
+async def _stored_session(tmp_path: Path) -> tuple[Store, int]:
+    store = await Store.open(tmp_path / "db" / "smoltui.db")
+    s = await store.create_session("Plans for: the Weekend!", model="SmolLM2-135M")
+    await store.add_message(s.id, "user", "Any ideas?")
+    await store.add_message(s.id, "assistant", "A hike.", stats={"completion_tokens": 3})
     return store, s.id
 
 
-def test_export_into_directory_names_file_from_title(tmp_path: Path) -> None:
-    store, sid = _stored_session(tmp_path)
+async def test_export_into_directory_names_file_from_title(tmp_path: Path) -> None:
+    store, sid = await _stored_session(tmp_path)
     out_dir = tmp_path / "exports"
     out_dir.mkdir()
     try:
-        written = export_session(store, sid, out_dir)
+        written = await export_session(store, sid, out_dir)
     finally:
-        store.close()
+        await store.close()
     assert written == out_dir / f"chat-{sid}-plans-for-the-weekend.md"
     text = written.read_text(encoding="utf-8")
     assert text.startswith("# Plans for: the Weekend!\n\n*Model: SmolLM2-135M · ")
@@ -88,20 +89,20 @@ def test_export_into_directory_names_file_from_title(tmp_path: Path) -> None:
     assert os.listdir(out_dir) == [written.name]
 
 
-def test_export_to_file_replaces_it_whole(tmp_path: Path) -> None:
-    store, sid = _stored_session(tmp_path)
+async def test_export_to_file_replaces_it_whole(tmp_path: Path) -> None:
+    store, sid = await _stored_session(tmp_path)
     dest = tmp_path / "chat.md"
     dest.write_text("old content")
     try:
-        assert export_session(store, sid, dest) == dest
+        assert await export_session(store, sid, dest) == dest
     finally:
-        store.close()
+        await store.close()
     assert dest.read_text(encoding="utf-8").startswith("# Plans for: the Weekend!")
     assert sorted(os.listdir(tmp_path)) == ["chat.md", "db"]
 
 
-def test_failed_export_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch) -> None:
-    store, sid = _stored_session(tmp_path)
+async def test_failed_export_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch) -> None:
+    store, sid = await _stored_session(tmp_path)
     dest = tmp_path / "chat.md"
     dest.write_text("old content")
 
@@ -111,32 +112,32 @@ def test_failed_export_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch) 
     monkeypatch.setattr(export.os, "replace", broken_replace)
     try:
         with pytest.raises(StoreError) as info:
-            export_session(store, sid, dest)
+            await export_session(store, sid, dest)
     finally:
-        store.close()
+        await store.close()
     assert str(dest) in str(info.value)
     assert "No space left on device" in str(info.value)
     assert dest.read_text() == "old content"
     assert sorted(os.listdir(tmp_path)) == ["chat.md", "db"]
 
 
-def test_export_to_missing_directory_names_path(tmp_path: Path) -> None:
-    store, sid = _stored_session(tmp_path)
+async def test_export_to_missing_directory_names_path(tmp_path: Path) -> None:
+    store, sid = await _stored_session(tmp_path)
     dest = tmp_path / "nope" / "chat.md"
     try:
         with pytest.raises(StoreError, match="nope"):
-            export_session(store, sid, dest)
+            await export_session(store, sid, dest)
     finally:
-        store.close()
+        await store.close()
 
 
-def test_export_missing_session(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "smoltui.db")
+async def test_export_missing_session(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "smoltui.db")
     try:
         with pytest.raises(StoreError, match="no chat session 7"):
-            export_session(store, 7, tmp_path)
+            await export_session(store, 7, tmp_path)
     finally:
-        store.close()
+        await store.close()
 
 
 def test_slugify() -> None:
@@ -145,3 +146,23 @@ def test_slugify() -> None:
     assert slugify("여행 계획") == "여행-계획"
     assert slugify("!!!") == "untitled"
     assert len(slugify("x" * 200)) == 60
+
+
+async def test_export_shows_a_call_with_the_arguments_it_ran_with(tmp_path: Path) -> None:
+    # The reply is stored as the model wrote it (markup included); the file shows the call as it
+    # ran: with the path the user put in its place, who decided, and its outcome.
+    markup = '<tool_call>\n{"name": "write_file", "arguments": {"path": "a.txt"}}\n</tool_call>'
+    async with await Store.open(tmp_path / "smoltui.db") as store:
+        s = await store.create_session("Save it", model="SmolLM2-135M")
+        await store.add_message(s.id, "user", "Save a note")
+        reply = await store.add_message(
+            s.id, "assistant", f"Saving.\n{markup}",
+            tool_calls=[MessageToolCall(0, 0, "c1", "write_file", '{"path": "a.txt"}', None)])
+        result = await store.add_message(s.id, "tool", "wrote b.txt")
+        await store.settle_tool_call(reply.id, "c1", ok=True, summary="wrote b.txt", decision="edit",
+                                     decided_by="user", result_message_id=result.id,
+                                     arguments='{"path": "b.txt"}')
+        text = (await export_session(store, s.id, tmp_path / "chat.md")).read_text(encoding="utf-8")
+    assert "<tool_call>" not in text and "a.txt" not in text
+    assert "### Assistant\n\nSaving.\n\n**Tool call** `write_file` (edit by user)" in text
+    assert '"path": "b.txt"' in text and "✓ wrote b.txt" in text

@@ -7,35 +7,57 @@ Update with ``pytest tests/test_screens_snapshot.py --snapshot-update`` and look
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
-from tui.harness import FIXED_STATS, SIZE, WIDE, build_app, ready, scripted, settle, wait_until
 from textual.pilot import Pilot
+from tui.harness import (
+    FIXED_STATS,
+    SIZE,
+    WIDE,
+    build_app,
+    open_store_now,
+    ready,
+    scripted,
+    settle,
+    wait_until,
+)
 
 from smoltui.orchestrator.store import Store
 from smoltui.screens.search import SearchScreen
 
 
 def _seeded_store(tmp_path: Path) -> tuple[Store, int]:
-    store = Store.open(tmp_path / "smoltui.db")
-    garden = store.create_session("Garden plans", "scripted")
-    store.add_message(garden.id, "user", "When should I sow basil?")
-    store.add_message(garden.id, "assistant", "After the last frost, in warm soil.", stats=FIXED_STATS)
-    tea = store.create_session("A good cup of tea", "scripted")
-    store.add_message(tea.id, "user", "How do I make a good cup of tea?")
-    store.add_message(
+    """Two saved chats; the store to show them (opened for the app's own loop) and the tea chat's id."""
+    path = tmp_path / "smoltui.db"
+    tea_id = asyncio.run(_seed(path))
+    return open_store_now(path), tea_id
+
+
+async def _seed(path: Path) -> int:
+    async with await Store.open(path) as store:
+        return await _seed_chats(store)
+
+
+async def _seed_chats(store: Store) -> int:
+    garden = await store.create_session("Garden plans", "scripted")
+    await store.add_message(garden.id, "user", "When should I sow basil?")
+    await store.add_message(garden.id, "assistant", "After the last frost, in warm soil.", stats=FIXED_STATS)
+    tea = await store.create_session("A good cup of tea", "scripted")
+    await store.add_message(tea.id, "user", "How do I make a good cup of tea?")
+    await store.add_message(
         tea.id,
         "assistant",
         "1. Boil fresh water.\n2. Steep for **3–4 minutes**.\n3. Add milk *after*, if at all.",
         thinking="The user wants practical steps. Keep it short.",
         stats=FIXED_STATS,
     )
-    store.add_message(tea.id, "user", "Green tea too?")
-    store.add_message(
+    await store.add_message(tea.id, "user", "Green tea too?")
+    await store.add_message(
         tea.id, "assistant", "Use cooler water, about `80 °C`, and steep for 2 minutes.", stats=FIXED_STATS
     )
-    return store, tea.id
+    return tea.id
 
 
 async def _settled_chat(pilot: Pilot) -> None:
@@ -53,7 +75,7 @@ def test_chat_screen(snap_compare, tmp_path: Path, size: tuple[int, int]) -> Non
         app = build_app(store, scripted("unused"), tmp_path, initial_session=session_id)
         assert snap_compare(app, terminal_size=size, run_before=_settled_chat)
     finally:
-        store.close()
+        asyncio.run(store.close())
 
 
 def test_search_dialog(snap_compare, tmp_path: Path) -> None:
@@ -72,4 +94,4 @@ def test_search_dialog(snap_compare, tmp_path: Path) -> None:
         app = build_app(store, scripted("unused"), tmp_path)
         assert snap_compare(app, terminal_size=SIZE, run_before=search_for_water)
     finally:
-        store.close()
+        asyncio.run(store.close())

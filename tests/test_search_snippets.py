@@ -54,16 +54,13 @@ def test_plain_snippets_are_unchanged() -> None:
     assert highlighted(snippet) == ["full"]
 
 
-def test_a_message_own_brackets_are_text_not_highlights(tmp_path) -> None:  # noqa: ANN001
+async def test_a_message_own_brackets_are_text_not_highlights(tmp_path) -> None:  # noqa: ANN001
     from smoltui.orchestrator.store import Store
 
-    store = Store.open(tmp_path / "smoltui.db")
-    try:
-        session = store.create_session()
-        store.add_message(session.id, "assistant", "The numbers were [1, 2] and the mean is 1.5")
-        [hit] = store.search("mean")
-    finally:
-        store.close()
+    async with await Store.open(tmp_path / "smoltui.db") as store:
+        session = await store.create_session()
+        await store.add_message(session.id, "assistant", "The numbers were [1, 2] and the mean is 1.5")
+        [hit] = await store.search("mean")
     content = search.snippet_content(hit.snippet)
     assert content.plain == "The numbers were [1, 2] and the mean is 1.5"
     assert [content.plain[s.start : s.end] for s in content.spans if "reverse" in str(s.style)] == ["mean"]

@@ -264,7 +264,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         if pane is not None:
             return pane
         if action == "cancel_reply":
-            return self._reply_running
+            return self.replying
         if action == "copy_reply":
             return self._copy_target() is not None
         if action == "export":
@@ -278,7 +278,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         return True
 
     @property
-    def _reply_running(self) -> bool:
+    def replying(self) -> bool:
+        """True from the moment a message is sent until its reply has ended (finished, stopped,
+        failed or given back to the message box); a new message waits until then."""
         return self._replying
 
     def system_commands(self) -> Iterable[SystemCommand]:
@@ -325,7 +327,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 f"the model failed to load: {service.load_error}", title="Cannot send", severity="error"
             )
             return
-        if self._reply_running:
+        if self.replying:
             self.notify(
                 f"A reply is still being written; press {self._key('chat.cancel', 'escape')} to stop it.",
                 title="Wait a moment",
@@ -365,8 +367,14 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             self._reply_session = self.session.id
             await self._service.send(self.session.id, text, think=self.think)
         except SmoltuiError as error:
-            self.notify(str(error), title="Message not sent", severity="error")
-            await self._fail_live(live, str(error))
+            if self._service.load_error is not None:
+                # The model failed while the message waited for it, so nothing was stored: the
+                # message goes back in the box (the ModelFailed notice says why). Whichever of
+                # this worker and that event comes first gives it back.
+                await self._restore_unsent()
+            else:
+                self.notify(str(error), title="Message not sent", severity="error")
+                await self._fail_live(live, str(error))
         except Exception as error:  # a bug must not take the chat down; the log has the traceback
             log.exception("sending a message failed")
             self.notify(f"{type(error).__name__}: {error}", title="Unexpected error", severity="error")
@@ -411,7 +419,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 status.message = text
                 self.notify(text, title="The model failed to load", severity="error", timeout=12)
                 # A message waiting for the model would wait forever: give it back to the user.
-                if self._reply_running:
+                if self.replying:
                     self.workers.cancel_group(self, "reply")
                     await self._restore_unsent()
             case ReplyStarted(session_id=sid, think=think) if sid == self.session_id:
@@ -487,16 +495,18 @@ class ChatScreen(WorkflowPanes, Screen[None]):
 
     async def _restore_unsent(self) -> None:
         """Take back a message that never reached the store: remove its views, refill the box."""
-        for view in (self._pending_user, self._live):
-            if view is not None and view.is_attached:
-                await view.stop_streams()
-                await view.remove()
+        # The state changes before the first await, so a second caller finds nothing to restore.
+        views = [view for view in (self._pending_user, self._live) if view is not None]
         self._pending_user = self._live = None
         self._replying = False
         self._reply_session = None
         if not self.prompt.text.strip():
             self.prompt.load_text(self._pending_text)
             self.prompt.move_cursor(self.prompt.document.end)
+        for view in views:
+            if view.is_attached:
+                await view.stop_streams()
+                await view.remove()
         if not self.message_views():
             self._show_welcome()
         self.refresh_bindings()
@@ -507,7 +517,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         service = self._service
         if service is not None and service.cancel():
             return  # the reply ends normally, with what it had, and a "stopped" stats line
-        if not self._reply_running:
+        if not self.replying:
             return
         self.workers.cancel_group(self, "reply")
         if service is not None and not service.ready.is_set():
@@ -726,6 +736,11 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         event.stop()
         self._open_session(event.session_id)
         self.prompt.focus()
+
+    def open_session(self, session_id: int, highlight_message: int | None = None) -> None:
+        """Show a saved chat (as picking it in the chat list does), scrolled to ``highlight_message``
+        when given, else to its end."""
+        self._open_session(session_id, highlight_message)
 
     @work(exclusive=True, group="open-session")
     async def _open_session(self, session_id: int, highlight_message: int | None = None) -> None:

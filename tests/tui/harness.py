@@ -157,12 +157,13 @@ async def send(pilot: Pilot, text: str, *, typed: bool = False, timeout: float =
     await wait_until(pilot, lambda: len(screen.message_views()) >= before + 2, "the message to appear")
     reply = screen.message_views()[-1]
     await wait_until(pilot, lambda: reply.finished, "the reply to finish", timeout)
-    await wait_until(pilot, lambda: not screen._reply_running, "the reply worker to end", timeout)
+    await wait_until(pilot, lambda: not screen.replying, "the reply to end", timeout)
     return reply
 
 
 def notifications(app: SmolApp) -> list[str]:
-    return [f"{n.title}: {n.message}" for n in app._notifications]
+    """The notifications on screen now, as ``title: message``."""
+    return [f"{n.title}: {n.message}" for n in app.shown_notifications]
 
 
 async def seed_session(store: Store, title: str, exchange: Sequence[tuple[str, str]], **message_kwargs: Any) -> int:
