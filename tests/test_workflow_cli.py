@@ -65,6 +65,15 @@ workflow:
 """
 
 
+def _workflow_file(tmp_path: Path, name: str, text: str) -> Path:
+    """``tmp_path/NAME/NAME.yaml`` holding ``text`` (the run's workspace is that folder)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def _pipeline(tmp_path: Path) -> Path:
     folder = tmp_path / "wf"
     folder.mkdir()
@@ -123,11 +132,7 @@ workflow:
 
 
 def _ask_and_save(tmp_path: Path) -> Path:
-    folder = tmp_path / "ask"
-    folder.mkdir()
-    path = folder / "ask.yaml"
-    path.write_text(ASK_AND_SAVE, encoding="utf-8")
-    return path
+    return _workflow_file(tmp_path, "ask", ASK_AND_SAVE)
 
 
 def _stored_outputs(home: Path, run_id: str) -> dict[str, Any]:
@@ -236,12 +241,9 @@ def _start_run_until(args: list[str], env: dict[str, str], database: Path, ready
 def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
     cli_env: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "slow"
-    folder.mkdir()
-    path = folder / "slow.yaml"
-    path.write_text(SLOW, encoding="utf-8")
     from smoltui.paths import Paths
 
+    path = _workflow_file(tmp_path, "slow", SLOW)
     database = Paths.resolve(str(home)).database
     proc = _start_run_until([str(path), "--approve", "write_file,python"], cli_env, database,
                             lambda states: states == {"mark": "succeeded", "slow": "running"})
@@ -255,10 +257,16 @@ def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
     [row] = _runs(cli_env)
     assert row["state"] == "interrupted"  # stored as running, but its process is gone
 
-    result = run(cli_env, "resume", row["id"], "--approve", "write_file,python", "--var", "sleep=0")
+    _resume_slow_run(cli_env, row["id"], path.parent)
+
+
+def _resume_slow_run(cli_env: dict[str, str], run_id: str, folder: Path) -> None:
+    """Resume the slow workflow's run (no sleep this time): its first task is not run again."""
+    result = run(cli_env, "resume", run_id, "--approve", "write_file,python", "--var", "sleep=0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mark: running" not in result.stdout  # the finished task was not run again
     assert "slow: succeeded" in result.stdout
+    assert result.stdout.splitlines()[-1] == f"run {run_id} succeeded (2 succeeded)"
     assert (folder / "marker.txt").read_text(encoding="utf-8").splitlines() == ["ran once"]
     [row] = _runs(cli_env)
     assert row["state"] == "succeeded"
@@ -269,10 +277,7 @@ def _cancel_slow_run(cli_env: dict[str, str], home: Path, tmp_path: Path) -> tup
     """Start the slow workflow, press Ctrl+C while its second task runs: (its folder, stdout, stderr)."""
     from smoltui.paths import Paths
 
-    folder = tmp_path / "slow"
-    folder.mkdir()
-    path = folder / "slow.yaml"
-    path.write_text(SLOW, encoding="utf-8")
+    path = _workflow_file(tmp_path, "slow", SLOW)
     database = Paths.resolve(str(home)).database
     proc = _start_run_until([str(path), "--approve", "write_file,python"], cli_env, database,
                             lambda states: states.get("slow") == "running")
@@ -284,7 +289,7 @@ def _cancel_slow_run(cli_env: dict[str, str], home: Path, tmp_path: Path) -> tup
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, out + err
-    return folder, out, err
+    return path.parent, out, err
 
 
 def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Path, tmp_path: Path) -> None:
@@ -304,16 +309,7 @@ def test_a_cancelled_run_resumes_without_rerunning_finished_tasks(
     with sqlite3.connect(Paths.resolve(str(home)).database) as db:
         [(run_id, state)] = db.execute("SELECT id, state FROM runs").fetchall()
     assert state == "cancelled"
-
-    result = run(cli_env, "resume", run_id, "--approve", "write_file,python", "--var", "sleep=0")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "mark: running" not in result.stdout  # the finished task was not run again
-    assert "slow: succeeded" in result.stdout
-    assert result.stdout.splitlines()[-1] == f"run {run_id} succeeded (2 succeeded)"
-    assert (folder / "marker.txt").read_text(encoding="utf-8").splitlines() == ["ran once"]
-    [row] = _runs(cli_env)
-    assert row["state"] == "succeeded"
-    assert row["task_states"] == {"mark": "succeeded", "slow": "succeeded"}
+    _resume_slow_run(cli_env, run_id, folder)
 
 
 @pytest.mark.llama
@@ -380,11 +376,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _live_workflow(tmp_path: Path) -> Path:
-    folder = tmp_path / "live"
-    folder.mkdir()
-    path = folder / "live.yaml"
-    path.write_text(LIVE, encoding="utf-8")
-    return path
+    return _workflow_file(tmp_path, "live", LIVE)
 
 
 def test_run_on_a_terminal_shows_a_live_table(cli_env: dict[str, str], tmp_path: Path) -> None:
