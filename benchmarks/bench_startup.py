@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_startup.py [--runs 10]
 
-Target: well under half a second, importing neither torch, transformers nor llama_cpp.
+Target: well under half a second, importing none of torch, transformers, llama_cpp, textual, pydantic,
+huggingface_hub or aiosqlite.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 
-HEAVY = ("torch", "transformers", "llama_cpp", "textual", "pydantic")
+HEAVY = ("torch", "transformers", "llama_cpp", "textual", "pydantic", "huggingface_hub", "aiosqlite")
 
 
 def main() -> int:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from smoltui.backends.models import ModelRef
-from smoltui.cli import build_backend, build_parser, resolve_and_build
+from smoltui.cli.parser import build_parser
+from smoltui.core import build_backend, resolve_and_build
 from smoltui.config import Config, TransformersConfig, load_config
 from smoltui.errors import ConfigError, ModelError
 from smoltui.paths import Paths

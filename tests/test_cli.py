@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON
+from tests.conftest import PYTHON, REPO
 
 SCRIPTED_REPLY_START = "Hello! I am a **scripted** model"
 
@@ -35,16 +35,55 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
         assert fragment in lines[0]
 
 
+HEAVY = {"torch", "transformers", "llama_cpp", "textual", "pydantic", "huggingface_hub", "aiosqlite"}
+
+
 def test_version_and_help_do_not_import_heavy_modules(cli_env: dict[str, str]) -> None:
-    for flag in ("--version", "--help"):
+    for argv in (["-m", "smoltui", "--version"], ["-m", "smoltui", "--help"], ["-m", "smoltui", "run", "--help"],
+                 ["-m", "smoltui.cli", "--help"]):
         result = subprocess.run(
-            [PYTHON, "-X", "importtime", "-m", "smoltui", flag],
+            [PYTHON, "-X", "importtime", *argv],
             env=cli_env, capture_output=True, text=True, timeout=60,
         )
-        assert result.returncode == 0
+        assert result.returncode == 0, result.stderr
         imported = {line.split("|")[-1].strip().split(".")[0] for line in result.stderr.splitlines()}
-        assert not imported & {"torch", "transformers", "llama_cpp", "textual", "pydantic", "huggingface_hub"}
+        assert "smoltui" in imported  # the trace did list the imports
+        assert not imported & HEAVY, (argv, imported & HEAVY)
     assert "smoltui 0.1.0" in run(cli_env, "--version").stdout
+
+
+def test_every_command_has_a_module_with_run() -> None:
+    import argparse
+    import importlib
+
+    from smoltui.cli import COMMANDS
+    from smoltui.cli.parser import build_parser
+
+    [subcommands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(COMMANDS) == set(subcommands.choices)  # no command without a module, nor the reverse
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, "run", None)), f"{name}: {module_name} has no run(args)"
+
+
+def test_python_m_smoltui_cli_and_the_declared_script_run_the_cli(cli_env: dict[str, str]) -> None:
+    import tomllib
+
+    as_module = subprocess.run([PYTHON, "-m", "smoltui.cli", "--version"], env=cli_env, capture_output=True,
+                               text=True, timeout=60)
+    assert (as_module.returncode, as_module.stdout) == (0, "smoltui 0.1.0\n"), as_module.stderr
+    # The console script pyproject declares, called the way an installer's stub calls it.
+    target = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]["smoltui"]
+    module, function = target.split(":")
+    stub = f"import sys\nfrom {module} import {function}\nsys.exit({function}())"
+    scripts = [[PYTHON, "-c", stub]]
+    installed = Path(PYTHON).parent / "smoltui"
+    if installed.is_file():  # the venv's own stub (it imports this checkout: PYTHONPATH)
+        scripts.append([str(installed)])
+    for script in scripts:
+        result = subprocess.run([*script, "runs"], env=cli_env, capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert (result.returncode, result.stdout) == (0, "no workflow runs\n"), (script, result.stderr)
 
 
 def test_prompt_flag_streams_reply_and_records_the_chat(cli_env: dict[str, str], home: Path) -> None:
@@ -152,3 +191,57 @@ def test_real_reply_from_the_bundled_model(cli_env: dict[str, str]) -> None:
     assert payload["backend"] == "llama.cpp"
     assert 0 < payload["stats"]["completion_tokens"] <= 12
     assert payload["reply"].strip()
+
+
+# -- a reader that goes away, an error nobody foresaw --------------------------------------------------
+
+
+def run_with_stdout_closed(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``smoltui ARGS | head -0``: stdout is a pipe whose reader has already gone."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([PYTHON, "-m", "smoltui", *args], env=env, stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("command", [["runs"], ["audit"], ["tools", "list"], ["chat", "-m", "scripted", "-p", "hi"]],
+                         ids=" ".join)
+def test_a_closed_pipe_ends_the_command_quietly(cli_env: dict[str, str], command: list[str]) -> None:
+    from smoltui.cli import CLOSED_PIPE_EXIT
+
+    result = run_with_stdout_closed(cli_env, *command)
+    assert result.stderr == ""  # no traceback, no "unexpected error", no "Exception ignored"
+    assert result.returncode == CLOSED_PIPE_EXIT  # as a shell reports `yes | head -1`
+
+
+def test_an_unforeseen_error_is_one_line_and_its_traceback_goes_to_the_log(cli_env: dict[str, str],
+                                                                          home: Path) -> None:
+    """Even from a command that never opens the core (so never set up the log file itself)."""
+    boom = ("import sys, smoltui.cli.workflows as w\n"
+            "def fail(args): raise RuntimeError('boom')\n"
+            "w.runs_command = fail\n"
+            "from smoltui.cli import main\n"
+            "sys.exit(main(['runs']))\n")
+    result = subprocess.run([PYTHON, "-c", boom], env=cli_env, capture_output=True, text=True, timeout=60)
+    log_file = home / "smoltui.log"
+    assert_one_line_error(result, 1, "unexpected error: RuntimeError: boom", str(log_file))
+    assert "Traceback" in log_file.read_text(encoding="utf-8")
+
+
+def test_a_chat_whose_reader_went_away_stops_its_reply(cli_env: dict[str, str], home: Path) -> None:
+    import sqlite3
+
+    result = run_with_stdout_closed(cli_env, "chat", "-m", "scripted", "-p", "hi")
+    assert result.stderr == ""
+    with sqlite3.connect(home / "smoltui.db") as db:
+        (content, stop) = db.execute("select content, json_extract(stats, '$.stop_reason') from messages "
+                                     "where role = 'assistant'").fetchone()
+    from smoltui.backends.scripted import DEFAULT_REPLIES
+
+    assert stop == "cancelled"  # not generated to the end for nobody
+    assert DEFAULT_REPLIES[0].startswith(content) and content != DEFAULT_REPLIES[0]

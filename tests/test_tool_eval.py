@@ -276,7 +276,7 @@ def test_filters_and_json_to_stdout(cases, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_end_to_end_on_the_scripted_model(home: Path, tmp_path: Path) -> None:  # noqa: ARG001
-    """``--model scripted`` goes through the CLI's resolve_and_build: text replies, no calls."""
+    """``--model scripted`` goes through the core's resolve_and_build (as the CLI does): text replies, no calls."""
     out = tmp_path / "scripted.json"
     argv = ["--model", "scripted", "--case", "simple_weather", "--case", "irrelevance_greeting",
             "--max-tokens", "8", "--json", str(out), "-q"]

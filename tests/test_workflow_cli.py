@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON
-from tests.test_cli import run
+from tests.test_cli import SCRIPTED_REPLY_START, run, run_with_stdout_closed
 
 PIPELINE = """\
 workflow:
@@ -65,6 +65,15 @@ workflow:
 """
 
 
+def _workflow_file(tmp_path: Path, name: str, text: str) -> Path:
+    """``tmp_path/NAME/NAME.yaml`` holding ``text`` (the run's workspace is that folder)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    path = folder / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def _pipeline(tmp_path: Path) -> Path:
     folder = tmp_path / "wf"
     folder.mkdir()
@@ -104,6 +113,59 @@ def test_run_succeeds_and_shows_in_runs_and_logs(cli_env: dict[str, str], tmp_pa
     assert "run_state: succeeded" in logs.stdout
     followed = run(cli_env, "logs", row["id"], "--follow", timeout=30)  # a finished run: returns at once
     assert followed.returncode == 0 and followed.stdout == logs.stdout
+
+
+ASK_AND_SAVE = """\
+workflow:
+  id: ask-and-save
+  tasks:
+    - id: ask
+      type: llm_task
+      prompt: "Say hello."
+      outputs: [reply]
+    - id: save
+      type: tool_call
+      tool: write_file
+      depends_on: [ask]
+      inputs: {path: reply.md, content: "${reply}", overwrite: true}
+"""
+
+
+def _ask_and_save(tmp_path: Path) -> Path:
+    return _workflow_file(tmp_path, "ask", ASK_AND_SAVE)
+
+
+def _stored_outputs(home: Path, run_id: str) -> dict[str, Any]:
+    from smoltui.paths import Paths
+
+    with sqlite3.connect(Paths.resolve(str(home)).database) as db:
+        rows = db.execute("SELECT task_id, outputs FROM task_runs WHERE run_id = ?", (run_id,)).fetchall()
+    return {task_id: json.loads(outputs) if outputs else None for task_id, outputs in rows}
+
+
+def test_run_approve_all_with_a_scripted_llm_task_prints_its_result(cli_env: dict[str, str], home: Path,
+                                                                    tmp_path: Path) -> None:
+    path = _ask_and_save(tmp_path)
+    result = run(cli_env, "run", str(path), "--model", "scripted", "--approve", "all")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [row] = _runs(cli_env)
+    lines = result.stdout.splitlines()
+    assert f"[{row['id']}] ask: succeeded" in lines and f"[{row['id']}] save: succeeded" in lines
+    assert lines[-1] == f"run {row['id']} succeeded (2 succeeded)"
+    # The scripted model's reply is the task's stored output, and what the next task wrote.
+    assert _stored_outputs(home, row["id"])["ask"]["reply"].startswith(SCRIPTED_REPLY_START)
+    assert (path.parent / "reply.md").read_text(encoding="utf-8").startswith(SCRIPTED_REPLY_START)
+
+
+def test_a_run_whose_reader_went_away_goes_on_quietly(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """``smoltui run FILE | head -1``: the progress lines stop, the run (the work) does not."""
+    path = _ask_and_save(tmp_path)
+    result = run_with_stdout_closed(cli_env, "run", str(path), "--model", "scripted", "--approve", "all")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "error" not in result.stderr, result.stderr
+    [row] = _runs(cli_env)
+    assert row["state"] == "succeeded"
+    assert (path.parent / "reply.md").read_text(encoding="utf-8").startswith(SCRIPTED_REPLY_START)
 
 
 def test_json_lines(cli_env: dict[str, str], tmp_path: Path) -> None:
@@ -179,12 +241,9 @@ def _start_run_until(args: list[str], env: dict[str, str], database: Path, ready
 def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
     cli_env: dict[str, str], home: Path, tmp_path: Path
 ) -> None:
-    folder = tmp_path / "slow"
-    folder.mkdir()
-    path = folder / "slow.yaml"
-    path.write_text(SLOW, encoding="utf-8")
     from smoltui.paths import Paths
 
+    path = _workflow_file(tmp_path, "slow", SLOW)
     database = Paths.resolve(str(home)).database
     proc = _start_run_until([str(path), "--approve", "write_file,python"], cli_env, database,
                             lambda states: states == {"mark": "succeeded", "slow": "running"})
@@ -198,23 +257,27 @@ def test_sigkilled_run_resumes_without_rerunning_finished_tasks(
     [row] = _runs(cli_env)
     assert row["state"] == "interrupted"  # stored as running, but its process is gone
 
-    result = run(cli_env, "resume", row["id"], "--approve", "write_file,python", "--var", "sleep=0")
+    _resume_slow_run(cli_env, row["id"], path.parent)
+
+
+def _resume_slow_run(cli_env: dict[str, str], run_id: str, folder: Path) -> None:
+    """Resume the slow workflow's run (no sleep this time): its first task is not run again."""
+    result = run(cli_env, "resume", run_id, "--approve", "write_file,python", "--var", "sleep=0")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mark: running" not in result.stdout  # the finished task was not run again
     assert "slow: succeeded" in result.stdout
+    assert result.stdout.splitlines()[-1] == f"run {run_id} succeeded (2 succeeded)"
     assert (folder / "marker.txt").read_text(encoding="utf-8").splitlines() == ["ran once"]
     [row] = _runs(cli_env)
     assert row["state"] == "succeeded"
     assert row["task_states"] == {"mark": "succeeded", "slow": "succeeded"}
 
 
-def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Path, tmp_path: Path) -> None:
+def _cancel_slow_run(cli_env: dict[str, str], home: Path, tmp_path: Path) -> tuple[Path, str, str]:
+    """Start the slow workflow, press Ctrl+C while its second task runs: (its folder, stdout, stderr)."""
     from smoltui.paths import Paths
 
-    folder = tmp_path / "slow"
-    folder.mkdir()
-    path = folder / "slow.yaml"
-    path.write_text(SLOW, encoding="utf-8")
+    path = _workflow_file(tmp_path, "slow", SLOW)
     database = Paths.resolve(str(home)).database
     proc = _start_run_until([str(path), "--approve", "write_file,python"], cli_env, database,
                             lambda states: states.get("slow") == "running")
@@ -226,10 +289,27 @@ def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Pat
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, out + err
+    return path.parent, out, err
+
+
+def test_ctrl_c_cancels_the_run_and_exits_130(cli_env: dict[str, str], home: Path, tmp_path: Path) -> None:
+    _, out, _ = _cancel_slow_run(cli_env, home, tmp_path)
     assert "slow: cancelled" in out
     [row] = _runs(cli_env)
     assert row["state"] == "cancelled"
     assert row["task_states"]["slow"] == "cancelled"
+
+
+def test_a_cancelled_run_resumes_without_rerunning_finished_tasks(
+    cli_env: dict[str, str], home: Path, tmp_path: Path
+) -> None:
+    from smoltui.paths import Paths
+
+    folder, _, _ = _cancel_slow_run(cli_env, home, tmp_path)
+    with sqlite3.connect(Paths.resolve(str(home)).database) as db:
+        [(run_id, state)] = db.execute("SELECT id, state FROM runs").fetchall()
+    assert state == "cancelled"
+    _resume_slow_run(cli_env, run_id, folder)
 
 
 @pytest.mark.llama
@@ -296,11 +376,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def _live_workflow(tmp_path: Path) -> Path:
-    folder = tmp_path / "live"
-    folder.mkdir()
-    path = folder / "live.yaml"
-    path.write_text(LIVE, encoding="utf-8")
-    return path
+    return _workflow_file(tmp_path, "live", LIVE)
 
 
 def test_run_on_a_terminal_shows_a_live_table(cli_env: dict[str, str], tmp_path: Path) -> None:

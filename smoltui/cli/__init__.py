@@ -4,12 +4,14 @@ modules, each imported only when its command runs, so ``--help`` and ``--version
 Every command module has ``run(args) -> int`` and gets what it needs from the core
 (:mod:`smoltui.core`); none builds its own tools, policy or runner. Errors a user can act on are
 one line on stderr and an exit code; anything else goes to the log file, never as a traceback.
+A reader that goes away (``smoltui runs | head -1``) ends the command quietly, like any Unix tool.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +35,9 @@ COMMANDS: dict[str, str] = {
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 
+CLOSED_PIPE_EXIT = 141  # 128 + SIGPIPE
+"""What a shell reports for a command that a closed pipe stopped (``yes | head -1``)."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -40,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         module = importlib.import_module(COMMANDS[args.command or "tui"])
-        return module.run(args)
+        code = module.run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:  # `smoltui runs | head -1`: the reader has what it wanted
+        discard_stdout()
+        return CLOSED_PIPE_EXIT
     except SmoltuiError as error:
         print(f"smoltui: {error}", file=sys.stderr)
         return error.exit_code
@@ -50,9 +60,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # never a traceback on the terminal; the log file has it
         from smoltui.core import log_hint
 
+        _log_to_file(args)
         log.exception("unexpected error")
         print(f"smoltui: unexpected error: {type(error).__name__}: {error}{log_hint()}", file=sys.stderr)
         return 1
 
 
-__all__ = ["COMMANDS", "main"]
+def discard_stdout() -> None:
+    """The reader of stdout went away: what is still buffered for it, and anything written later,
+    goes to /dev/null, so no flush fails again (the interpreter's last one included)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # no real stdout (embedded, tests): nothing to flush
+        pass
+
+
+def _log_to_file(args: object) -> None:
+    """A command that never opened the core has no log file yet, and with no handler at all
+    ``logging`` would print the traceback on the terminal: send it to the log file."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    try:
+        from smoltui.cli.common import paths_of
+        from smoltui.core import setup_logging
+
+        setup_logging(paths_of(args))  # type: ignore[arg-type]
+    except Exception:
+        root.addHandler(logging.NullHandler())
+
+
+__all__ = ["CLOSED_PIPE_EXIT", "COMMANDS", "discard_stdout", "main"]

@@ -58,8 +58,9 @@ async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[s
 
     failures: list[str] = []
     calls: list[dict] = []
+    reader_gone = False
 
-    def show(event) -> None:  # noqa: ANN001
+    def show_event(event) -> None:  # noqa: ANN001
         if isinstance(event, TokenDelta) and not args.json:
             sys.stdout.write(event.text)
             sys.stdout.flush()
@@ -80,6 +81,16 @@ async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[s
         elif isinstance(event, ContextTrimmed):
             print(f"smoltui: dropped {event.dropped_messages} old messages to fit the context", file=sys.stderr)
 
+    def show(event) -> None:  # noqa: ANN001
+        nonlocal reader_gone
+        if reader_gone:
+            return
+        try:
+            show_event(event)
+        except BrokenPipeError:  # `smoltui chat ... | head -1`: nobody reads the rest; stop the reply
+            reader_gone = True
+            core.chat.cancel()
+
     core.bus.subscribe(show)
     service = core.chat
     if not await service.load_model():
@@ -88,6 +99,8 @@ async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[s
     if tools:
         await service.set_session_tools(session.id, tools)
     finished = await service.send(session.id, prompt)
+    if reader_gone:
+        raise BrokenPipeError  # the command line ends quietly
     if finished is None:
         raise BackendError(failures[0] if failures else "the reply failed")
     if args.json:

@@ -135,6 +135,9 @@ class _Printer:
 
     def __init__(self, *, json_lines: bool) -> None:
         self.json_lines = json_lines
+        self.reader_gone = False
+        """stdout was closed by its reader (``smoltui run ... | head -1``): the progress is no
+        longer written, the run goes on to its end (it is the work; the lines only show it)."""
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, TaskStateChanged):
@@ -151,7 +154,18 @@ class _Printer:
                        f"[{event.run_id}] {event.task_id or 'run'}: {event.message}")
 
     def _emit(self, payload: dict[str, Any], line: str) -> None:
-        print(json.dumps(payload, ensure_ascii=False, default=str) if self.json_lines else line, flush=True)
+        self._print(json.dumps(payload, ensure_ascii=False, default=str) if self.json_lines else line)
+
+    def _print(self, line: str) -> None:
+        if self.reader_gone:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            from smoltui.cli import discard_stdout
+
+            self.reader_gone = True
+            discard_stdout()
 
     def note(self, message: str) -> None:
         print(f"smoltui: {message}", file=sys.stderr, flush=True)
@@ -176,7 +190,7 @@ class _Printer:
         for state in result.tasks.values():
             counts[state] = counts.get(state, 0) + 1
         detail = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
-        print(f"run {result.run_id} {result.state} ({detail})", flush=True)
+        self._print(f"run {result.run_id} {result.state} ({detail})")
 
 
 _STATE_STYLES = STATE_STYLES
