@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from smoltui.orchestrator.approval import ToolCall
 from smoltui.orchestrator.audit import REDACTED, AuditLog, is_secret_key, redact
@@ -21,11 +23,11 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
                           timeout=120, stdin=subprocess.DEVNULL)
 
 
-@pytest.fixture
-def audit(tmp_path: Path):  # noqa: ANN201
-    store = Store.open(tmp_path / "smoltui.db")
+@pytest_asyncio.fixture
+async def audit(tmp_path: Path) -> AsyncIterator[AuditLog]:
+    store = await Store.open(tmp_path / "smoltui.db")
     yield AuditLog(store)
-    store.close()
+    await store.close()
 
 
 @pytest.mark.parametrize("key", ["password", "PASSWD", "client_secret", "token", "access_token",
@@ -41,7 +43,7 @@ def test_ordinary_keys(key: str) -> None:
     assert not is_secret_key(key)
 
 
-def test_redaction_is_nested_and_written_to_disk(audit: AuditLog, tmp_path: Path) -> None:
+async def test_redaction_is_nested_and_written_to_disk(audit: AuditLog, tmp_path: Path) -> None:
     arguments = {
         "url": "https://example.org",
         "headers": {"Authorization": "Bearer abc123", "Accept": "text/html"},
@@ -49,9 +51,9 @@ def test_redaction_is_nested_and_written_to_disk(audit: AuditLog, tmp_path: Path
         "max_tokens": 5,
     }
     call = ToolCall.new("fetch", arguments, run_id="r1")
-    audit.record(call, decision="auto", decided_by="policy", result=ToolResult(ok=True, content="fine"),
-                 duration_s=0.5)
-    [row] = audit.list()
+    await audit.record(call, decision="auto", decided_by="policy", result=ToolResult(ok=True, content="fine"),
+                       duration_s=0.5)
+    [row] = await audit.list()
     assert row.arguments == {
         "url": "https://example.org",
         "headers": {"Authorization": REDACTED, "Accept": "text/html"},
@@ -64,34 +66,35 @@ def test_redaction_is_nested_and_written_to_disk(audit: AuditLog, tmp_path: Path
     assert redact([{"token": 1}, "plain"]) == [{"token": REDACTED}, "plain"]
 
 
-def test_record_fields_and_listing_by_run_and_session(audit: AuditLog) -> None:
-    a = audit.record(ToolCall.new("look", {"path": "a"}, session_id=1), decision="auto",
-                     decided_by="policy", result=ToolResult(ok=True, content=[1, 2]), duration_s=0.1,
-                     started_at=1000.0)
-    b = audit.record(ToolCall.new("shell", {"command": "ls"}, run_id="run-9", task_id="t1"),
-                     decision="deny", decided_by="user",
-                     result=ToolResult.failure("denied", "shell was denied by the user"), duration_s=0.0)
-    c = audit.record(ToolCall.new("look", {"path": "c"}, session_id=2), decision="once", decided_by="user",
-                     result=None, duration_s=None)
-    audit.complete(c, ToolResult(ok=True, content="x", duration_s=0.25))
+async def test_record_fields_and_listing_by_run_and_session(audit: AuditLog) -> None:
+    a = await audit.record(ToolCall.new("look", {"path": "a"}, session_id=1), decision="auto",
+                           decided_by="policy", result=ToolResult(ok=True, content=[1, 2]), duration_s=0.1,
+                           started_at=1000.0)
+    b = await audit.record(ToolCall.new("shell", {"command": "ls"}, run_id="run-9", task_id="t1"),
+                           decision="deny", decided_by="user",
+                           result=ToolResult.failure("denied", "shell was denied by the user"), duration_s=0.0)
+    c = await audit.record(ToolCall.new("look", {"path": "c"}, session_id=2), decision="once", decided_by="user",
+                           result=None, duration_s=None)
+    await audit.complete(c, ToolResult(ok=True, content="x", duration_s=0.25))
 
-    assert [r.id for r in audit.list()] == [c, b, a]  # newest first
-    assert [r.id for r in audit.list(session_id=1)] == [a]
-    assert [r.id for r in audit.list(run_id="run-9")] == [b]
-    assert [r.id for r in audit.list(limit=1)] == [c]
-    first, second, third = audit.list(session_id=1)[0], audit.list(run_id="run-9")[0], audit.list(session_id=2)[0]
+    assert [r.id for r in await audit.list()] == [c, b, a]  # newest first
+    assert [r.id for r in await audit.list(session_id=1)] == [a]
+    assert [r.id for r in await audit.list(run_id="run-9")] == [b]
+    assert [r.id for r in await audit.list(limit=1)] == [c]
+    [first], [second], [third] = (await audit.list(session_id=1), await audit.list(run_id="run-9"),
+                                  await audit.list(session_id=2))
     assert (first.created_at, first.ok, first.result_summary, first.duration_s) == (1000.0, True, "[1, 2]", 0.1)
     assert (second.task_id, second.ok, second.error) == ("t1", False, "shell was denied by the user")
     assert second.result_summary == "error (denied): shell was denied by the user"
     assert (third.ok, third.duration_s, third.result_summary) == (True, 0.25, '"x"')
 
 
-def test_cli_audit_lists_rows(cli_env: dict[str, str], home: Path) -> None:
-    with Store.open(home / "smoltui.db") as store:
-        AuditLog(store).record(
+async def test_cli_audit_lists_rows(cli_env: dict[str, str], home: Path) -> None:
+    async with await Store.open(home / "smoltui.db") as store:
+        await AuditLog(store).record(
             ToolCall.new("write_note", {"text": "hi", "token": "s3cret"}, session_id=3),
             decision="once", decided_by="user", result=ToolResult(ok=True, content="written"), duration_s=0.2)
-        AuditLog(store).record(
+        await AuditLog(store).record(
             ToolCall.new("shell", {"command": "ls"}, run_id="nightly"),
             decision="deny", decided_by="policy",
             result=ToolResult.failure("denied", "shell was denied by policy (risk execute)"), duration_s=0.0)

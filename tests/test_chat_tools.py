@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from smoltui.backends.base import GenerationParams
+from smoltui.backends.call_markup import split_markup
 from smoltui.backends.scripted import ScriptedBackend
 from smoltui.orchestrator.approval import ApprovalGate, ApprovalNeeded, Decision, Policy
 from smoltui.orchestrator.audit import AuditLog
 from smoltui.orchestrator.chat import ChatService, ChatSettings
-from smoltui.orchestrator.chat_tools import split_markup
 from smoltui.orchestrator.events import (
     EventBus,
     ReplyFinished,
@@ -25,7 +27,9 @@ from smoltui.orchestrator.events import (
     ToolCallRequested,
     ToolStepLimit,
 )
+from smoltui.orchestrator.model import Model
 from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.transcript import Called, load_transcript
 from smoltui.tools.base import tool
 from smoltui.tools.registry import ToolRegistry
 
@@ -56,17 +60,25 @@ def call(name: str, **arguments: object) -> str:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, replies: list[str], policy: Policy | None = None, steps: int = 6) -> None:
-        self.store = Store.open(tmp_path / "smoltui.db")
-        self.tool_bus = EventBus()
+    """A chat with tools as the core builds it: one bus for the chat and the gate, one model."""
+
+    def __init__(self, tmp_path: Path, store: Store, replies: list[str], policy: Policy | None, steps: int) -> None:
+        self.store = store
+        self.bus = EventBus()
         self.gate = ApprovalGate(ToolRegistry([get_weather, save_note]), policy or Policy(),
-                                 audit=AuditLog(self.store), bus=self.tool_bus, timeout_s=None)
+                                 audit=AuditLog(self.store), bus=self.bus, timeout_s=None)
         self.backend = ScriptedBackend(replies, delay_s=0)
         settings = ChatSettings(params=GenerationParams(max_tokens=200), max_tool_steps=steps)
-        self.service = ChatService(self.backend, self.store, settings, gate=self.gate, workspace=tmp_path)
+        model = Model(self.backend, self.bus, label="scripted")
+        self.service = ChatService(model, self.store, settings, bus=self.bus, gate=self.gate, workspace=tmp_path)
         self.events: list = []
-        self.service.bus.subscribe(self.events.append)
-        self.session = self.store.create_session("t", "scripted")
+        self.bus.subscribe(self.events.append)
+
+    @classmethod
+    async def open(cls, tmp_path: Path, replies: list[str], policy: Policy | None = None, steps: int = 6) -> Harness:
+        h = cls(tmp_path, await Store.open(tmp_path / "smoltui.db"), replies, policy, steps)
+        h.session = await h.store.create_session("t", "scripted")
+        return h
 
     async def start(self, tools: list[str]) -> None:
         await self.service.load_model()
@@ -76,25 +88,25 @@ class Harness:
         return [e for e in self.events if isinstance(e, kind)]
 
 
-@pytest.fixture
-def make(tmp_path: Path):
+@pytest_asyncio.fixture
+async def make(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Harness]]]:
     made: list[Harness] = []
 
-    def build(*args, **kwargs) -> Harness:
-        made.append(Harness(tmp_path, *args, **kwargs))
+    async def build(*args, **kwargs) -> Harness:
+        made.append(await Harness.open(tmp_path, *args, **kwargs))
         return made[-1]
 
     yield build
     for harness in made:
-        harness.store.close()
+        await harness.store.close()
 
 
 async def test_call_result_answer(make) -> None:
-    h = make([f"Let me look. {call('get_weather', city='Paris')}", "It is 21 °C in Paris."])
+    h = await make([f"Let me look. {call('get_weather', city='Paris')}", "It is 21 °C in Paris."])
     await h.start(["get_weather"])
     finished = await h.service.send(h.session.id, "Weather in Paris?")
     assert finished is not None and finished.content == "It is 21 °C in Paris." and not finished.tool_calls
-    rows = h.store.messages(h.session.id)
+    rows = await h.store.messages(h.session.id)
     assert [m.role for m in rows] == ["user", "assistant", "tool", "assistant"]
     text, calls = split_markup(rows[1].content)
     assert text == "Let me look." and len(calls) == 1 and '"get_weather"' in calls[0]
@@ -108,15 +120,19 @@ async def test_call_result_answer(make) -> None:
     assert second[-1].role == "tool" and "temperature" in second[-1].content
     assert [len(e.tool_calls) for e in h.of(ReplyFinished)] == [1, 0]
     assert rows[1].stats["think"] is False
+    # The call is a row beside the reply that made it, settled with its result.
+    (made,) = await h.store.message_tool_calls(h.session.id)
+    assert (made.message_id, made.name, json.loads(made.arguments)) == (rows[1].id, "get_weather", {"city": "Paris"})
+    assert (made.ok, made.decision, made.decided_by, made.result_message_id) == (True, "auto", "policy", rows[2].id)
 
 
 async def test_malformed_call_gets_an_error_result_the_model_can_repair(make) -> None:
-    h = make(['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"</tool_call>',
+    h = await make(['<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"</tool_call>',
               call("get_weather", city="Paris"), "Sunny."])
     await h.start(["get_weather"])
     finished = await h.service.send(h.session.id, "Weather?")
     assert finished.content == "Sunny."
-    results = [json.loads(m.content) for m in h.store.messages(h.session.id) if m.role == "tool"]
+    results = [json.loads(m.content) for m in await h.store.messages(h.session.id) if m.role == "tool"]
     assert results[0]["kind"] == "invalid_call" and "not valid JSON" in results[0]["error"]
     assert "result" in results[1]
     first, second = h.of(ToolCallDone)
@@ -124,16 +140,16 @@ async def test_malformed_call_gets_an_error_result_the_model_can_repair(make) ->
 
 
 async def test_unknown_tool_and_bad_arguments_come_back_as_errors(make) -> None:
-    h = make([call("get_wether", city="Paris"), call("get_weather", town="Paris"), "Done."])
+    h = await make([call("get_wether", city="Paris"), call("get_weather", town="Paris"), "Done."])
     await h.start(["get_weather"])
     await h.service.send(h.session.id, "Weather?")
-    results = [json.loads(m.content) for m in h.store.messages(h.session.id) if m.role == "tool"]
+    results = [json.loads(m.content) for m in await h.store.messages(h.session.id) if m.role == "tool"]
     assert results[0]["kind"] == "unknown_tool"
     assert results[1]["kind"] == "invalid_arguments" and "city" in results[1]["error"]
 
 
 async def test_denied_call_is_reported_and_nothing_runs(make) -> None:
-    h = make([call("save_note", text="hello"), "I could not save it."])
+    h = await make([call("save_note", text="hello"), "I could not save it."])
     await h.start(["save_note"])
     answered: list[str] = []
 
@@ -143,46 +159,69 @@ async def test_denied_call_is_reported_and_nothing_runs(make) -> None:
             assert event.call.session_id == h.session.id
             h.gate.answer(event.call.id, Decision("deny"))
 
-    h.tool_bus.subscribe(answer)
+    h.bus.subscribe(answer)
     finished = await h.service.send(h.session.id, "Save hello")
     assert answered == ["save_note"] and finished.content == "I could not save it."
     (done,) = h.of(ToolCallDone)
     assert not done.ok and "denied" in done.summary
 
 
+async def test_an_edited_call_is_stored_with_the_arguments_that_ran(make) -> None:
+    h = await make([call("save_note", text="draft"), "Saved."])
+    await h.start(["save_note"])
+
+    def answer(event) -> None:
+        if isinstance(event, ApprovalNeeded):
+            h.gate.answer(event.call.id, Decision("edit", {"text": "final text"}))
+
+    h.bus.subscribe(answer)
+    await h.service.send(h.session.id, "Save a note")
+    user, reply, result, answer_row = await h.store.messages(h.session.id)
+    assert json.loads(result.content) == {"name": "save_note", "result": "saved 10 characters"}
+    assert '"draft"' in reply.content  # the reply keeps what the model wrote (its KV cache holds it)
+    (done,) = h.of(ToolCallDone)
+    assert done.ok and json.loads(done.arguments) == {"text": "final text"}
+    (made,) = await h.store.message_tool_calls(h.session.id)
+    assert json.loads(made.arguments) == {"text": "final text"}
+    assert (made.decision, made.decided_by, made.result_message_id) == ("edit", "user", result.id)
+    # What a person reads back is the call as it ran.
+    [shown] = [e for e in await load_transcript(h.store, h.session.id) if isinstance(e, Called)]
+    assert json.loads(shown.arguments) == {"text": "final text"} and shown.decision == "edit"
+
+
 async def test_step_limit_stops_a_model_that_keeps_calling(make) -> None:
-    h = make([call("get_weather", city="Paris")], steps=2)
+    h = await make([call("get_weather", city="Paris")], steps=2)
     await h.start(["get_weather"])
     await h.service.send(h.session.id, "Loop")
     assert len(h.of(ToolCallDone)) == 2
     (limit,) = h.of(ToolStepLimit)
     assert limit.steps == 2
-    assert [m.role for m in h.store.messages(h.session.id)].count("assistant") == 3
+    assert [m.role for m in await h.store.messages(h.session.id)].count("assistant") == 3
 
 
 async def test_tools_are_off_until_switched_on(make) -> None:
-    h = make([call("get_weather", city="Paris")])
+    h = await make([call("get_weather", city="Paris")])
     await h.service.load_model()
     finished = await h.service.send(h.session.id, "Weather?")
     assert not h.of(ToolCallRequested) and finished.tool_calls == ()
-    assert h.backend.prompts[0] and h.store.session_tools(h.session.id) == []
+    assert h.backend.prompts[0] and await h.store.session_tools(h.session.id) == []
     with pytest.raises(Exception, match="unknown tool"):
         await h.service.set_session_tools(h.session.id, ["nope"])
 
 
 async def test_cancel_while_a_call_waits_for_approval(make) -> None:
-    h = make([call("save_note", text="x"), "never"])
+    h = await make([call("save_note", text="x"), "never"])
     await h.start(["save_note"])
     waiting = asyncio.Event()
-    h.tool_bus.subscribe(lambda e: waiting.set() if isinstance(e, ApprovalNeeded) else None)
+    h.bus.subscribe(lambda e: waiting.set() if isinstance(e, ApprovalNeeded) else None)
     job = asyncio.create_task(h.service.send(h.session.id, "Save"))
     await asyncio.wait_for(waiting.wait(), 5)
     assert h.service.cancel()
     await asyncio.wait_for(job, 5)
     (done,) = h.of(ToolCallDone)
     assert not done.ok and done.summary == "cancelled"
-    assert not h.gate.pending
-    assert [m.role for m in h.store.messages(h.session.id)] == ["user", "assistant"]
+    assert h.gate.waiting() == []
+    assert [m.role for m in await h.store.messages(h.session.id)] == ["user", "assistant"]
 
 
 def test_call_schema_keeps_a_parameter_named_title() -> None:

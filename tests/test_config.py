@@ -68,8 +68,8 @@ def test_physical_cores_is_positive_and_at_most_logical() -> None:
 
 def test_backend_threads_default_to_physical_cores_and_follow_the_config(tmp_path: Path) -> None:
     from smoltui.backends.models import ModelRef
-    from smoltui.cli import build_backend
     from smoltui.config import Config
+    from smoltui.core import build_backend
 
     ref = ModelRef("m.gguf", "path", tmp_path / "m.gguf")
     paths = Paths.resolve(tmp_path)
@@ -90,8 +90,11 @@ def test_mcp_servers_and_tool_settings(tmp_path: Path) -> None:
     )
     config = load_config(path, environ={})
     (server,) = config.mcp.servers
-    assert (server.name, server.command, server.args, server.risk) == ("git", "uvx", ["mcp-server-git"], "execute")
+    # No `risk` set: the server's own annotations say (an explicit risk overrides them for every tool).
+    assert (server.name, server.command, server.args, server.risk) == ("git", "uvx", ["mcp-server-git"], None)
     assert config.tools.web_deny == ["*.internal"]
+    path.write_text('[[mcp.servers]]\nname = "git"\ncommand = "uvx"\nrisk = "write"\n', encoding="utf-8")
+    assert load_config(path, environ={}).mcp.servers[0].risk == "write"
     path.write_text('[[mcp.servers]]\nname = "bad name"\ncommand = "x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"mcp\.servers\.0\.name"):
         load_config(path, environ={})

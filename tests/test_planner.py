@@ -18,8 +18,8 @@ import yaml
 
 from smoltui.backends.base import GenerationParams
 from smoltui.backends.scripted import ScriptedBackend
-from smoltui.cli import workflow_tools
 from smoltui.config import Config
+from smoltui.core import build_tool_registry
 from smoltui.orchestrator.planner import (
     Planner,
     next_free_path,
@@ -34,7 +34,7 @@ from smoltui.orchestrator.workflow_spec import load_workflow
 from smoltui.orchestrator.workflow_validate import validate_workflow
 from tests.conftest import PYTHON
 
-TOOLS = workflow_tools(Config())
+TOOLS = dict(build_tool_registry(Config()))  # what a core offers workflows (built-ins, seed tools, plugins)
 
 VALID = {
     "id": "notes-digest",
@@ -181,8 +181,9 @@ async def test_without_repair_there_is_one_attempt() -> None:
 async def test_cancel_stops_the_draft() -> None:
     backend = ScriptedBackend([reply(VALID)], delay_s=0.01)
     plan = Planner(backend, TOOLS)
-    task = asyncio.create_task(plan.draft("x"))
-    await asyncio.sleep(0.05)
+    streaming = asyncio.Event()
+    task = asyncio.create_task(plan.draft("x", on_text=lambda _: streaming.set()))
+    await asyncio.wait_for(streaming.wait(), 5)
     plan.cancel()
     draft = await asyncio.wait_for(task, 5)
     assert draft.cancelled and not draft.valid and len(backend.prompts) == 1
@@ -333,7 +334,7 @@ def test_cli_review_edits_in_the_editor_checks_again_then_saves(
     import io
     import sys
 
-    from smoltui import plan_cli
+    from smoltui.cli import plan as plan_cli
 
     # An "editor" that breaks the file on its first run and mends it on the second.
     editor = tmp_path / "editor.py"

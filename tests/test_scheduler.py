@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tui.harness import store_fixture  # noqa: F401  (the `store` fixture)
 
+from smoltui.backends.base import Backend
 from smoltui.backends.scripted import ScriptedBackend
+from smoltui.errors import ModelError
 from smoltui.orchestrator.approval import ApprovalGate, Policy
 from smoltui.orchestrator.audit import AuditLog
 from smoltui.orchestrator.events import EventBus
+from smoltui.orchestrator.model import Model
 from smoltui.orchestrator.run_store import RunStore
 from smoltui.orchestrator.scheduler import (
     LLMTaskExecutor,
@@ -30,14 +36,20 @@ from smoltui.tools.registry import ToolRegistry
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with Store.open(tmp_path / "smoltui.db") as s:
-        yield s
-
-
-@pytest.fixture
 def runs(store: Store) -> RunStore:
     return RunStore(store)
+
+
+def model(backend: Backend | None, error: ModelError | None = None) -> Model:
+    """The core's shared model over ``backend`` (None: no model, and ``error`` says why)."""
+    return Model(backend, EventBus(), label="scripted", error=error)
+
+
+def committed(store: Store, sql: str, params: tuple[Any, ...]) -> Any:
+    """One value as another connection (another process) reads it: only what is committed."""
+    with sqlite3.connect(store.path) as conn:
+        row = conn.execute(sql, params).fetchone()
+    return None if row is None else row[0]
 
 
 def workflow(*tasks: dict[str, Any], variables: dict[str, Any] | None = None, limit: int = 4) -> Workflow:
@@ -50,22 +62,29 @@ def t(task_id: str, *deps: str, **extra: Any) -> dict[str, Any]:
 
 
 class Fake:
-    """A tool_call executor driven by ``behaviour[task_id]`` (a callable or a value to return)."""
+    """A tool_call executor driven by ``behaviour[task_id]`` (a callable or a value to return).
 
-    def __init__(self, behaviour: dict[str, Any] | None = None, hold: float = 0.02) -> None:
+    ``together``: the first attempts hold until that many run at once (then everyone goes on), so a
+    concurrency limit is measured by what overlaps, not by how long each attempt sleeps.
+    """
+
+    def __init__(self, behaviour: dict[str, Any] | None = None, together: int = 1) -> None:
         self.behaviour = behaviour or {}
-        self.hold = hold
+        self.together = together
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.active = 0
         self.peak = 0
         self.order: list[str] = []
+        self._overlap = asyncio.Condition()
 
     async def execute(self, task: Task, rendered: RenderedTask, info: TaskInfo) -> dict[str, Any]:
         self.calls.append((task.id, rendered.inputs))
         self.active += 1
         self.peak = max(self.peak, self.active)
         try:
-            await asyncio.sleep(self.hold)
+            async with self._overlap:
+                self._overlap.notify_all()
+                await asyncio.wait_for(self._overlap.wait_for(lambda: self.peak >= self.together), 10)
             action = self.behaviour.get(task.id)
             if callable(action):
                 result = action(info.attempt)
@@ -89,11 +108,11 @@ async def run(spec: Workflow, runs: RunStore, fake: Fake, **kw: Any):
 
 async def test_independent_tasks_overlap_and_limit_holds(runs: RunStore) -> None:
     spec = workflow(*(t(f"t{i}") for i in range(6)), limit=3)
-    fake = Fake(hold=0.05)
+    fake = Fake(together=3)
     result = await run(spec, runs, fake)
     assert result.state == "succeeded"
     assert fake.peak == 3
-    fake2 = Fake(hold=0.02)
+    fake2 = Fake(together=6)
     await run(spec, runs, fake2, concurrency=6)
     assert fake2.peak == 6
 
@@ -112,7 +131,7 @@ async def test_dependency_order_and_outputs_flow_through_templates(runs: RunStor
     assert fake.calls[0][1] == {"path": "data.csv"}
     assert fake.calls[1][1] == {"rows": [1, 2, 3], "label": "n=3"}
     assert fake.calls[2][1] == {"text": 3}
-    assert runs.task_outputs(result.run_id, "load") == {"rows": [1, 2, 3]}
+    assert await runs.task_outputs(result.run_id, "load") == {"rows": [1, 2, 3]}
 
 
 async def test_retries_with_backoff_record_attempts(runs: RunStore) -> None:
@@ -124,9 +143,9 @@ async def test_retries_with_backoff_record_attempts(runs: RunStore) -> None:
     spec = workflow(t("flaky", outputs=["x"], retries={"count": 3, "delay": 0.01, "backoff": 2}))
     result = await run(spec, runs, Fake({"flaky": flaky}))
     assert result.ok
-    record = runs.task_records(result.run_id)["flaky"]
+    record = (await runs.task_records(result.run_id))["flaky"]
     assert (record.state, record.attempt) == ("succeeded", 3)
-    logs = [e.message for e in runs.events(result.run_id)]
+    logs = [e.message for e in await runs.events(result.run_id)]
     assert any("attempt 1/4 failed: RuntimeError: boom 1; retrying in 0.01s" in m for m in logs)
     assert any("retrying in 0.02s" in m for m in logs)
 
@@ -145,7 +164,7 @@ async def test_timeout_cancels_hanging_task_while_other_branch_succeeds(runs: Ru
     result = await run(spec, runs, Fake({"slow": hang}))
     assert cancelled.is_set()
     assert result.tasks == {"slow": "failed", "after": "upstream_failed", "fast": "succeeded"}
-    assert "timed out after 0.1s" in runs.task_records(result.run_id)["slow"].error
+    assert "timed out after 0.1s" in (await runs.task_records(result.run_id))["slow"].error
 
 
 async def test_failure_marks_dependents_upstream_failed(runs: RunStore) -> None:
@@ -159,7 +178,7 @@ async def test_failure_marks_dependents_upstream_failed(runs: RunStore) -> None:
     assert result.tasks == {"a": "failed", "b": "upstream_failed", "c": "upstream_failed",
                             "x": "succeeded", "y": "succeeded"}
     assert fake.count("b") == 0
-    assert runs.get_run(result.run_id).state == "failed"
+    assert (await runs.get_run(result.run_id)).state == "failed"
     assert result.errors["a"] == "disk on fire"
 
 
@@ -222,8 +241,8 @@ async def test_resume_reruns_only_unfinished_tasks_and_restores_artifacts(runs: 
     fake = Split({"b": b})
     with pytest.raises(asyncio.CancelledError):
         await run(spec, runs, fake, run_id="r1")
-    assert runs.task_states("r1") == {"a": "succeeded", "b": "cancelled"}
-    assert runs.get_run("r1").state == "cancelled"
+    assert await runs.task_states("r1") == {"a": "succeeded", "b": "cancelled"}
+    assert (await runs.get_run("r1")).state == "cancelled"
     artifacts = list(runs.artifacts_dir("r1").iterdir())
     assert {p.suffix for p in artifacts} == {".bin", ".parquet"}
 
@@ -233,10 +252,10 @@ async def test_resume_reruns_only_unfinished_tasks_and_restores_artifacts(runs: 
     assert fake.count("a") == 1
     assert fake.count("b") == 2
     assert fake.calls[-1][1] == {"n": 6, "raw": b"\x00\x01binary"}
-    restored = runs.task_outputs("r1", "a")
+    restored = await runs.task_outputs("r1", "a")
     assert restored["blob"] == b"\x00\x01binary"
     assert restored["frame"].equals(frame)
-    assert [r.id for r in runs.list_runs()] == ["r1"]
+    assert [r.id for r in await runs.list_runs()] == ["r1"]
 
 
 async def test_cancelling_the_run_marks_running_tasks_cancelled(runs: RunStore) -> None:
@@ -252,21 +271,23 @@ async def test_cancelling_the_run_marks_running_tasks_cancelled(runs: RunStore) 
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    assert runs.get_run("r2").state == "cancelled"
-    assert runs.task_states("r2") == {"a": "cancelled", "b": "pending"}
+    assert (await runs.get_run("r2")).state == "cancelled"
+    assert await runs.task_states("r2") == {"a": "cancelled", "b": "pending"}
 
 
-async def test_events_are_published_after_the_row_is_committed(runs: RunStore) -> None:
+async def test_events_are_published_after_the_row_is_committed(store: Store, runs: RunStore) -> None:
     bus = EventBus()
     seen: list[tuple[str, str, str]] = []
 
     def check(event: object) -> None:
+        # The bus swallows a subscriber's exceptions, so a mismatch is recorded, not asserted, here.
         if isinstance(event, TaskStateChanged):
-            assert runs.task_states(event.run_id)[event.task_id] == event.state
-            seen.append(("task", event.task_id, event.state))
+            state = committed(store, "SELECT state FROM task_runs WHERE run_id = ? AND task_id = ?",
+                              (event.run_id, event.task_id))
+            seen.append(("task", event.task_id, event.state if state == event.state else f"uncommitted {state}"))
         elif isinstance(event, RunStateChanged):
-            assert runs.get_run(event.run_id).state == event.state
-            seen.append(("run", event.run_id, event.state))
+            state = committed(store, "SELECT state FROM runs WHERE id = ?", (event.run_id,))
+            seen.append(("run", event.run_id, event.state if state == event.state else f"uncommitted {state}"))
 
     bus.subscribe(check)  # type: ignore[arg-type]
     spec = workflow(t("a"), t("b", "a", when="false"))
@@ -291,7 +312,7 @@ async def test_tool_task_executor_calls_through_the_gate(tmp_path: Path, store: 
     assert result.outputs["s"] == {"loud": "HI THERE"}
     assert result.tasks["bad"] == "failed"
     assert "tool `shout` failed" in result.errors["bad"]
-    assert [c.tool for c in store.tool_calls(run_id=result.run_id)] == ["shout", "shout"]
+    assert [c.tool for c in await store.tool_calls(run_id=result.run_id)] == ["shout", "shout"]
 
 
 async def test_llm_task_executor_streams_and_parses_schema(runs: RunStore) -> None:
@@ -311,7 +332,7 @@ async def test_llm_task_executor_streams_and_parses_schema(runs: RunStore) -> No
             if event.kind == "task_token":
                 tokens.append((event.task_id, event.text))
 
-    runner = WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend, bus=Collect())})
+    runner = WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(model(backend), bus=Collect())})
     result = await runner.run()
     assert result.outputs["rate"] == {"r": {"score": 7}}
     assert result.outputs["say"] == {"words": "plain words"}
@@ -323,11 +344,41 @@ async def test_llm_task_executor_streams_and_parses_schema(runs: RunStore) -> No
     assert "does not match its schema at score" in result.errors["bad"]
 
 
+class FailingLoad(ScriptedBackend):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def load(self, progress=None) -> None:  # noqa: ANN001
+        raise self.error
+
+
+@pytest.mark.parametrize(("shared", "expected"), [
+    (lambda: model(FailingLoad(ModelError("/models/x.gguf is not a GGUF model file"))),
+     "/models/x.gguf is not a GGUF model file"),
+    (lambda: model(FailingLoad(RuntimeError("out of memory"))),
+     "the model failed to load: RuntimeError: out of memory"),
+    (lambda: model(None, ModelError("no model file at /models/missing.gguf")),
+     "no model is available for LLM tasks (no model file at /models/missing.gguf)"),
+    (lambda: None, "no model is available for LLM tasks"),
+], ids=["model-error", "runtime-crash", "no-backend", "no-model"])
+async def test_llm_task_without_a_loadable_model_fails_with_the_reason(
+        tmp_path: Path, shared: Callable[[], Model | None], expected: str) -> None:
+    spec = Workflow.model_validate({"id": "wf", "tasks": [
+        {"id": "ask", "type": "llm_task", "prompt": "hello", "outputs": ["reply"]}]})
+    executor = LLMTaskExecutor(shared())
+    info = TaskInfo("r1", "ask", 1, tmp_path / "artifacts")
+    for _ in range(2):  # the second task to try gets the same reason, not a vaguer one
+        with pytest.raises(TaskFailed) as failure:
+            await executor.execute(spec.tasks[0], RenderedTask({}, "hello"), info)
+        assert str(failure.value) == expected
+
+
 async def test_llm_timeout_cancels_the_generation(runs: RunStore) -> None:
     backend = ScriptedBackend(["word " * 200], delay_s=0.01)
     spec = Workflow.model_validate({"id": "wf", "tasks": [
         {"id": "long", "type": "llm_task", "prompt": "go", "timeout": 0.1, "outputs": ["o"]}]})
-    result = await WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(backend)}).run()
+    result = await WorkflowRunner(spec, runs, {"llm_task": LLMTaskExecutor(model(backend))}).run()
     assert result.tasks == {"long": "failed"}
     assert "timed out after 0.1s" in result.errors["long"]
 
@@ -335,7 +386,7 @@ async def test_llm_timeout_cancels_the_generation(runs: RunStore) -> None:
 async def test_state_changes_land_in_the_run_event_log_whoever_drives_the_run(runs: RunStore) -> None:
     spec = workflow(t("a"), t("b", "a", when="${false}"))
     result = await run(spec, runs, Fake())
-    entries = [(e.kind, e.task_id, e.message) for e in runs.events(result.run_id)]
+    entries = [(e.kind, e.task_id, e.message) for e in await runs.events(result.run_id)]
     assert entries[0] == ("run_state", None, "running") and entries[-1] == ("run_state", None, "succeeded")
     assert ("task_state", "a", "running") in entries and ("task_state", "a", "succeeded") in entries
     assert ("task_state", "b", "skipped") in entries
@@ -367,7 +418,7 @@ async def test_llm_tasks_share_one_model_one_at_a_time_in_arrival_order(runs: Ru
     tasks = [{"id": f"q{i}", "type": "llm_task", "prompt": f"question {i}", "outputs": [f"a{i}"]} for i in range(4)]
     tasks.append({"id": "tool", "type": "tool_call", "tool": "noop", "inputs": {}})
     spec = Workflow.model_validate({"id": "wf", "max_concurrent_tasks": 5, "tasks": tasks})
-    fake = Fake(hold=0.02)
+    fake = Fake()
     arrivals: list[str] = []
 
     class Recording(LLMTaskExecutor):
@@ -375,7 +426,7 @@ async def test_llm_tasks_share_one_model_one_at_a_time_in_arrival_order(runs: Ru
             arrivals.append(rendered.prompt)
             return await super().execute(task, rendered, info)
 
-    runner = WorkflowRunner(spec, runs, {"llm_task": Recording(backend), "tool_call": fake})
+    runner = WorkflowRunner(spec, runs, {"llm_task": Recording(model(backend)), "tool_call": fake})
     result = await runner.run()
     assert result.ok
     assert backend.peak == 1  # the model never ran two generations at once

@@ -58,7 +58,7 @@ async def test_an_mcp_tool_goes_through_the_approval_gate_and_the_audit(ctx: Too
     from smoltui.orchestrator.store import Store
 
     connections, _ = await connect_servers([MCPServerConfig(name="demo", command=sys.executable, args=[str(SERVER)])])
-    store = Store.open(tmp_path / "db.sqlite")
+    store = await Store.open(tmp_path / "db.sqlite")
     bus = EventBus()
     gate = ApprovalGate(ToolRegistry(connections[0].tools), Policy(), audit=AuditLog(store), bus=bus, timeout_s=10)
     asked: list[str] = []
@@ -72,11 +72,11 @@ async def test_an_mcp_tool_goes_through_the_approval_gate_and_the_audit(ctx: Too
     try:
         result = await gate.run(ToolCall.new("demo__shout", {"text": "ok"}, session_id=7), ctx)
         assert result.ok and "OK" in str(result.content)
-        assert asked == ["demo__shout"]  # MCP tools are execute-risk: the default policy asks
-        (entry,) = AuditLog(store).list(session_id=7)
+        assert asked == ["demo__shout"]  # no annotations, no configured risk: execute, so the default policy asks
+        (entry,) = await AuditLog(store).list(session_id=7)
         assert entry.tool == "demo__shout" and entry.decision == "once" and entry.decided_by == "user"
         assert entry.ok
     finally:
-        store.close()
+        await store.close()
         for connection in connections:
             await connection.close()
