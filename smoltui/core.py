@@ -190,6 +190,8 @@ async def open_core(settings: Settings, *, store: Store | None = None, backend: 
     Nothing slow happens here: the model is resolved but not loaded, MCP servers are not started
     (:meth:`Core.start_tools`), and a missing model leaves a core whose model says why.
     """
+    if settings.approve is not None:
+        headless_policy(settings.config, settings.approve)  # a bad flag is refused before a file is made
     if settings.log_to_file:
         setup_logging(settings.paths)
     if store is None:

@@ -246,8 +246,8 @@ async def test_a_run_of_a_dead_process_is_interrupted_and_resumable(h: Harness) 
     path = h.write("copy.yaml", READ_THEN_WRITE)
     record = await h.runs.create_run("copy", file=str(path.resolve()), task_ids=["read", "write"])
     await h.runs.set_run_state(record.id, "running")
-    async with h.store.transaction() as conn:  # a pid that cannot be alive: the process was killed
-        await conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (2**22 + 12345, record.id))
+    # a pid that cannot be alive: the process was killed
+    await h.store.write(lambda conn: conn.execute("UPDATE runs SET pid = ? WHERE id = ?", (2**22 + 12345, record.id)))
     assert run_state_now(await h.runs.get_run(record.id)) == "interrupted"
     (h.folder / "in.txt").write_text("x")
     await h.manager.resume(record.id)

@@ -129,8 +129,7 @@ async def test_cascade_delete_removes_messages_and_search_hits(store: Store) -> 
     assert [h.session_id for h in await store.search("zebra")] == [keep.id]
     assert await store.fetch("SELECT COUNT(*) FROM messages WHERE session_id = ?", (gone.id,)) == [(0,)]
     # The FTS index itself holds no stale rows (integrity-check fails if it disagrees with messages).
-    async with store.transaction() as conn:
-        await conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')")
+    await store.write(lambda conn: conn.execute("INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')"))
 
 
 async def test_search_content_and_thinking_across_sessions(store: Store) -> None:

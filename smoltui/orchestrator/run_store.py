@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -98,15 +99,17 @@ class RunStore:
         run_id = run_id or new_run_id()
         now = time.time()
         variables_json = await asyncio.to_thread(self._encode, run_id, "variables", dict(variables or {}))
-        async with self.store.transaction() as conn:
-            await conn.execute(
+        def create(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                 (run_id, workflow_id, name, file, variables_json, now, now, os.getpid()),
             )
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO task_runs (run_id, task_id, state) VALUES (?, ?, 'pending')",
                 [(run_id, task_id) for task_id in task_ids],
             )
+
+        await self.store.write(create)
         return await self.get_run(run_id)
 
     async def get_run(self, run_id: str) -> RunRecord:
@@ -135,25 +138,25 @@ class RunStore:
         the run's log lines, which is what ``smoltui logs`` and every other viewer tail."""
         _check(state, STORED_RUN_STATES, "run")
         now = time.time()
-        async with self.store.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE runs SET state = ?, updated_at = ?, pid = ? WHERE id = ?",
-                (state, now, os.getpid(), run_id),
+        def update(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE runs SET state = ?, updated_at = ?, pid = ? WHERE id = ?", (state, now, os.getpid(), run_id)
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no workflow run {run_id}")
             if log:
-                await conn.execute(
+                conn.execute(
                     "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, NULL, 'run_state', ?, ?)",
                     (run_id, state, now),
                 )
 
+        await self.store.write(update)
+
     async def set_run_variables(self, run_id: str, variables: dict[str, Any]) -> None:
         """What a resumed run now runs with (its stored variables plus that resume's overrides)."""
         encoded = await asyncio.to_thread(self._encode, run_id, "variables", dict(variables))
-        async with self.store.transaction() as conn:
-            await conn.execute("UPDATE runs SET variables = ?, updated_at = ? WHERE id = ?",
-                               (encoded, time.time(), run_id))
+        await self.store.write(lambda conn: conn.execute(
+            "UPDATE runs SET variables = ?, updated_at = ? WHERE id = ?", (encoded, time.time(), run_id)))
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -183,8 +186,8 @@ class RunStore:
         now = time.time()
         started = now if state == "running" else None
         finished = now if state not in ("pending", "running") else None
-        async with self.store.transaction() as conn:
-            await conn.execute(
+        def upsert(conn: sqlite3.Connection) -> int | None:
+            conn.execute(
                 """
                 INSERT INTO task_runs (run_id, task_id, state, attempt, outputs, error, started_at, finished_at)
                 VALUES (?, ?, ?, COALESCE(?, 0), ?, ?, ?, ?)
@@ -198,14 +201,15 @@ class RunStore:
                 """,
                 (run_id, task_id, state, attempt, outputs_json, error, started, finished, attempt),
             )
-            await conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
+            conn.execute("UPDATE runs SET updated_at = ? WHERE id = ?", (now, run_id))
             if not log:
                 return None
-            cur = await conn.execute(
+            return conn.execute(
                 "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, ?, 'task_state', ?, ?)",
                 (run_id, task_id, state, now),
-            )
-            return cur.lastrowid
+            ).lastrowid
+
+        return await self.store.write(upsert)
 
     async def task_records(self, run_id: str) -> dict[str, TaskRecord]:
         rows = await self.store.fetch(
@@ -220,9 +224,8 @@ class RunStore:
         """Keep what an attempt ran with (shown by the run view); values JSON cannot hold become
         their (shortened) repr: this is for reading, never fed back into a run."""
         text = json.dumps(rendered, ensure_ascii=False, default=_display_repr)
-        async with self.store.transaction() as conn:
-            await conn.execute("UPDATE task_runs SET rendered = ? WHERE run_id = ? AND task_id = ?",
-                               (text, run_id, task_id))
+        await self.store.write(lambda conn: conn.execute(
+            "UPDATE task_runs SET rendered = ? WHERE run_id = ? AND task_id = ?", (text, run_id, task_id)))
 
     async def task_states(self, run_id: str) -> dict[str, str]:
         """task id -> state."""
@@ -240,12 +243,10 @@ class RunStore:
     # -- log lines -------------------------------------------------------------------------------
 
     async def add_event(self, run_id: str, kind: str, message: str, task_id: str | None = None) -> int:
-        async with self.store.transaction() as conn:
-            cur = await conn.execute(
-                "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, ?, ?, ?, ?)",
-                (run_id, task_id, kind, message, time.time()),
-            )
-            event_id = cur.lastrowid
+        event_id = await self.store.write(lambda conn: conn.execute(
+            "INSERT INTO run_events (run_id, task_id, kind, message, created_at) VALUES (?, ?, ?, ?, ?)",
+            (run_id, task_id, kind, message, time.time()),
+        ).lastrowid)
         assert event_id is not None
         return event_id
 

@@ -1,10 +1,11 @@
 """The SQLite store: chat sessions, their messages and tool calls, with full-text search; the
 audit trail and (through :mod:`run_store`) workflow runs share the file.
 
-Async, through aiosqlite: one connection per process, its own thread, every method a coroutine, so
-nothing on the event loop waits for the disk. WAL mode lets a reader (the TUI listing sessions, a
-``smoltui logs`` in another terminal) go on while a writer commits. An ``asyncio.Lock`` keeps one
-coroutine's transaction from interleaving with another's on the shared connection.
+Async, through aiosqlite: one connection per process on its own thread, every method a coroutine,
+so nothing on the event loop waits for the disk. A transaction is one job on that thread
+(:meth:`Store.write`), so two coroutines' transactions never interleave and a cancelled caller
+never leaves one open. WAL mode lets a reader (the TUI listing sessions, a ``smoltui logs`` in
+another terminal) go on while a writer commits.
 
 Schema changes are numbered migrations in ``MIGRATIONS`` (SQL scripts, and Python steps for data
 that SQL cannot move); the applied number lives in ``PRAGMA user_version``. They run once, when
@@ -18,11 +19,10 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -339,6 +339,27 @@ _TOOL_CALL_INSERT_COLUMNS = (
 _TOOL_CALL_COLUMNS = "id, " + _TOOL_CALL_INSERT_COLUMNS
 
 
+_T = TypeVar("_T")
+
+
+def _in_transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    # IMMEDIATE takes the write lock up front, so busy_timeout applies to the whole transaction
+    # instead of failing half-way on a lock upgrade.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _reading(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T]) -> _T:
+    return work(conn)
+
+
 class Store:
     """Chat sessions, messages, their tool calls and the audit trail in one SQLite file."""
 
@@ -346,7 +367,6 @@ class Store:
         # Use Store.open(); this only wires up an already-migrated connection.
         self.path = path
         self._conn = conn
-        self._lock = asyncio.Lock()
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -377,8 +397,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        async with self._lock:
-            await self._conn.close()
+        await self._conn.close()
 
     async def __aenter__(self) -> Store:
         return self
@@ -401,12 +420,10 @@ class Store:
 
     async def create_session(self, title: str = "New chat", model: str | None = None) -> Session:
         now = time.time()
-        async with self.transaction() as conn:
-            cur = await conn.execute(
-                "INSERT INTO sessions (title, model, created_at, updated_at) VALUES (?, ?, ?, ?)",
-                (title, model, now, now),
-            )
-            session_id = cur.lastrowid
+        session_id = await self.write(lambda conn: conn.execute(
+            "INSERT INTO sessions (title, model, created_at, updated_at) VALUES (?, ?, ?, ?)",
+            (title, model, now, now),
+        ).lastrowid)
         assert session_id is not None
         return Session(session_id, title, model, now, now, 0)
 
@@ -429,25 +446,22 @@ class Store:
         return list(json.loads(row[0])) if row[0] else []
 
     async def set_session_tools(self, session_id: int, names: Sequence[str]) -> None:
-        async with self.transaction() as conn:
-            cur = await conn.execute("UPDATE sessions SET tools = ? WHERE id = ?",
-                                     (json.dumps(sorted(set(names))) if names else None, session_id))
-            if cur.rowcount == 0:
-                raise StoreError(f"no chat session {session_id}")
+        changed = await self.write(lambda conn: conn.execute(
+            "UPDATE sessions SET tools = ? WHERE id = ?",
+            (json.dumps(sorted(set(names))) if names else None, session_id)).rowcount)
+        if changed == 0:
+            raise StoreError(f"no chat session {session_id}")
 
     async def rename_session(self, session_id: int, title: str) -> Session:
-        async with self.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?", (title, time.time(), session_id)
-            )
-            if cur.rowcount == 0:
-                raise StoreError(f"no chat session {session_id}")
+        changed = await self.write(lambda conn: conn.execute(
+            "UPDATE sessions SET title = ?, updated_at = ? WHERE id = ?", (title, time.time(), session_id)).rowcount)
+        if changed == 0:
+            raise StoreError(f"no chat session {session_id}")
         return await self.get_session(session_id)
 
     async def delete_session(self, session_id: int) -> None:
         """Delete a session with its messages (and their search entries). Missing ids are ignored."""
-        async with self.transaction() as conn:
-            await conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        await self.write(lambda conn: conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,)))
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -465,20 +479,21 @@ class Store:
         their own) and mark the session as just updated."""
         _check_role(role)
         now = time.time()
-        async with self.transaction() as conn:
+        def add(conn: sqlite3.Connection) -> int:
             # Bump first: it doubles as the existence check, so a missing session becomes a clear
             # StoreError instead of a foreign-key IntegrityError.
-            cur = await conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
-            if cur.rowcount == 0:
+            if conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id)).rowcount == 0:
                 raise StoreError(f"no chat session {session_id}")
-            cur = await conn.execute(
+            cur = conn.execute(
                 "INSERT INTO messages (session_id, role, content, thinking, stats, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (session_id, role, content, thinking, _dump_stats(stats), now),
             )
-            message_id = cur.lastrowid
-            assert message_id is not None
-            await _insert_calls(conn, message_id, tool_calls)
+            assert cur.lastrowid is not None
+            _insert_calls(conn, cur.lastrowid, tool_calls)
+            return cur.lastrowid
+
+        message_id = await self.write(add)
         return StoredMessage(message_id, session_id, role, content, thinking, stats, now)
 
     async def update_message(
@@ -492,20 +507,21 @@ class Store:
     ) -> StoredMessage:
         """Replace a message's text, thinking and stats (all three, as given), and its calls when
         ``tool_calls`` is given. Meant for a reply saved as it grows and finished later."""
-        async with self.transaction() as conn:
-            cur = await conn.execute(
+        def update(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            cur = conn.execute(
                 "UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
                 (content, thinking, _dump_stats(stats), message_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no chat message {message_id}")
-            rows = await conn.execute_fetchall(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,))
-            row = list(rows)[0]
-            await conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), row[1]))
+            row = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), row[1]))
             if tool_calls is not None:
-                await conn.execute("DELETE FROM message_tool_calls WHERE message_id = ?", (message_id,))
-                await _insert_calls(conn, message_id, tool_calls)
-        return _message(row)
+                conn.execute("DELETE FROM message_tool_calls WHERE message_id = ?", (message_id,))
+                _insert_calls(conn, message_id, tool_calls)
+            return row
+
+        return _message(await self.write(update))
 
     async def messages(self, session_id: int) -> list[StoredMessage]:
         """A session's messages in the order they were added."""
@@ -527,12 +543,11 @@ class Store:
                                decision: str | None, decided_by: str | None, result_message_id: int | None,
                                arguments: str | None = None) -> None:
         """Record how a call of ``message_id`` ended (and the arguments it ran with, if edited)."""
-        async with self.transaction() as conn:
-            await conn.execute(
-                "UPDATE message_tool_calls SET ok = ?, summary = ?, decision = ?, decided_by = ?,"
-                " result_message_id = ?, arguments = COALESCE(?, arguments) WHERE message_id = ? AND call_id = ?",
-                (int(ok), summary, decision, decided_by, result_message_id, arguments, message_id, call_id),
-            )
+        await self.write(lambda conn: conn.execute(
+            "UPDATE message_tool_calls SET ok = ?, summary = ?, decision = ?, decided_by = ?,"
+            " result_message_id = ?, arguments = COALESCE(?, arguments) WHERE message_id = ? AND call_id = ?",
+            (int(ok), summary, decision, decided_by, result_message_id, arguments, message_id, call_id),
+        ))
 
     # -- search ----------------------------------------------------------------------------------
 
@@ -595,8 +610,7 @@ class Store:
         result_summary: str | None = None,
     ) -> int:
         """Append one audit row; returns its id. Arguments are stored as JSON, as given."""
-        async with self.transaction() as conn:
-            cur = await conn.execute(
+        row_id = await self.write(lambda conn: conn.execute(
                 f"INSERT INTO tool_calls ({_TOOL_CALL_INSERT_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -615,8 +629,7 @@ class Store:
                     error,
                     result_summary,
                 ),
-            )
-            row_id = cur.lastrowid
+            ).lastrowid)
         assert row_id is not None
         return row_id
 
@@ -624,13 +637,12 @@ class Store:
         self, row_id: int, *, duration_s: float, ok: bool, error: str | None, result_summary: str
     ) -> None:
         """Fill in the result of a call whose row was written before it ran."""
-        async with self.transaction() as conn:
-            cur = await conn.execute(
-                "UPDATE tool_calls SET duration_s = ?, ok = ?, error = ?, result_summary = ? WHERE id = ?",
-                (duration_s, int(ok), error, result_summary, row_id),
-            )
-            if cur.rowcount == 0:
-                raise StoreError(f"no tool call {row_id} in the audit trail")
+        changed = await self.write(lambda conn: conn.execute(
+            "UPDATE tool_calls SET duration_s = ?, ok = ?, error = ?, result_summary = ? WHERE id = ?",
+            (duration_s, int(ok), error, result_summary, row_id),
+        ).rowcount)
+        if changed == 0:
+            raise StoreError(f"no tool call {row_id} in the audit trail")
 
     async def tool_calls(
         self, *, run_id: str | None = None, session_id: int | None = None, limit: int = 200
@@ -654,42 +666,35 @@ class Store:
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """The rows of one read (StoreError when the file cannot be read)."""
-        async with self._lock:
-            self._check_open()
-            try:
-                return list(await self._conn.execute_fetchall(sql, params))
-            except sqlite3.OperationalError as err:
-                raise StoreError(
-                    f"cannot read {self.path}: {err}; check the file or use --home to point elsewhere"
-                ) from err
-            except sqlite3.DatabaseError as err:
-                raise _damaged(self.path, err) from err
+        return await self.read(lambda conn: conn.execute(sql, params).fetchall())
 
     async def fetch_one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = await self.fetch(sql, params)
         return rows[0] if rows else None
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction; SQLite write failures (disk full, read-only) become StoreError."""
-        async with self._lock:
-            self._check_open()
-            conn = self._conn
-            try:
-                # IMMEDIATE takes the write lock up front, so busy_timeout applies to the whole
-                # transaction instead of failing half-way on a lock upgrade.
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        await asyncio.shield(conn.execute("ROLLBACK"))
-                    raise
-            except sqlite3.OperationalError as err:
+    async def read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work`` on the store's thread, in one hop."""
+        return await self._run(work, write=False)
+
+    async def write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work`` as one transaction on the store's thread: all of it or none, in one hop. A
+        caller cancelled meanwhile cannot leave it half done: the thread finishes (or rolls back)
+        the transaction whatever happens to the coroutine waiting for it."""
+        return await self._run(work, write=True)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
+        self._check_open()
+        try:
+            # aiosqlite runs each statement as one job on its thread; a whole transaction as one
+            # job is one thread hop instead of one per statement (a workflow task's state change
+            # is 3 statements), and nothing can run between its statements.
+            return await self._conn._execute(_in_transaction if write else _reading, self._conn._conn, work)
+        except sqlite3.OperationalError as err:
+            if write:
                 raise _write_error(self.path, err) from err
-            except sqlite3.DatabaseError as err:
-                raise _damaged(self.path, err) from err
+            raise StoreError(f"cannot read {self.path}: {err}; check the file or use --home to point elsewhere") from err
+        except sqlite3.DatabaseError as err:
+            raise _damaged(self.path, err) from err
 
     def _check_open(self) -> None:
         if self._closed:
@@ -748,9 +753,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                 ) from err
 
 
-async def _insert_calls(conn: aiosqlite.Connection, message_id: int, calls: Sequence[MessageToolCall]) -> None:
+def _insert_calls(conn: sqlite3.Connection, message_id: int, calls: Sequence[MessageToolCall]) -> None:
     if calls:
-        await conn.executemany(
+        conn.executemany(
             f"INSERT INTO message_tool_calls ({_CALL_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(message_id, position, c.call_id, c.name, c.arguments, c.error,
               None if c.ok is None else int(c.ok), c.summary, c.decision, c.decided_by, c.result_message_id)
