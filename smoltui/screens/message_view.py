@@ -1,8 +1,8 @@
 """One chat message: who said it, a thinking block, the Markdown body and the reply's stats.
 
-A live reply is streamed into its Markdown widgets with ``Markdown.get_stream``: each delta is
-appended (the stream batches them when tokens arrive faster than the widget can parse), so the
-document is never re-rendered whole per token.
+A live reply is streamed into its Markdown widgets with ``Markdown.get_stream`` behind a throttle
+(:mod:`smoltui.screens.throttle`): what arrives is appended, at most a dozen times a second, so the
+document is never re-rendered whole, and never parsed once per token.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from markdown_it.rules_core import StateCore
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Collapsible, Label, Markdown, Static
-from textual.widgets.markdown import MarkdownStream
+
+from smoltui.screens.throttle import ThrottledMarkdown
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
@@ -145,8 +146,8 @@ class MessageView(Vertical, can_focus=True):
         self._thinking = thinking or ""
         self._stats = dict(stats) if stats else None
         self._status = status
-        self._body_stream: MarkdownStream | None = None
-        self._thinking_stream: MarkdownStream | None = None
+        self._body_stream: ThrottledMarkdown | None = None
+        self._thinking_stream: ThrottledMarkdown | None = None
         self._answer_started = bool(content)
         self.finished = not status
         """False while a reply is still streaming into this view."""
@@ -201,8 +202,8 @@ class MessageView(Vertical, can_focus=True):
                 self._thinking_markdown = Markdown(classes="thinking")
                 self.thinking_block = Collapsible(self._thinking_markdown, title="Thinking", collapsed=False)
                 await self.mount(self.thinking_block, before=self.body)
-            self._thinking_stream = Markdown.get_stream(self._thinking_markdown)
-        await self._thinking_stream.write(delta)
+            self._thinking_stream = ThrottledMarkdown(self._thinking_markdown)
+        self._thinking_stream.write(delta)
 
     async def write(self, delta: str) -> None:
         if not self._answer_started:
@@ -213,8 +214,8 @@ class MessageView(Vertical, can_focus=True):
             if block is not None:
                 block.collapsed = True
         if self._body_stream is None:
-            self._body_stream = Markdown.get_stream(self.body)
-        await self._body_stream.write(delta)
+            self._body_stream = ThrottledMarkdown(self.body)
+        self._body_stream.write(delta)
 
     async def finish(self, stats: Mapping[str, Any] | None = None, *, error: str | None = None) -> None:
         """Flush the streams and show the stats line (or the error that ended the reply)."""
