@@ -93,3 +93,15 @@ async def test_stopping_early_cancels_the_thread(executor: ThreadPoolExecutor) -
         break
     await stream.aclose()
     assert stopped.is_set()
+
+
+async def test_a_consumer_that_keeps_up_gets_every_delta_as_emitted(executor: ThreadPoolExecutor) -> None:
+    """Many deltas reach the loop per wake-up, but one that waited for them gets each as it was: what it
+    sees does not depend on how fast the loop woke up (replies compare equal delta for delta)."""
+    emitted = [TextDelta(f"t{i}") if i % 7 else ThinkingDelta(f"k{i}") for i in range(300)]
+
+    def generate(emit: Emit) -> None:
+        for delta in emitted:
+            emit(delta)
+
+    assert [event async for event in stream_from_thread(executor, generate, CancelToken())] == emitted

@@ -5,9 +5,11 @@ call into it runs there, so a reply never races a token count or a load. :func:`
 runs one generation on that thread and hands its events to the async consumer as they come.
 
 Events cross in batches: the thread appends to a buffer and wakes the event loop only when no
-wake-up is pending already, and the loop takes everything there is at once. A fast model does not
-wake the loop once per token, and a consumer that falls behind (a screen repainting) gets fewer,
-larger deltas instead of a backlog: consecutive text (or thinking) deltas of one batch are merged.
+wake-up is pending already, and the loop takes everything there is at once, so a fast model does not
+wake the loop once per token. A consumer that fell behind (busy elsewhere while the loop went round:
+a screen repainting, a store write) gets what piled up meanwhile as fewer, larger deltas: consecutive
+text (or thinking) deltas of that batch are merged. A consumer that was waiting gets every delta as
+it was emitted, so what it sees never depends on timing.
 """
 
 from __future__ import annotations
@@ -46,14 +48,16 @@ class _Batches:
             self._wake_pending = True
         self._loop.call_soon_threadsafe(self._ready.set)
 
-    async def take(self) -> list[Any]:
-        """(Event loop.) Everything appended since the last take, in order; waits for at least one."""
+    async def take(self) -> tuple[list[Any], bool]:
+        """(Event loop.) Everything appended since the last take, in order (waits for at least one),
+        and whether it had piled up: the wake-up had already come when the consumer asked."""
+        piled_up = self._ready.is_set()
         await self._ready.wait()
         with self._lock:
             items, self._items = self._items, []
             self._wake_pending = False
             self._ready.clear()
-        return items
+        return items, piled_up
 
 
 def merged(items: list[Any]) -> Iterator[Any]:
@@ -84,7 +88,8 @@ async def stream_from_thread(
     future = loop.run_in_executor(executor, run)
     try:
         while True:
-            for item in merged(await batches.take()):
+            items, piled_up = await batches.take()
+            for item in merged(items) if piled_up else items:
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
