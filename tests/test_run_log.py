@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from smoltui.cli.workflows import _print_event
 from smoltui.orchestrator.run_log import LogRecord, RunLogTail, format_line, level_of
 from smoltui.orchestrator.run_store import RunStore
 from smoltui.orchestrator.store import Store
-from smoltui.cli.workflows import _print_event
 from tests.test_cli import run
 
 
