@@ -215,6 +215,19 @@ class WorkflowTree(Tree[Any]):
             found.extend(self._walk(child))
         return found
 
+    # -- reading ---------------------------------------------------------------------------------
+
+    def labels(self) -> list[str]:
+        """Every node's label as plain text, depth first (folded nodes' children too)."""
+        return [str(node.label) for node in self._walk(self.root)]
+
+    def run_label(self, run_id: str) -> str | None:
+        """The label of run ``run_id``'s node as plain text (None: the tree does not show it)."""
+        for node in self._walk(self.root):
+            if isinstance(node.data, _RunNode) and node.data.run.id == run_id:
+                return str(node.label)
+        return None
+
     def _key(self, node: TreeNode[Any]) -> Any:
         return self._key_of(node.data)
 
