@@ -102,6 +102,15 @@ async def test_a_runs_lines_appear_as_smoltui_logs_prints_them(run_store: RunSto
         assert pane.status_text.startswith(f"run {run_id} · ")
 
 
+async def test_lines_already_stored_show_when_the_pane_opens(run_store: RunStore) -> None:
+    run_id = await seed_failing_run(run_store)
+    app = Host(run_store)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(pilot)  # nothing polls it: it reads the store when it is mounted
+        await wait_until(pilot, lambda: pane.line_count == 7, "the stored lines")
+        assert pane.filtered_lines() == [format_line(r, show_run=True) for r in await records(run_store, run_id)]
+
+
 async def test_lines_written_by_another_connection_appear_while_following(run_store: RunStore, db: Path) -> None:
     app = Host(run_store)
     async with app.run_test(size=SIZE) as pilot:
