@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from textual.app import App
+from textual.pilot import Pilot
 from textual.widgets import Input, Static, TextArea
 from tui.harness import build_core, store_fixture, wait_until  # noqa: F401
 
@@ -125,17 +126,24 @@ async def test_escape_cancels_and_saves_nothing(store: Store, tmp_path: Path) ->
     assert not (tmp_path / "mine").exists()
 
 
+async def failed_draft(pilot: Pilot) -> tuple[PlanDialog, str]:
+    """Open the planner, ask for a draft that fails; the dialog and what its status line says."""
+    app = pilot.app
+    await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
+    dialog = app.screen
+    assert isinstance(dialog, PlanDialog)
+    dialog.query_one("#plan-goal", Input).value = "summarise"
+    await pilot.press("ctrl+r")
+    status = lambda: str(dialog.query_one("#plan-status").render())  # noqa: E731
+    await wait_until(pilot, lambda: "Drafting failed" in status(), "the failure")
+    return dialog, status()
+
+
 async def test_a_model_that_fails_to_load_says_so_and_the_dialog_stays(store: Store, tmp_path: Path) -> None:
     app = Host(build_core(store, FailsToLoad([json.dumps(DRAFT)]), tmp_path), tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
-        dialog = app.screen
-        assert isinstance(dialog, PlanDialog)
-        dialog.query_one("#plan-goal", Input).value = "summarise"
-        await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: "Drafting failed" in str(dialog.query_one("#plan-status").render()),
-                         "the failure")
-        assert "no such file" in str(dialog.query_one("#plan-status").render())
+        dialog, status = await failed_draft(pilot)
+        assert "no such file" in status
         assert app.screen is dialog and not dialog.drafting and app.answers == []
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.answers, "the dialog's answer")
@@ -146,14 +154,8 @@ async def test_redraft_after_a_failure_and_a_reply_that_is_not_json(store: Store
     backend = FailsOnce(["not json at all", json.dumps(DRAFT)], delay_s=0.001)
     app = Host(build_core(store, backend, tmp_path), tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
-        dialog = app.screen
-        assert isinstance(dialog, PlanDialog)
-        dialog.query_one("#plan-goal", Input).value = "summarise"
-        await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: "Drafting failed" in str(dialog.query_one("#plan-status").render()),
-                         "the failure")
-        assert "out of memory" in str(dialog.query_one("#plan-status").render())
+        dialog, status = await failed_draft(pilot)
+        assert "out of memory" in status
         await pilot.press("ctrl+r")  # the second try: not JSON, then repaired
         await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
         assert len(backend.prompts) == 2 and dialog.problems == []
