@@ -158,8 +158,8 @@ async def test_level_filter_cycles_and_colours_by_level(run_store: RunStore) -> 
         assert len(pane.visible_lines()) == 7 and "level: all" in pane.status_text
 
         view = pane.query_one(LogLines)
-        error = view._style("log-lines--error").color
-        warning = view._style("log-lines--warning").color
+        error = view.get_component_rich_style("log-lines--error").color
+        warning = view.get_component_rich_style("log-lines--warning").color
         assert error is not None and warning is not None and error != warning
 
         def colours(y: int) -> set[object]:
@@ -185,7 +185,7 @@ async def test_search_highlights_and_n_jumps_between_matches(run_store: RunStore
         assert "search “NEEDLE” 3/3" in pane.status_text
         view = pane.query_one(LogLines)
         row = pane.visible_lines().index("t: log: needle 190")
-        match = view._style("log-lines--match").bgcolor
+        match = view.get_component_rich_style("log-lines--match").bgcolor
         highlighted = "".join(seg.text for seg in view.render_line(row) if seg.style and seg.style.bgcolor == match)
         assert highlighted == "needle"
 

@@ -316,7 +316,7 @@ class RunScreen(Screen[None]):
             if isinstance(values, str):
                 return Text(values, "red")
             self._shown_outputs[key] = Group(
-                *(item for name, value in values.items() for item in (Text(name, "bold"), _value(value))))
+                *(item for name, value in values.items() for item in (Text(name, "bold"), output_view(value))))
         return self._shown_outputs[key]
 
     # -- events ----------------------------------------------------------------------------------
@@ -459,7 +459,7 @@ def _json(value: Any) -> Syntax:
     return Syntax(text, "json", theme="ansi_dark", word_wrap=True, background_color="default")
 
 
-def _value(value: Any) -> RenderableType:
+def output_view(value: Any) -> RenderableType:
     """An output as the user wants to read it: Markdown text, JSON, a table, or an artifact's path."""
     kind = type(value)
     if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
