@@ -2,8 +2,9 @@
 its tool calls waiting for approval, and the run's log.
 
 Everything shown comes from the store (the scheduler writes before it publishes), so the view
-also follows a run driven by another smoltui process. Bus events only make it look sooner; a
-one-second tick keeps durations moving and catches what no event announced.
+also follows a run driven by another smoltui process: the core's watcher announces those changes on
+the bus, as the scheduler announces this process's own. A one-second tick only keeps the durations
+of what still runs moving; it reads nothing.
 """
 
 from __future__ import annotations

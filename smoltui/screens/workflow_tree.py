@@ -1,8 +1,8 @@
 """The workflow tree: folders, their workflow files, and each file's recent runs.
 
-It shows a :class:`CatalogSnapshot` and keeps it fresh: a thread worker asks the catalog for its
-fingerprint every couple of seconds (and at once when the host calls :meth:`WorkflowTree.nudge`) and
-rescans only when files or runs changed. Picking a workflow posts :class:`WorkflowTree.LaunchRequested`,
+It shows a :class:`CatalogSnapshot` and never polls: the host calls :meth:`WorkflowTree.nudge` when
+the bus says a file or a run changed (the core's watcher announces what other processes and
+editors change), and the tree scans the catalog again. Picking a workflow posts :class:`WorkflowTree.LaunchRequested`,
 picking a run :class:`WorkflowTree.RunPicked`; the screen decides what to do with them.
 """
 
