@@ -6,8 +6,9 @@ file edited in an editor change nothing in this process: the watcher notices the
 and publishes :class:`RunsChanged` or :class:`WorkflowsChanged`. Views subscribe to the bus and
 read again; none of them polls on its own.
 
-What it checks is cheap: ``PRAGMA data_version`` (changes only when another connection committed),
-``os.kill(pid, 0)`` for runs stored as active by another process, and a few ``stat`` calls.
+What it checks is cheap: ``PRAGMA data_version`` (changes only when another connection committed;
+then the run rows and log lines written since), ``os.kill(pid, 0)`` for runs stored as active by
+another process, and a few ``stat`` calls.
 """
 
 from __future__ import annotations
