@@ -11,19 +11,27 @@ import json
 from pathlib import Path
 
 import pytest
-from tui.harness import SIZE, WIDE, build_app, ready, scripted, store_fixture, wait_until  # noqa: F401
-from textual.widgets import DataTable, TextArea
+from textual.widgets import DataTable, Label, TextArea
+from tui.harness import (  # noqa: F401
+    SIZE,
+    WIDE,
+    build_app,
+    build_core,
+    ready,
+    scripted,
+    store_fixture,
+    wait_until,
+)
 
 from smoltui.app import SmolApp
+from smoltui.config import Config
+from smoltui.core import Core
 from smoltui.orchestrator.approval import Policy
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workbench import Workbench
-from smoltui.orchestrator.workflow_catalog import WorkflowFolder
 from smoltui.screens.chat import ChatScreen
 from smoltui.screens.edit_arguments import EditArgumentsDialog
 from smoltui.screens.launch_dialog import LaunchDialog, parse_field, show_value
 from smoltui.screens.run_view import RunScreen
-from smoltui.tools.builtins import builtin_tools
 
 COPY = """\
 workflow:
@@ -62,22 +70,19 @@ workflow:
 BROKEN = "workflow:\n  id: broken\n  tasks:\n    - id: a\n      type: tool_call\n      tool: no_such_tool\n"
 
 
-def make_workbench(store: Store, folder: Path, policy: Policy) -> Workbench:
-    tools = {t.name: t for t in builtin_tools()}
-    return Workbench.build(store, tools=tools, policy=policy, folders=[WorkflowFolder("project", folder)])
-
-
-def setup(tmp_path: Path, store: Store, *, ask: bool = True) -> tuple[SmolApp, Workbench, Path]:
+def setup(tmp_path: Path, store: Store, *, ask: bool = True) -> tuple[SmolApp, Core, Path]:
+    """The app over a core whose project folder (``tmp_path``) holds the workflows; writes ask
+    (``ask``) or run, everything else runs."""
     folder = tmp_path / "workflows"
     folder.mkdir()
     (folder / "copy.yaml").write_text(COPY)
     (folder / "slow.yaml").write_text(SLOW)
     (folder / "broken.yaml").write_text(BROKEN)
     (folder / "in.txt").write_text("hello ")
-    policy = Policy(defaults={"write": "ask" if ask else "auto", "execute": "auto"})
-    workbench = make_workbench(store, folder, policy)
-    app = build_app(store, scripted("ok"), tmp_path, workbench=workbench)
-    return app, workbench, folder
+    config = Config()
+    config.approval = Policy(defaults={"write": "ask" if ask else "auto", "execute": "auto"})
+    core = build_core(store, scripted("ok"), tmp_path, config=config, project_dir=tmp_path)
+    return build_app(store, None, tmp_path, core=core), core, folder
 
 
 async def open_tree(pilot, app: SmolApp):
@@ -120,7 +125,7 @@ def task_state(screen: RunScreen, task_id: str) -> str:
 
 
 async def test_launch_form_validates_then_runs_and_approve_once(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         _, tree = await open_tree(pilot, app)
         # The broken file shows its problem on its node and cannot be launched.
@@ -147,14 +152,16 @@ async def test_launch_form_validates_then_runs_and_approve_once(store: Store, tm
         screen = app.screen
         await wait_until(pilot, lambda: screen.cards, "the approval card")
         card = next(iter(screen.cards.values()))
-        assert card.has_focus and card.pending.call.tool == "write_file"
+        await wait_until(pilot, lambda: card.has_focus, "the card to take the focus")
+        assert card.request.call.tool == "write_file"
         await wait_until(pilot, lambda: task_state(screen, "write") == "awaiting approval", "awaiting approval")
         await wait_until(pilot, lambda: app.pending_approvals == 1, "the approval count")
         # Back on the main screen the status bar counts it; ctrl+g goes back to the card.
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the main screen")
         status = app.screen.status
-        assert "1 waiting" in str(status._approvals_label.render()) and status.has_class("-approvals")
+        assert "1 waiting" in str(status.query_one("#sb-approvals", Label).render())
+        assert status.has_class("-approvals")
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.cards, "the run view")
         screen = app.screen
@@ -163,12 +170,12 @@ async def test_launch_form_validates_then_runs_and_approve_once(store: Store, tm
         await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "succeeded", "the run to succeed")
         assert (folder / "out.txt").read_text() == "hello hello "
         assert app.pending_approvals == 0
-        run = workbench.run_store.list_runs()[0]
+        run = (await core.run_store.list_runs())[0]
         assert run.variables["times"] == 2
 
 
 async def test_deny_fails_the_task_and_nothing_is_written(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards, "the approval card")
@@ -179,7 +186,7 @@ async def test_deny_fails_the_task_and_nothing_is_written(store: Store, tmp_path
 
 
 async def test_edit_arguments_then_approve(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards, "the approval card")
@@ -199,7 +206,7 @@ async def test_edit_arguments_then_approve(store: Store, tmp_path: Path) -> None
 
 
 async def test_cancel_then_resume(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Slow")
         await wait_until(pilot, lambda: task_state(screen, "wait") == "running", "the task to run", timeout=10)
@@ -212,7 +219,7 @@ async def test_cancel_then_resume(store: Store, tmp_path: Path) -> None:
 
 
 async def test_retry_a_failed_task(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store, ask=False)
+    app, core, folder = setup(tmp_path, store, ask=False)
     (folder / "in.txt").unlink()
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
@@ -231,20 +238,20 @@ async def test_retry_a_failed_task(store: Store, tmp_path: Path) -> None:
 
 
 async def test_several_runs_at_once_and_the_tree_shows_them(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=WIDE) as pilot:
         first = await launch(pilot, app, "Slow")
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, ChatScreen), "the main screen")
         second = await launch(pilot, app, "Slow")
         assert first.run_id != second.run_id
-        assert workbench.manager.is_running(first.run_id) and workbench.manager.is_running(second.run_id)
+        assert core.runs.is_running(first.run_id) and core.runs.is_running(second.run_id)
         await pilot.press("escape")
         screen = app.screen
         tree = screen.workflow_tree
-        await wait_until(pilot, lambda: sum("running" in str(n.label) for n in tree._walk(tree.root)) == 2,
+        await wait_until(pilot, lambda: sum("running" in label for label in tree.labels()) == 2,
                          "two running runs in the tree", timeout=10)
-        await workbench.manager.shutdown()
+        await core.runs.shutdown()
 
 
 def test_launch_form_values_are_typed_like_their_defaults() -> None:
@@ -259,7 +266,7 @@ def test_launch_form_values_are_typed_like_their_defaults() -> None:
 
 
 async def test_panes_toggle_and_resize_by_key(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         tree, logs = screen.workflow_tree, screen.log_pane
@@ -277,32 +284,38 @@ async def test_panes_toggle_and_resize_by_key(store: Store, tmp_path: Path) -> N
         await pilot.press("f3")  # focused: hides it, and the message box gets the keys back
         await pilot.pause()
         assert not tree.display and screen.prompt.has_focus
-    wide = build_app(store, scripted("ok"), tmp_path, workbench=workbench)
+    wide = build_app(store, None, tmp_path, core=core)
     async with wide.run_test(size=WIDE) as pilot:
         screen = await ready(pilot)
         assert screen.workflow_tree.display and screen.log_pane.display  # a wide terminal shows all
 
 
 async def test_the_tree_follows_file_changes(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=WIDE) as pilot:
         screen = await ready(pilot)
         tree = screen.workflow_tree
         await wait_until(pilot, lambda: tree.snapshot is not None, "the tree")
-        labels = lambda: " | ".join(str(n.label) for n in tree._walk(tree.root))  # noqa: E731
+        labels = lambda: " | ".join(tree.labels())  # noqa: E731
         assert "Fresh one" not in labels()
+        watcher = app.core.watcher
+        await watcher.check()  # the files as they are (the app's own watcher may have looked already)
+        # An editor writes the files; the watcher notices (now, rather than within its second).
         (folder / "fresh.yaml").write_text(COPY.replace("Copy a note", "Fresh one"))
-        await wait_until(pilot, lambda: "Fresh one" in labels(), "the new file in the tree", timeout=10)
+        await watcher.check()
+        await wait_until(pilot, lambda: "Fresh one" in labels(), "the new file in the tree")
         (folder / "fresh.yaml").write_text(COPY.replace("read_file", "raed_file").replace("Copy a note", "Fresh one"))
-        await wait_until(pilot, lambda: "✗ Fresh one  1 problem" in labels(), "its problem", timeout=10)
+        await watcher.check()
+        await wait_until(pilot, lambda: "✗ Fresh one  1 problem" in labels(), "its problem")
         (folder / "fresh.yaml").unlink()
-        await wait_until(pilot, lambda: "Fresh one" not in labels(), "the file gone from the tree", timeout=10)
+        await watcher.check()
+        await wait_until(pilot, lambda: "Fresh one" not in labels(), "the file gone from the tree")
 
 
 async def test_the_planner_opens_from_its_key_and_the_palette(store: Store, tmp_path: Path) -> None:
     from smoltui.screens.plan_dialog import PlanDialog
 
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert any(c.title == "Plan a workflow" for c in app.get_system_commands(app.screen))
@@ -318,7 +331,7 @@ async def test_the_launch_form_and_planner_look_the_same_after_another_dialog(st
     from smoltui.screens.plan_dialog import PlanDialog
     from smoltui.screens.tool_picker import ToolPickerDialog
 
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
 
@@ -353,25 +366,23 @@ async def test_a_run_whose_process_dies_shows_as_interrupted_in_the_tree(store: 
     import subprocess
     import sys
 
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        run = workbench.run_store.create_run("copy", name="Copy a note", file=str((folder / "copy.yaml").resolve()),
-                                             task_ids=["read", "write"])
-        with store._write() as conn:
-            conn.execute("UPDATE runs SET state = 'running', pid = ? WHERE id = ?", (other.pid, run.id))
+        run = await core.run_store.create_run("copy", name="Copy a note", file=str((folder / "copy.yaml").resolve()),
+                                              task_ids=["read", "write"])
+        async with store.transaction() as conn:
+            await conn.execute("UPDATE runs SET state = 'running', pid = ? WHERE id = ?", (other.pid, run.id))
         async with app.run_test(size=WIDE) as pilot:
             screen = await ready(pilot)
             tree = screen.workflow_tree
-
-            def run_label() -> str:
-                return next((str(n.label) for n in tree._walk(tree.root)
-                             if getattr(n.data, "run", None) is not None and n.data.run.id == run.id), "")
-
-            await wait_until(pilot, lambda: "running" in run_label(), "the run, running")
+            await wait_until(pilot, lambda: "running" in (tree.run_label(run.id) or ""), "the run, running")
+            await app.core.watcher.check()  # it sees whose runs are running (if it has not yet)
             other.kill()
             other.wait()
-            await wait_until(pilot, lambda: "interrupted" in run_label(), "the run shown as interrupted", timeout=10)
+            await app.core.watcher.check()  # nothing in the store changed: it notices the dead process
+            await wait_until(pilot, lambda: "interrupted" in (tree.run_label(run.id) or ""),
+                             "the run shown as interrupted")
     finally:
         other.kill()
         other.wait()
@@ -382,18 +393,18 @@ async def test_the_run_view_task_table_is_not_cut_at_80_columns(store: Store, tm
     # table takes the width its columns need, so the time column is not cut off at its edge.
     import time
 
-    app, workbench, folder = setup(tmp_path, store)
-    run = workbench.run_store.create_run("chart", name="Chart", file=str((folder / "copy.yaml").resolve()),
-                                         task_ids=["load_data", "generate_chart"])
+    app, core, folder = setup(tmp_path, store)
+    run = await core.run_store.create_run("chart", name="Chart", file=str((folder / "copy.yaml").resolve()),
+                                          task_ids=["load_data", "generate_chart"])
     now = time.time()
-    with store._write() as conn:
-        conn.execute("UPDATE runs SET state = 'failed', created_at = ?, updated_at = ? WHERE id = ?",
-                     (now - 100, now, run.id))
-        conn.execute("UPDATE task_runs SET state = 'succeeded', attempt = 1, started_at = ?, finished_at = ?"
-                     " WHERE run_id = ?", (now - 100, now - 35.5, run.id))
+    async with store.transaction() as conn:
+        await conn.execute("UPDATE runs SET state = 'failed', created_at = ?, updated_at = ? WHERE id = ?",
+                           (now - 100, now, run.id))
+        await conn.execute("UPDATE task_runs SET state = 'succeeded', attempt = 1, started_at = ?, finished_at = ?"
+                           " WHERE run_id = ?", (now - 100, now - 35.5, run.id))
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await app.push_screen(RunScreen(workbench, run.id))
+        await app.push_screen(RunScreen(core, run.id))
         screen = app.screen
         await wait_until(pilot, lambda: screen.loaded is not None and screen.table.row_count >= 2, "the run")
         await pilot.pause()
@@ -405,7 +416,7 @@ async def test_the_run_view_task_table_is_not_cut_at_80_columns(store: Store, tm
 
 async def test_at_80_columns_the_chat_list_and_the_tree_take_turns(store: Store, tmp_path: Path) -> None:
     # Side by side at 80 columns they would leave the conversation about 20 columns.
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         tree, sessions, chat = screen.workflow_tree, screen.session_list, screen.query_one("#chat")
@@ -427,7 +438,7 @@ async def test_at_80_columns_the_chat_list_and_the_tree_take_turns(store: Store,
         await pilot.resize_terminal(*WIDE)
         await pilot.pause()
         assert tree.display and sessions.display
-    wide = build_app(store, scripted("ok"), tmp_path, workbench=workbench)
+    wide = build_app(store, None, tmp_path, core=core)
     async with wide.run_test(size=WIDE) as pilot:
         screen = await ready(pilot)
         assert screen.workflow_tree.display and screen.session_list.display  # room for both
@@ -438,7 +449,7 @@ async def test_at_80_columns_the_chat_list_and_the_tree_take_turns(store: Store,
 
 
 async def test_cancelling_a_run_that_waits_for_approval_clears_the_count(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards and app.pending_approvals == 1, "the approval card")
@@ -453,7 +464,7 @@ async def test_cancelling_a_run_that_waits_for_approval_clears_the_count(store: 
 
 
 async def test_a_pane_shrunk_by_a_small_window_gets_its_size_back(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await ready(pilot)
         tree, logs = screen.workflow_tree, screen.log_pane
@@ -477,7 +488,7 @@ def detail_heading(screen: RunScreen) -> str:
 async def test_opened_for_an_approval_the_view_shows_its_task_and_stays_there(
     store: Store, tmp_path: Path, key: str
 ) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards, "the approval card")
@@ -500,7 +511,7 @@ async def test_opened_for_an_approval_the_view_shows_its_task_and_stays_there(
 
 
 async def test_answering_keeps_the_task_the_user_picked(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards, "the approval card")

@@ -10,29 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tui.harness import SIZE, wait_until
+import pytest_asyncio
 from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import Footer, TextArea
+from tui.harness import SIZE, wait_until
 
-from smoltui.orchestrator.approval import (
-    ApprovalGate,
-    ApprovalNeeded,
-    Decision,
-    PendingApproval,
-    Policy,
-    ToolCall,
-    ToolCallFinished,
-)
-from smoltui.orchestrator.audit import AuditLog
-from smoltui.orchestrator.events import EventBus
+from smoltui.orchestrator.approval import ApprovalGate, ApprovalRequest, Decision, Policy, ToolCall
+from smoltui.orchestrator.audit import AuditEntry, AuditLog
+from smoltui.orchestrator.events import ApprovalNeeded, EventBus, ToolCallFinished
 from smoltui.orchestrator.store import Store
 from smoltui.screens.approval_card import (
     MAX_ARGUMENT_LINES,
@@ -44,14 +38,14 @@ from smoltui.screens.approval_card import (
 )
 from smoltui.screens.edit_arguments import EditArgumentsDialog, schema_summary
 from smoltui.screens.themes import bundled_theme_dirs, load_themes
-from smoltui.tools.base import ToolContext, ToolResult, tool
+from smoltui.tools.base import Tool, ToolContext, ToolResult, tool
 from smoltui.tools.registry import ToolRegistry
 
 SESSION = 3
 
 
 class Host(App[None]):
-    """Mounts a card per pending call, answers the gate with what the card says."""
+    """Mounts a card per waiting call, answers the gate with what the card says."""
 
     class BusEvent(Message):
         def __init__(self, event: object) -> None:
@@ -80,9 +74,15 @@ class Host(App[None]):
     def bell(self) -> None:
         self.bells += 1
 
-    async def show(self, pending: PendingApproval) -> ApprovalCard:
-        card = ApprovalCard(pending, id=f"card-{pending.call.id}")
-        self.cards[pending.call.id] = card
+    async def show(self, request: ApprovalRequest, tool: Tool | None = None) -> ApprovalCard:
+        """A card for ``request``, as the app makes one (``card_for``): it checks edits against the
+        tool and asks the gate whether the call still waits."""
+        gate, call_id = self.gate, request.call.id
+        if gate is not None and tool is None:
+            tool = gate.registry.get(request.call.tool)
+        card = ApprovalCard(request, tool=tool, id=f"card-{call_id}",
+                            waiting=None if gate is None else lambda: gate.is_waiting(call_id))
+        self.cards[call_id] = card
         await self.query_one("#log").mount(card)
         card.focus()
         return card
@@ -90,7 +90,7 @@ class Host(App[None]):
     async def on_host_bus_event(self, message: BusEvent) -> None:
         event = message.event
         if isinstance(event, ApprovalNeeded):
-            await self.show(event.pending)
+            await self.show(event.request)
         elif isinstance(event, ToolCallFinished) and event.call.id in self.cards:
             if event.decided_by == "session":
                 self.cards[event.call.id].settle("✓ allowed: you chose always earlier")
@@ -104,33 +104,44 @@ class Host(App[None]):
         self.gate.answer(message.call_id, message.decision)
 
 
+def note_tools(ran: list[tuple[str, dict[str, Any]]]) -> list[Tool]:
+    """Two tools that say when they run: one that writes, one that executes."""
+
+    @tool(risk="write")
+    def write_note(text: str, times: int = 1) -> str:
+        """Write a note into the notebook.
+
+        Args:
+            text: What to write.
+            times: How many copies.
+        """
+        ran.append(("write_note", {"text": text, "times": times}))
+        return "written"
+
+    @tool(risk="execute")
+    def shell(command: str) -> str:
+        """Run a shell command."""
+        ran.append(("shell", {"command": command}))
+        return "done"
+
+    return [write_note, shell]
+
+
+def request_for(call: ToolCall, tool: Tool, asked_at: float | None = None) -> ApprovalRequest:
+    """What the gate asks about ``call`` (for a card shown without the gate asking)."""
+    description = (tool.description or "").strip().splitlines()[0]
+    return ApprovalRequest(call, tool.risk_for(call.arguments), tool.origin, description,
+                           time.time() if asked_at is None else asked_at)
+
+
 class Harness:
     """A real gate (policy that asks for write/execute, audit in SQLite) over two tools."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, store: Store) -> None:
         self.ran: list[tuple[str, dict[str, Any]]] = []
-        ran = self.ran
-
-        @tool(risk="write")
-        def write_note(text: str, times: int = 1) -> str:
-            """Write a note into the notebook.
-
-            Args:
-                text: What to write.
-                times: How many copies.
-            """
-            ran.append(("write_note", {"text": text, "times": times}))
-            return "written"
-
-        @tool(risk="execute")
-        def shell(command: str) -> str:
-            """Run a shell command."""
-            ran.append(("shell", {"command": command}))
-            return "done"
-
-        self.store = Store.open(tmp_path / "smoltui.db")
+        self.store = store
         self.audit = AuditLog(self.store)
-        self.gate = ApprovalGate(ToolRegistry([write_note, shell]), Policy(), audit=self.audit,
+        self.gate = ApprovalGate(ToolRegistry(note_tools(self.ran)), Policy(), audit=self.audit,
                                  bus=EventBus(), timeout_s=10)
         self.ctx = ToolContext(workspace=tmp_path, artifacts_dir=tmp_path / "artifacts", session_id=SESSION)
         self.tasks: list[asyncio.Task[ToolResult]] = []
@@ -141,20 +152,21 @@ class Harness:
         self.tasks.append(task)
         return call, task
 
-    def rows(self):  # noqa: ANN201
-        return list(reversed(self.audit.list()))
+    async def rows(self) -> list[AuditEntry]:
+        return list(reversed(await self.audit.list()))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
-        self.store.close()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.store.close()
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path)
+@pytest_asyncio.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path, await Store.open(tmp_path / "smoltui.db"))
     yield harness
-    harness.close()
+    await harness.close()
 
 
 async def ask(pilot: Pilot, h: Harness, name: str, **arguments: Any) -> tuple[ApprovalCard, asyncio.Task[ToolResult]]:
@@ -203,7 +215,7 @@ async def test_card_shows_the_call_and_approve_once_runs_it(h: Harness) -> None:
         result = await finish(pilot, task)
         assert result.ok and result.content == "written"
         assert h.ran == [("write_note", {"text": "hello", "times": 1})]
-        [row] = h.rows()
+        [row] = await h.rows()
         assert (row.tool, row.decision, row.decided_by, row.ok) == ("write_note", "once", "user", True)
         assert card.settled and card.has_class("-settled")
         assert text_of(card, ".outcome") == "✓ approved once"
@@ -214,7 +226,7 @@ async def test_card_shows_the_call_and_approve_once_runs_it(h: Harness) -> None:
         assert len(host.answered) == 1
         assert not isinstance(host.screen, EditArgumentsDialog)
         assert not shown_keys(host) & {"approval.once", "approval.deny", "approval.edit"}
-        assert len(h.rows()) == 1
+        assert len(await h.rows()) == 1
 
 
 @pytest.mark.parametrize(
@@ -227,7 +239,7 @@ async def test_each_key_gives_its_decision(h: Harness, key: str, kind: str, outc
         assert text_of(card, ".risk") == "execute" and card.query_one(".risk").has_class("-execute")
         await pilot.press(key)
         result = await finish(pilot, task)
-        [row] = h.rows()
+        [row] = await h.rows()
         assert (row.decision, row.decided_by) == (kind, "user")
         assert text_of(card, ".outcome") == outcome
         if kind == "deny":
@@ -248,7 +260,7 @@ async def test_always_allows_the_next_call_without_a_card(h: Harness) -> None:
         assert (await finish(pilot, second)).ok
         assert len(host.cards) == 1 and host.bells == 1
         assert [r[1]["text"] for r in h.ran] == ["one", "two"]
-        assert [(r.decision, r.decided_by) for r in h.rows()] == [("always", "user"), ("always", "session")]
+        assert [(r.decision, r.decided_by) for r in await h.rows()] == [("always", "user"), ("always", "session")]
 
 
 async def test_always_deny_refuses_the_next_call_without_a_card(h: Harness) -> None:
@@ -263,7 +275,7 @@ async def test_always_deny_refuses_the_next_call_without_a_card(h: Harness) -> N
         _, second = h.run("shell", command="pwd")
         assert (await finish(pilot, second)).error_kind == "denied"
         assert len(host.cards) == 1 and h.ran == []
-        assert [(r.decision, r.decided_by) for r in h.rows()] == [("always_deny", "user"), ("deny", "session")]
+        assert [(r.decision, r.decided_by) for r in await h.rows()] == [("always_deny", "user"), ("deny", "session")]
 
 
 async def test_always_on_one_card_settles_its_sibling(h: Harness) -> None:
@@ -278,7 +290,7 @@ async def test_always_on_one_card_settles_its_sibling(h: Harness) -> None:
         # Keys on the sibling now do nothing.
         second.focus()
         await pilot.press("n")
-        assert len(h.rows()) == 2 and sorted(r.decided_by for r in h.rows()) == ["session", "user"]
+        assert len(await h.rows()) == 2 and sorted(r.decided_by for r in await h.rows()) == ["session", "user"]
 
 
 # -- editing ---------------------------------------------------------------------------------------
@@ -306,7 +318,7 @@ async def test_edit_runs_with_the_edited_arguments(h: Harness) -> None:
         await edit(pilot, '{"text": "safer", "times": 2}')
         result = await finish(pilot, task)
         assert result.ok and h.ran == [("write_note", {"text": "safer", "times": 2})]
-        [row] = h.rows()
+        [row] = await h.rows()
         assert (row.decision, row.decided_by) == ("edit", "user")
         assert row.arguments == {"text": "safer", "times": 2}
         assert row.original_arguments == {"text": "original"}
@@ -338,7 +350,7 @@ async def test_edit_keeps_the_dialog_open_until_the_arguments_are_valid(h: Harne
         await edit(pilot, '{"text": "fixed"}')
         result = await finish(pilot, task)
         assert result.ok and h.ran == [("write_note", {"text": "fixed", "times": 1})]
-        assert h.rows()[0].original_arguments == {"text": "original"}
+        assert (await h.rows())[0].original_arguments == {"text": "original"}
 
 
 async def test_escape_cancels_the_edit_and_the_card_still_waits(h: Harness) -> None:
@@ -351,7 +363,7 @@ async def test_escape_cancels_the_edit_and_the_card_still_waits(h: Harness) -> N
         assert not card.settled and not task.done() and pilot.app.focused is card
         await pilot.press("n")
         assert (await finish(pilot, task)).error_kind == "denied"
-        assert [(r.decision, r.arguments) for r in h.rows()] == [("deny", {"text": "original"})]
+        assert [(r.decision, r.arguments) for r in await h.rows()] == [("deny", {"text": "original"})]
 
 
 # -- settled elsewhere -----------------------------------------------------------------------------
@@ -361,17 +373,16 @@ async def test_a_card_for_an_answered_call_says_so(h: Harness) -> None:
     async with Host(h.gate).run_test(size=SIZE) as pilot:
         host = pilot.app
         assert isinstance(host, Host)
-        # Mounted after the answer (the gate's future is done): nothing to approve.
+        # Mounted after the answer (the gate no longer waits for it): nothing to approve.
         call = ToolCall.new("shell", {"command": "ls"}, session_id=SESSION)
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        future.set_result(Decision("deny"))
         shell = h.gate.registry.get("shell")
         assert shell is not None
-        late = await host.show(PendingApproval(call, shell, future))
+        assert not h.gate.is_waiting(call.id)
+        late = await host.show(request_for(call, shell))
         await pilot.pause()
         assert late.settled and text_of(late, ".outcome") == "already answered" and host.bells == 0
 
-        # Answered behind the card's back while it waits: the key finds the future done.
+        # Answered behind the card's back while it waits: the key finds the call answered.
         card, task = await ask(pilot, h, "shell", command="pwd")
         h.gate.answer(card.call_id, Decision("once"))
         await pilot.press("n")
@@ -394,7 +405,7 @@ async def test_settling_closes_an_open_edit_dialog(h: Harness) -> None:
         card.settle("✗ too late", replace=True)  # ...unless the host says otherwise
         assert text_of(card, ".outcome") == "✗ too late"
         await wait_until(pilot, task.done, "the cancelled call to end")
-        assert [(r.decision, r.decided_by) for r in h.rows()] == [("deny", "cancelled")]
+        assert [(r.decision, r.decided_by) for r in await h.rows()] == [("deny", "cancelled")]
 
 
 async def test_keymap_moves_the_keys_and_the_legend(h: Harness) -> None:
@@ -443,10 +454,8 @@ def test_schema_summary() -> None:
 # -- snapshot --------------------------------------------------------------------------------------
 
 
-def test_card_snapshot(snap_compare, tmp_path: Path) -> None:
-    harness = Harness(tmp_path)
-    write_note = harness.gate.registry.get("write_note")
-    assert write_note is not None
+def test_card_snapshot(snap_compare) -> None:
+    write_note = note_tools([])[0]
     arguments = {"text": "Remember to water the basil.\nTwice a week in summer.", "times": 3,
                  "tags": ["garden", "herbs", "summer", "watering", "reminders"],
                  "notes": {"where": "kitchen window", "light": "full sun", "soil": "moist",
@@ -457,14 +466,10 @@ def test_card_snapshot(snap_compare, tmp_path: Path) -> None:
         assert isinstance(host, Host)
         call = ToolCall("call-1", "write_note", arguments, session_id=None, run_id="r-20260426",
                         task_id="save_note")
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        await host.show(PendingApproval(call, write_note, future))
+        await host.show(request_for(call, write_note), write_note)  # no gate: it waits until answered
         await pilot.pause()
 
-    try:
-        assert snap_compare(Host(), terminal_size=SIZE, run_before=show_card)
-    finally:
-        harness.close()
+    assert snap_compare(Host(), terminal_size=SIZE, run_before=show_card)
 
 
 async def test_multi_line_arguments_are_shown_as_text_not_json_escapes(h: Harness) -> None:

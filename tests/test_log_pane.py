@@ -1,35 +1,52 @@
-"""The live log pane in a tiny host app, over a real SQLite store (driven with Pilot)."""
+"""The live log pane in a tiny host app, over a real SQLite store (driven with Pilot).
+
+The host does what the main screen does: it reads again when the bus says runs changed. Lines
+another process writes reach that bus through a watcher, as in the app.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from textual.app import App, ComposeResult
 from textual.pilot import Pilot
+from tui.harness import wait_until
 
+from smoltui.orchestrator.events import EventBus, RunsChanged
 from smoltui.orchestrator.run_log import LogRecord, format_line
 from smoltui.orchestrator.run_store import RunStore
 from smoltui.orchestrator.store import Store
+from smoltui.orchestrator.watcher import Watcher
+from smoltui.orchestrator.workflow_catalog import WorkflowCatalog
 from smoltui.screens.log_pane import LogLines, LogPane
 
 SIZE = (100, 20)
 
 
 class Host(App[None]):
+    """The pane, read again when the bus says runs changed (as the main screen does)."""
+
     def __init__(self, run_store: RunStore, **options: object) -> None:
         super().__init__()
         self.run_store = run_store
         self.options = options
+        self.bus = EventBus()
+        self.watcher = Watcher(run_store, WorkflowCatalog([], {}, run_store), self.bus)
 
     def compose(self) -> ComposeResult:
         yield LogPane(self.run_store, id="logs", **self.options)  # type: ignore[arg-type]
 
     def on_mount(self) -> None:
         self.query_one(LogPane).focus()
+        self.bus.subscribe(lambda event: self.call_later(self._bus_event, event))
+
+    def _bus_event(self, event: object) -> None:
+        if isinstance(event, RunsChanged):
+            self.query_one(LogPane).nudge()
 
 
 @pytest.fixture
@@ -37,51 +54,43 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "smoltui.db"
 
 
-@pytest.fixture
-def run_store(db: Path) -> Iterator[RunStore]:
-    store = Store.open(db)
+@pytest_asyncio.fixture
+async def run_store(db: Path) -> AsyncIterator[RunStore]:
+    store = await Store.open(db)
     try:
         yield RunStore(store)
     finally:
-        store.close()
+        await store.close()
 
 
-async def wait_until(pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.02)
-
-
-def records(run_store: RunStore, run_id: str) -> list[LogRecord]:
-    return [LogRecord.from_event(event) for event in run_store.events(run_id)]
+async def records(run_store: RunStore, run_id: str) -> list[LogRecord]:
+    return [LogRecord.from_event(event) for event in await run_store.events(run_id)]
 
 
 def pane_of(pilot: Pilot) -> LogPane:
     return pilot.app.query_one(LogPane)
 
 
-def seed_failing_run(run_store: RunStore) -> str:
-    run_id = run_store.create_run("demo", task_ids=["read", "save"]).id
-    run_store.add_event(run_id, "run_state", "running")
-    run_store.add_event(run_id, "task_state", "running", "read")
-    run_store.add_event(run_id, "log", "attempt 1/2 failed: disk busy; retrying in 1s", "read")
-    run_store.add_event(run_id, "log", "failed: disk gone", "read")
-    run_store.add_event(run_id, "task_state", "failed", "read")
-    run_store.add_event(run_id, "task_state", "upstream_failed", "save")
-    run_store.add_event(run_id, "run_state", "failed")
+async def seed_failing_run(run_store: RunStore) -> str:
+    run_id = (await run_store.create_run("demo", task_ids=["read", "save"])).id
+    await run_store.add_event(run_id, "run_state", "running")
+    await run_store.add_event(run_id, "task_state", "running", "read")
+    await run_store.add_event(run_id, "log", "attempt 1/2 failed: disk busy; retrying in 1s", "read")
+    await run_store.add_event(run_id, "log", "failed: disk gone", "read")
+    await run_store.add_event(run_id, "task_state", "failed", "read")
+    await run_store.add_event(run_id, "task_state", "upstream_failed", "save")
+    await run_store.add_event(run_id, "run_state", "failed")
     return run_id
 
 
 async def test_a_runs_lines_appear_as_smoltui_logs_prints_them(run_store: RunStore) -> None:
-    run_id = seed_failing_run(run_store)
-    app = Host(run_store, poll_interval=0)
+    run_id = await seed_failing_run(run_store)
+    app = Host(run_store)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         await pane.poll()
         await pilot.pause()
-        expected = [format_line(r, show_run=True) for r in records(run_store, run_id)]
+        expected = [format_line(r, show_run=True) for r in await records(run_store, run_id)]
         assert pane.visible_lines() == expected
         assert pane.status_text == "all runs · level: all · following · 7 of 7 lines"
         screen = app.export_screenshot().replace("&#160;", " ")
@@ -89,20 +98,31 @@ async def test_a_runs_lines_appear_as_smoltui_logs_prints_them(run_store: RunSto
         pane.run_id = run_id  # one run: no run column, the exact `smoltui logs` line
         await pane.poll()
         await pilot.pause()
-        assert pane.visible_lines() == [format_line(r) for r in records(run_store, run_id)]
+        assert pane.visible_lines() == [format_line(r) for r in await records(run_store, run_id)]
         assert pane.status_text.startswith(f"run {run_id} · ")
 
 
+async def test_lines_already_stored_show_when_the_pane_opens(run_store: RunStore) -> None:
+    run_id = await seed_failing_run(run_store)
+    app = Host(run_store)
+    async with app.run_test(size=SIZE) as pilot:
+        pane = pane_of(pilot)  # nothing polls it: it reads the store when it is mounted
+        await wait_until(pilot, lambda: pane.line_count == 7, "the stored lines")
+        assert pane.filtered_lines() == [format_line(r, show_run=True) for r in await records(run_store, run_id)]
+
+
 async def test_lines_written_by_another_connection_appear_while_following(run_store: RunStore, db: Path) -> None:
-    app = Host(run_store, poll_interval=0.05)
+    app = Host(run_store)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         await wait_until(pilot, lambda: "0 of 0 lines" in pane.status_text, "the first poll")
-        with Store.open(db) as other:  # what `smoltui run` in another terminal does
+        await app.watcher.check()  # its baseline
+        async with await Store.open(db) as other:  # what `smoltui run` in another terminal does
             writer = RunStore(other)
-            run_id = writer.create_run("elsewhere").id
+            run_id = (await writer.create_run("elsewhere")).id
             for n in range(40):
-                writer.add_event(run_id, "log", f"step {n}", "work")
+                await writer.add_event(run_id, "log", f"step {n}", "work")
+        await app.watcher.check()  # nothing in this process said so: the watcher notices
         await wait_until(pilot, lambda: pane.line_count == 40
                          and pane.visible_lines()[-1:] == pane.filtered_lines()[-1:], "the other process's lines")
         assert pane.visible_lines()[-1].endswith(f"[{run_id}] work: log: step 39")  # followed to the end
@@ -110,8 +130,8 @@ async def test_lines_written_by_another_connection_appear_while_following(run_st
 
 
 async def test_level_filter_cycles_and_colours_by_level(run_store: RunStore) -> None:
-    run_id = seed_failing_run(run_store)
-    app = Host(run_store, poll_interval=0)
+    run_id = await seed_failing_run(run_store)
+    app = Host(run_store)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         pane.run_id = run_id
@@ -138,8 +158,8 @@ async def test_level_filter_cycles_and_colours_by_level(run_store: RunStore) -> 
         assert len(pane.visible_lines()) == 7 and "level: all" in pane.status_text
 
         view = pane.query_one(LogLines)
-        error = view._style("log-lines--error").color
-        warning = view._style("log-lines--warning").color
+        error = view.get_component_rich_style("log-lines--error").color
+        warning = view.get_component_rich_style("log-lines--warning").color
         assert error is not None and warning is not None and error != warning
 
         def colours(y: int) -> set[object]:
@@ -151,10 +171,10 @@ async def test_level_filter_cycles_and_colours_by_level(run_store: RunStore) -> 
 
 
 async def test_search_highlights_and_n_jumps_between_matches(run_store: RunStore) -> None:
-    run_id = run_store.create_run("many").id
+    run_id = (await run_store.create_run("many")).id
     for n in range(200):
-        run_store.add_event(run_id, "log", f"needle {n}" if n in (10, 100, 190) else f"hay {n}", "t")
-    app = Host(run_store, poll_interval=0)
+        await run_store.add_event(run_id, "log", f"needle {n}" if n in (10, 100, 190) else f"hay {n}", "t")
+    app = Host(run_store)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         pane.run_id = run_id
@@ -165,7 +185,7 @@ async def test_search_highlights_and_n_jumps_between_matches(run_store: RunStore
         assert "search “NEEDLE” 3/3" in pane.status_text
         view = pane.query_one(LogLines)
         row = pane.visible_lines().index("t: log: needle 190")
-        match = view._style("log-lines--match").bgcolor
+        match = view.get_component_rich_style("log-lines--match").bgcolor
         highlighted = "".join(seg.text for seg in view.render_line(row) if seg.style and seg.style.bgcolor == match)
         assert highlighted == "needle"
 
@@ -191,23 +211,23 @@ async def test_search_highlights_and_n_jumps_between_matches(run_store: RunStore
 
 
 async def test_follow_pause_and_resume(run_store: RunStore) -> None:
-    run_id = run_store.create_run("long").id
+    run_id = (await run_store.create_run("long")).id
     for n in range(100):
-        run_store.add_event(run_id, "log", f"line {n}", "t")
-    app = Host(run_store, poll_interval=0, run_id=run_id)
+        await run_store.add_event(run_id, "log", f"line {n}", "t")
+    app = Host(run_store, run_id=run_id)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         await pane.poll()
         await pilot.press("t")
         assert pane.visible_lines()[-1] == "t: log: line 99"
-        run_store.add_event(run_id, "log", "line 100", "t")
+        await run_store.add_event(run_id, "log", "line 100", "t")
         await pane.poll()
         assert pane.visible_lines()[-1] == "t: log: line 100"
 
         await pilot.press("f")  # pause: new lines do not move the view
         assert not pane.follow and "paused" in pane.status_text
         before = pane.visible_lines()
-        run_store.add_event(run_id, "log", "line 101", "t")
+        await run_store.add_event(run_id, "log", "line 101", "t")
         await pane.poll()
         await pilot.pause()
         assert pane.visible_lines() == before and pane.line_count == 102
@@ -219,7 +239,7 @@ async def test_follow_pause_and_resume(run_store: RunStore) -> None:
         await pilot.pause()
         assert not pane.follow
         top = pane.visible_lines()
-        run_store.add_event(run_id, "log", "line 102", "t")
+        await run_store.add_event(run_id, "log", "line 102", "t")
         await pane.poll()
         await pilot.pause()
         assert pane.visible_lines() == top
@@ -229,13 +249,13 @@ async def test_follow_pause_and_resume(run_store: RunStore) -> None:
 
 
 async def test_timestamps_toggle(run_store: RunStore) -> None:
-    run_id = seed_failing_run(run_store)
-    app = Host(run_store, poll_interval=0, run_id=run_id)
+    run_id = await seed_failing_run(run_store)
+    app = Host(run_store, run_id=run_id)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         await pane.poll()
         await pilot.pause()
-        expected = records(run_store, run_id)
+        expected = await records(run_store, run_id)
         assert pane.visible_lines() == [format_line(r) for r in expected]
         await pilot.press("t")
         assert pane.visible_lines() == [format_line(r, timestamps=False) for r in expected]
@@ -245,13 +265,13 @@ async def test_timestamps_toggle(run_store: RunStore) -> None:
 
 
 async def test_switching_runs_is_instant_and_backfills_a_runs_history(run_store: RunStore) -> None:
-    old = run_store.create_run("old").id
+    old = (await run_store.create_run("old")).id
     for n in range(20):
-        run_store.add_event(old, "log", f"old {n}", "t")
-    new = run_store.create_run("new").id
+        await run_store.add_event(old, "log", f"old {n}", "t")
+    new = (await run_store.create_run("new")).id
     for n in range(5):
-        run_store.add_event(new, "log", f"new {n}", "t")
-    app = Host(run_store, poll_interval=0, backfill=5)
+        await run_store.add_event(new, "log", f"new {n}", "t")
+    app = Host(run_store, backfill=5)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         await pane.poll()  # the last 5 lines of the store: all the new run's
@@ -272,7 +292,7 @@ async def test_switching_runs_is_instant_and_backfills_a_runs_history(run_store:
 
 
 async def test_tens_of_thousands_of_lines_stay_bounded_and_virtual(run_store: RunStore) -> None:
-    app = Host(run_store, poll_interval=0, max_lines=10_000)
+    app = Host(run_store, max_lines=10_000)
     async with app.run_test(size=SIZE) as pilot:
         pane = pane_of(pilot)
         await pilot.press("t")

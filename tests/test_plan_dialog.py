@@ -1,26 +1,24 @@
-"""The planner dialog in a tiny host app, driven with Pilot against a scripted backend."""
+"""The planner dialog in a tiny host app, driven with Pilot against a scripted backend (the
+core's model, as in the app)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Input, Static, TextArea
+from tui.harness import build_core, store_fixture, wait_until  # noqa: F401
 
-from smoltui.backends.base import Backend
 from smoltui.backends.scripted import ScriptedBackend
-from smoltui.cli import workflow_tools
-from smoltui.config import Config
-from smoltui.errors import ModelError
+from smoltui.core import Core
+from smoltui.errors import BackendError, ModelError
+from smoltui.orchestrator.store import Store
 from smoltui.orchestrator.workflow_spec import load_workflow
 from smoltui.screens.plan_dialog import PlanDialog, open_planner
-
-TOOLS = workflow_tools(Config())
 
 DRAFT = {
     "id": "notes-digest",
@@ -39,9 +37,9 @@ DRAFT = {
 class Host(App[None]):
     """Opens the planner the way the app will: ``open_planner`` inside a worker."""
 
-    def __init__(self, provider: Callable[[], Any], folder: Path) -> None:
+    def __init__(self, core: Core, folder: Path) -> None:
         super().__init__()
-        self.provider = provider
+        self.core = core
         self.folder = folder
         self.answers: list[Path | None] = []
 
@@ -49,37 +47,42 @@ class Host(App[None]):
         self.run_worker(self._plan(), exclusive=True)
 
     async def _plan(self) -> None:
-        self.answers.append(await open_planner(self, self.provider, TOOLS, self.folder))
+        self.answers.append(await open_planner(self, self.core, self.folder))
 
 
-def provider_of(backend: Backend) -> Callable[[], Any]:
-    async def provide() -> Backend:
-        return backend
+class FailsToLoad(ScriptedBackend):
+    """A model whose weights cannot be loaded."""
 
-    return provide
+    async def load(self, progress: Any = None) -> None:
+        raise ModelError("the model is not loaded: no such file")
 
 
-async def wait_until(pilot: Pilot, predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.02)
+class FailsOnce(ScriptedBackend):
+    """A model whose first generation fails; the next ones stream the script."""
+
+    failed = False
+
+    async def stream(self, messages: Any, params: Any, cancel: Any) -> AsyncIterator[Any]:
+        if not self.failed:
+            self.failed = True
+            raise BackendError("the model stopped: out of memory")
+        async for event in super().stream(messages, params, cancel):
+            yield event
 
 
 def problems_text(dialog: PlanDialog) -> str:
     return str(dialog.query_one("#plan-problems", Static).render())
 
 
-async def test_goal_draft_break_fix_save(tmp_path: Path) -> None:
+async def test_goal_draft_break_fix_save(store: Store, tmp_path: Path) -> None:
     backend = ScriptedBackend([json.dumps(DRAFT)], delay_s=0.001)
     folder = tmp_path / "mine"
-    app = Host(provider_of(backend), folder)
+    app = Host(build_core(store, backend, tmp_path), folder)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
         dialog = app.screen
         assert isinstance(dialog, PlanDialog)
-        assert {b.id for b in dialog._bindings.key_to_bindings.get("ctrl+s", [])} == {"plan.save"}
+        assert dialog.active_bindings["ctrl+s"].binding.id == "plan.save"  # not the editor's, not the app's
         await pilot.press(*"summarise my notes", "enter")
         await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
         editor = dialog.query_one("#plan-yaml", TextArea)
@@ -110,9 +113,9 @@ async def test_goal_draft_break_fix_save(tmp_path: Path) -> None:
     assert load_workflow(saved).spec.tasks[0].tool == "read_file"
 
 
-async def test_escape_cancels_and_saves_nothing(tmp_path: Path) -> None:
+async def test_escape_cancels_and_saves_nothing(store: Store, tmp_path: Path) -> None:
     backend = ScriptedBackend([json.dumps(DRAFT)], delay_s=0.05)
-    app = Host(provider_of(backend), tmp_path / "mine")
+    app = Host(build_core(store, backend, tmp_path), tmp_path / "mine")
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
         await pilot.press(*"x", "enter")
@@ -123,26 +126,36 @@ async def test_escape_cancels_and_saves_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "mine").exists()
 
 
-async def test_redraft_and_a_model_that_fails_to_load(tmp_path: Path) -> None:
-    calls: list[int] = []
-    backend = ScriptedBackend(["not json at all", json.dumps(DRAFT)], delay_s=0.001)
+async def failed_draft(pilot: Pilot) -> tuple[PlanDialog, str]:
+    """Open the planner, ask for a draft that fails; the dialog and what its status line says."""
+    app = pilot.app
+    await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
+    dialog = app.screen
+    assert isinstance(dialog, PlanDialog)
+    dialog.query_one("#plan-goal", Input).value = "summarise"
+    await pilot.press("ctrl+r")
+    status = lambda: str(dialog.query_one("#plan-status").render())  # noqa: E731
+    await wait_until(pilot, lambda: "Drafting failed" in status(), "the failure")
+    return dialog, status()
 
-    async def provide() -> Backend:
-        calls.append(1)
-        if len(calls) == 1:
-            raise ModelError("the model is not loaded: no such file")
-        return backend
 
-    app = Host(provide, tmp_path)
+async def test_a_model_that_fails_to_load_says_so_and_the_dialog_stays(store: Store, tmp_path: Path) -> None:
+    app = Host(build_core(store, FailsToLoad([json.dumps(DRAFT)]), tmp_path), tmp_path)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
-        dialog = app.screen
-        assert isinstance(dialog, PlanDialog)
-        dialog.query_one("#plan-goal", Input).value = "summarise"
-        await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: "Drafting failed" in str(dialog.query_one("#plan-status").render()),
-                         "the failure")
-        assert "no such file" in str(dialog.query_one("#plan-status").render())
+        dialog, status = await failed_draft(pilot)
+        assert "no such file" in status
+        assert app.screen is dialog and not dialog.drafting and app.answers == []
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.answers, "the dialog's answer")
+    assert app.answers == [None]
+
+
+async def test_redraft_after_a_failure_and_a_reply_that_is_not_json(store: Store, tmp_path: Path) -> None:
+    backend = FailsOnce(["not json at all", json.dumps(DRAFT)], delay_s=0.001)
+    app = Host(build_core(store, backend, tmp_path), tmp_path)
+    async with app.run_test(size=(100, 30)) as pilot:
+        dialog, status = await failed_draft(pilot)
+        assert "out of memory" in status
         await pilot.press("ctrl+r")  # the second try: not JSON, then repaired
         await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
         assert len(backend.prompts) == 2 and dialog.problems == []

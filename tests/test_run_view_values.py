@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.syntax import Syntax
 
-from smoltui.screens.run_view import _value
+from smoltui.screens.run_view import output_view
 
 
 def rendered(renderable) -> str:
@@ -19,21 +19,21 @@ def rendered(renderable) -> str:
 
 
 def test_text_is_markdown_and_structures_are_json() -> None:
-    assert isinstance(_value("# Report\n\n- one"), Markdown)
-    assert "• one" in rendered(_value("# Report\n\n- one"))
-    assert isinstance(_value({"a": [1, 2]}), Syntax)
-    assert '"a": [' in rendered(_value({"a": [1, 2]}))
-    assert "(empty)" in rendered(_value("  "))
+    assert isinstance(output_view("# Report\n\n- one"), Markdown)
+    assert "• one" in rendered(output_view("# Report\n\n- one"))
+    assert isinstance(output_view({"a": [1, 2]}), Syntax)
+    assert '"a": [' in rendered(output_view({"a": [1, 2]}))
+    assert "(empty)" in rendered(output_view("  "))
 
 
 def test_a_path_is_shown_as_an_artifact(tmp_path: Path) -> None:
-    text = rendered(_value(tmp_path / "chart.png"))
+    text = rendered(output_view(tmp_path / "chart.png"))
     assert text.startswith("artifact") and "chart.png" in text
 
 
 def test_a_table_shows_its_first_rows_and_its_size() -> None:
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"region": [f"r{i}" for i in range(30)], "sales": range(30)})
-    text = rendered(_value(frame))
+    text = rendered(output_view(frame))
     assert "region" in text and "r0" in text and "r19" in text and "r20" not in text
     assert "30 rows × 2 columns (first 20 shown)" in text

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tui.harness import SIZE, store_fixture, wait_until  # noqa: F401
 from test_app_workflows import open_tree, setup
+from tui.harness import SIZE, store_fixture, wait_until  # noqa: F401
 
 from smoltui.orchestrator.store import Store
 
@@ -24,14 +24,14 @@ def drawn_lines(tree) -> list[str]:  # noqa: ANN001
 
 
 async def test_cut_labels_end_in_an_ellipsis_and_runs_keep_their_duration(store: Store, tmp_path: Path) -> None:
-    app, workbench, folder = setup(tmp_path, store)
+    app, core, folder = setup(tmp_path, store)
     path = folder / "long.yaml"
     path.write_text(LONG)
-    run = workbench.run_store.create_run("long", name="Summarise", file=str(path.resolve()), task_ids=["a"])
+    run = await core.run_store.create_run("long", name="Summarise", file=str(path.resolve()), task_ids=["a"])
     now = time.time()
-    with store._write() as conn:
-        conn.execute("UPDATE runs SET state = 'succeeded', created_at = ?, updated_at = ? WHERE id = ?",
-                     (now - 64, now, run.id))
+    async with store.transaction() as conn:
+        await conn.execute("UPDATE runs SET state = 'succeeded', created_at = ?, updated_at = ? WHERE id = ?",
+                           (now - 64, now, run.id))
     async with app.run_test(size=SIZE) as pilot:
         _, tree = await open_tree(pilot, app)
         await wait_until(pilot, lambda: any("Summarise" in line for line in drawn_lines(tree)), "the long workflow")

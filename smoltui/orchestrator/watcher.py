@@ -6,8 +6,9 @@ file edited in an editor change nothing in this process: the watcher notices the
 and publishes :class:`RunsChanged` or :class:`WorkflowsChanged`. Views subscribe to the bus and
 read again; none of them polls on its own.
 
-What it checks is cheap: ``PRAGMA data_version`` (changes only when another connection committed),
-``os.kill(pid, 0)`` for runs stored as active by another process, and a few ``stat`` calls.
+What it checks is cheap: ``PRAGMA data_version`` (changes only when another connection committed;
+then the run rows and log lines written since), ``os.kill(pid, 0)`` for runs stored as active by
+another process, and a few ``stat`` calls.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Watcher:
         self.interval_s = interval_s
         self._version: int | None = None
         self._since = time.time()
+        self._last_line = 0  # the highest run_events id seen (ids are one global sequence)
         self._files: tuple[Any, ...] | None = None
         self._foreign_active: dict[str, int] = {}  # run id -> pid, for runs another process drives
         self._task: asyncio.Task[None] | None = None
@@ -84,18 +86,25 @@ class Watcher:
         self._version = version
         # A little slack: another process's clock reading and its commit are not one instant.
         since, self._since = self._since, time.time() - 1.0
+        fetch = self.run_store.store.fetch
         if first:  # the baseline: which runs other processes are driving now
-            rows = await self.run_store.store.fetch(
-                "SELECT id, state, pid FROM runs WHERE state IN ('pending', 'running')")
+            rows = await fetch("SELECT id, state, pid FROM runs WHERE state IN ('pending', 'running')")
+            self._last_line = (await fetch("SELECT COALESCE(MAX(id), 0) FROM run_events"))[0][0]
+            logged: set[str] = set()
         else:
-            rows = await self.run_store.store.fetch("SELECT id, state, pid FROM runs WHERE updated_at >= ?", (since,))
+            rows = await fetch("SELECT id, state, pid FROM runs WHERE updated_at >= ?", (since,))
+            # A log line alone (a retry, a condition) changes no run row, but its run changed.
+            lines = await fetch("SELECT run_id, MAX(id) FROM run_events WHERE id > ? GROUP BY run_id",
+                                (self._last_line,))
+            logged = {run_id for run_id, _ in lines}
+            self._last_line = max([self._last_line, *(last for _, last in lines)])
         me = os.getpid()
         for run_id, state, pid in rows:
             if state in ("pending", "running") and pid and pid != me:
                 self._foreign_active[run_id] = pid
             else:
                 self._foreign_active.pop(run_id, None)
-        return set() if first else {row[0] for row in rows}
+        return set() if first else {row[0] for row in rows} | logged
 
     def _died(self) -> set[str]:
         """Runs another process was driving when it died: nothing in the file says so."""

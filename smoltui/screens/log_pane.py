@@ -268,7 +268,8 @@ class LogPane(Widget):
 
     def on_mount(self) -> None:
         self._rebuild()
-        self.nudge()
+        # Not nudge(): while its mount handler runs, a widget is not yet "mounted".
+        self._poll_soon()
 
     def focus(self, scroll_visible: bool = True) -> LogPane:
         """Focus the line view (the keys work from there)."""
@@ -281,6 +282,9 @@ class LogPane(Widget):
         """Poll the store now (without waiting); a poll already running polls once more after."""
         if not self.is_mounted:
             return  # on_mount polls
+        self._poll_soon()
+
+    def _poll_soon(self) -> None:
         if self._poll_lock.locked():
             self._poll_again = True
             return

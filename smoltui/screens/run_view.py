@@ -2,8 +2,9 @@
 its tool calls waiting for approval, and the run's log.
 
 Everything shown comes from the store (the scheduler writes before it publishes), so the view
-also follows a run driven by another smoltui process. Bus events only make it look sooner; a
-one-second tick keeps durations moving and catches what no event announced.
+also follows a run driven by another smoltui process: the core's watcher announces those changes on
+the bus, as the scheduler announces this process's own. A one-second tick only keeps the durations
+of what still runs moving; it reads nothing.
 """
 
 from __future__ import annotations
@@ -316,7 +317,7 @@ class RunScreen(Screen[None]):
             if isinstance(values, str):
                 return Text(values, "red")
             self._shown_outputs[key] = Group(
-                *(item for name, value in values.items() for item in (Text(name, "bold"), _value(value))))
+                *(item for name, value in values.items() for item in (Text(name, "bold"), output_view(value))))
         return self._shown_outputs[key]
 
     # -- events ----------------------------------------------------------------------------------
@@ -459,7 +460,7 @@ def _json(value: Any) -> Syntax:
     return Syntax(text, "json", theme="ansi_dark", word_wrap=True, background_color="default")
 
 
-def _value(value: Any) -> RenderableType:
+def output_view(value: Any) -> RenderableType:
     """An output as the user wants to read it: Markdown text, JSON, a table, or an artifact's path."""
     kind = type(value)
     if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):

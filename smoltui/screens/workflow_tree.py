@@ -1,8 +1,8 @@
 """The workflow tree: folders, their workflow files, and each file's recent runs.
 
-It shows a :class:`CatalogSnapshot` and keeps it fresh: a thread worker asks the catalog for its
-fingerprint every couple of seconds (and at once when the host calls :meth:`WorkflowTree.nudge`) and
-rescans only when files or runs changed. Picking a workflow posts :class:`WorkflowTree.LaunchRequested`,
+It shows a :class:`CatalogSnapshot` and never polls: the host calls :meth:`WorkflowTree.nudge` when
+the bus says a file or a run changed (the core's watcher announces what other processes and
+editors change), and the tree scans the catalog again. Picking a workflow posts :class:`WorkflowTree.LaunchRequested`,
 picking a run :class:`WorkflowTree.RunPicked`; the screen decides what to do with them.
 """
 
@@ -214,6 +214,19 @@ class WorkflowTree(Tree[Any]):
             found.append(child)
             found.extend(self._walk(child))
         return found
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def labels(self) -> list[str]:
+        """Every node's label as plain text, depth first (folded nodes' children too)."""
+        return [str(node.label) for node in self._walk(self.root)]
+
+    def run_label(self, run_id: str) -> str | None:
+        """The label of run ``run_id``'s node as plain text (None: the tree does not show it)."""
+        for node in self._walk(self.root):
+            if isinstance(node.data, _RunNode) and node.data.run.id == run_id:
+                return str(node.label)
+        return None
 
     def _key(self, node: TreeNode[Any]) -> Any:
         return self._key_of(node.data)
