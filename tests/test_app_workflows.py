@@ -371,7 +371,7 @@ async def test_a_run_whose_process_dies_shows_as_interrupted_in_the_tree(store: 
     try:
         run = await core.run_store.create_run("copy", name="Copy a note", file=str((folder / "copy.yaml").resolve()),
                                               task_ids=["read", "write"])
-        async with store.transaction() as conn:
+        async with store.batch() as conn:
             await conn.execute("UPDATE runs SET state = 'running', pid = ? WHERE id = ?", (other.pid, run.id))
         async with app.run_test(size=WIDE) as pilot:
             screen = await ready(pilot)
@@ -397,7 +397,7 @@ async def test_the_run_view_task_table_is_not_cut_at_80_columns(store: Store, tm
     run = await core.run_store.create_run("chart", name="Chart", file=str((folder / "copy.yaml").resolve()),
                                           task_ids=["load_data", "generate_chart"])
     now = time.time()
-    async with store.transaction() as conn:
+    async with store.batch() as conn:
         await conn.execute("UPDATE runs SET state = 'failed', created_at = ?, updated_at = ? WHERE id = ?",
                            (now - 100, now, run.id))
         await conn.execute("UPDATE task_runs SET state = 'succeeded', attempt = 1, started_at = ?, finished_at = ?"

@@ -77,7 +77,7 @@ async def _seed_runs(store: Store, core: Core, file: str) -> tuple[str, str]:
                                  run_id="20260528-0800-done", task_ids=["find", "summarise", "save"])
     failed = await runs.create_run("report", name="Weekly report", file=file, variables={"folder": "notes"},
                                    run_id="20260528-0900-fail", task_ids=["find", "summarise", "save"])
-    async with store.transaction() as conn:
+    async with store.batch() as conn:
         for run_id, offset, state in ((done.id, 0, "succeeded"), (failed.id, 3600, "failed")):
             await conn.execute("UPDATE runs SET state = ?, created_at = ?, updated_at = ?, pid = ? WHERE id = ?",
                                (state, T0 + offset, T0 + offset + 42.5, os.getpid(), run_id))
@@ -172,7 +172,7 @@ def test_inline_approval_in_the_run_view(snap_compare, tmp_path: Path) -> None:
     async def live_run() -> str:
         live = await core.run_store.create_run("report", name="Weekly report", file=file,
                                                run_id="20260528-1000-live", task_ids=["find", "summarise", "save"])
-        async with store.transaction() as conn:
+        async with store.batch() as conn:
             await conn.execute("UPDATE runs SET state = 'running', created_at = ?, updated_at = ?, pid = ? WHERE id = ?",
                                (T0, T0 + 60, os.getpid(), live.id))
             await conn.execute("UPDATE task_runs SET state = 'succeeded', attempt = 1, started_at = ?, finished_at = ?"

@@ -99,7 +99,7 @@ async def test_log_lines_another_process_adds_are_announced(watched: Watched) ->
     # A retry's log line changes no run or task row; the log panes must still hear of it.
     run = await watched.runs.create_run("demo", task_ids=["a"])
     await watched.runs.create_run("quiet", task_ids=["b"])
-    async with watched.store.transaction() as conn:  # both last changed an hour ago
+    async with watched.store.batch() as conn:  # both last changed an hour ago
         await conn.execute("UPDATE runs SET updated_at = updated_at - 3600")
     await watched.watcher.check()
     await in_another_process(watched.store.path,
@@ -113,7 +113,7 @@ async def test_a_run_whose_driving_process_dies_is_announced(watched: Watched) -
     driver = await asyncio.create_subprocess_exec("sleep", "60")
     try:
         run = await watched.runs.create_run("demo", task_ids=["a"])
-        async with watched.store.transaction() as conn:  # what `smoltui run` in another terminal stores
+        async with watched.store.batch() as conn:  # what `smoltui run` in another terminal stores
             await conn.execute("UPDATE runs SET state = 'running', pid = ? WHERE id = ?", (driver.pid, run.id))
         await watched.watcher.check()  # the baseline: this run is another process's, running
         await watched.watcher.check()

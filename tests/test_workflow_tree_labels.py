@@ -29,7 +29,7 @@ async def test_cut_labels_end_in_an_ellipsis_and_runs_keep_their_duration(store:
     path.write_text(LONG)
     run = await core.run_store.create_run("long", name="Summarise", file=str(path.resolve()), task_ids=["a"])
     now = time.time()
-    async with store.transaction() as conn:
+    async with store.batch() as conn:
         await conn.execute("UPDATE runs SET state = 'succeeded', created_at = ?, updated_at = ? WHERE id = ?",
                            (now - 64, now, run.id))
     async with app.run_test(size=SIZE) as pilot:

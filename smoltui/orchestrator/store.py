@@ -19,7 +19,8 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -360,6 +361,18 @@ def _reading(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], _T])
     return work(conn)
 
 
+class _Batch:
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Sequence[Any]]] = []
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.statements.append((sql, params))
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        for sql, params in self.statements:
+            conn.execute(sql, params)
+
+
 class Store:
     """Chat sessions, messages, their tool calls and the audit trail in one SQLite file."""
 
@@ -681,6 +694,14 @@ class Store:
         caller cancelled meanwhile cannot leave it half done: the thread finishes (or rolls back)
         the transaction whatever happens to the coroutine waiting for it."""
         return await self._run(work, write=True)
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[_Batch]:
+        """Statements queued in the block (``await batch.execute(sql, params)``) run as one
+        transaction when it ends; nothing runs if the block raises."""
+        queued = _Batch()
+        yield queued
+        await self.write(queued.run)
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T], *, write: bool) -> _T:
         self._check_open()
