@@ -214,10 +214,8 @@ class RunFinished:
 
 @dataclass(frozen=True)
 class RunsChanged:
-    """Another process changed runs in the store (the watcher noticed): views read them again.
-
-    ``run_ids`` are the runs whose rows changed; their new log lines come as :class:`TaskLog`.
-    """
+    """Another process changed runs in the store, or added to their log, or died while driving
+    them (the watcher noticed): views showing those runs read them again."""
 
     run_ids: tuple[str, ...]
     kind: Literal["runs_changed"] = "runs_changed"

@@ -59,9 +59,10 @@ def build_core(
     """A core over ``store``: ``backend`` as its model (None: ``model_spec``, by default a model
     file that does not exist, so the core has no model and says why); ``tools`` replace the
     built-in ones; ``project_dir`` is where the tree finds ``workflows/``."""
-    config = config or Config()
+    if config is None:
+        config = Config()
+        config.chat.max_tokens = 512
     config.chat.think = think
-    config.chat.max_tokens = 512
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     settings = Settings(config, Paths.resolve(home), log_to_file=False,
