@@ -29,6 +29,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Label, Static
 
 from smoltui.core import Core
@@ -48,6 +49,7 @@ from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflo
 from smoltui.screens.approval_card import ApprovalCard, card_for
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.state_icons import STATE_STYLES
+from smoltui.screens.throttle import REPAINTS_PER_SECOND
 from smoltui.screens.workflow_tree import RUN_ICONS, duration_text
 from smoltui.tools.calls import ApprovalRequest
 
@@ -97,6 +99,7 @@ class RunScreen(Screen[None]):
         self.spec_problem: str | None = None
         self.selected: str | None = None
         self.live_text: dict[str, str] = {}
+        self._detail_due: Timer | None = None
         self.cards: dict[str, ApprovalCard] = {}
         self._shown_outputs: dict[tuple[str, int, float | None], RenderableType] = {}
         self._outputs_read: dict[tuple[str, int, float | None], dict[str, Any] | str] = {}
@@ -262,6 +265,10 @@ class RunScreen(Screen[None]):
             label += f" ×{record.attempt}"  # the attempt it is on (or ended on)
         return Text(icon, style), Text(task_id), Text(label, style), duration_text(seconds)
 
+    def _render_streamed(self) -> None:
+        self._detail_due = None
+        self._render_detail()
+
     def _render_detail(self) -> None:
         task_id = self.selected
         if task_id is None:
@@ -339,8 +346,10 @@ class RunScreen(Screen[None]):
         if isinstance(event, TaskToken) and event.run_id == self.run_id and not event.thinking:
             text = (self.live_text.get(event.task_id, "") + event.text)[-LIVE_TEXT_LIMIT:]
             self.live_text[event.task_id] = text
-            if event.task_id == self.selected:
-                self._render_detail()
+            if event.task_id == self.selected and self._detail_due is None:
+                # A reply streams in token by token: the detail is drawn again at most a dozen
+                # times a second, not once per token.
+                self._detail_due = self.set_timer(1 / REPAINTS_PER_SECOND, self._render_streamed)
             return
         if isinstance(event, RunsChanged) and self.run_id in event.run_ids:
             self.reload()
