@@ -141,7 +141,7 @@ class _Printer:
 
     def __call__(self, event: Any) -> None:
         if isinstance(event, TaskStateChanged):
-            message = event.state + (f" ({event.error})" if event.error and event.state != "cancelled" else "")
+            message = event.state + (f" ({event.error})" if event.error and event.state != TaskState.CANCELLED else "")
             self._emit({"event": "task_state", "run_id": event.run_id, "task_id": event.task_id,
                         "state": event.state, "attempt": event.attempt, "error": event.error},
                        f"[{event.run_id}] {event.task_id}: {message}")
@@ -199,7 +199,7 @@ _STATE_STYLES = STATE_STYLES
 class _TaskRow:
     __slots__ = ("attempt", "ended", "error", "started", "state")
 
-    def __init__(self, state: str = "pending") -> None:
+    def __init__(self, state: str = TaskState.PENDING) -> None:
         self.state = state
         self.attempt = 0
         self.error: str | None = None
@@ -213,7 +213,7 @@ class _LivePrinter(_Printer):
     def __init__(self, task_ids: list[str], *, run_id: str | None = None, states: dict[str, str] | None = None) -> None:
         super().__init__(json_lines=False)
         self.run_id = run_id
-        self.run_state = "pending"
+        self.run_state: str = RunState.PENDING
         self.started = time.monotonic()
         self.ended: float | None = None
         self.lock = threading.Lock()
@@ -231,9 +231,9 @@ class _LivePrinter(_Printer):
                 row = self.rows.setdefault(event.task_id, _TaskRow())
                 row.state = event.state
                 row.attempt = event.attempt or row.attempt
-                if event.error and event.state != "cancelled":
+                if event.error and event.state != TaskState.CANCELLED:
                     row.error = event.error
-                if event.state == "running":
+                if event.state == TaskState.RUNNING:
                     row.started, row.ended = now, None
                 elif TaskState(event.state).finished and row.started is not None and row.ended is None:
                     row.ended = now
@@ -254,7 +254,7 @@ class _LivePrinter(_Printer):
             rows = [(task_id, row.state, row.attempt, row.error, row.started, row.ended)
                     for task_id, row in self.rows.items()]
             run_id, run_state, ended = self.run_id, self.run_state, self.ended
-        done = sum(1 for _, state, *_ in rows if state in ("succeeded", "skipped"))
+        done = sum(1 for _, state, *_ in rows if TaskState(state).done)
         elapsed = (ended or now) - self.started
         header = Text.assemble(
             ("run ", "bold"), (run_id or "(starting)", "bold"), "  ",

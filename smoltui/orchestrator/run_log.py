@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from smoltui.orchestrator.run_store import RunEventRecord, RunStore
+from smoltui.orchestrator.states import TaskState
 
 Level = Literal["error", "warning", "info"]
 LEVELS: tuple[Level, ...] = ("info", "warning", "error")
 LEVEL_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2}
 
-_ERROR_STATES = frozenset({"failed", "upstream_failed"})
-_WARNING_STATES = frozenset({"cancelled"})
+_ERROR_STATES = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
+_WARNING_STATES = frozenset({TaskState.CANCELLED})
 _RETRY = re.compile(r"^attempt \d+/\d+ failed\b")
 _COLUMNS = "id, run_id, task_id, kind, message, created_at"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from smoltui.errors import StoreError
-from smoltui.orchestrator.states import STORED_RUN_STATES, TASK_STATES
+from smoltui.orchestrator.states import STORED_RUN_STATES, TASK_STATES, TaskState
 from smoltui.orchestrator.store import Store
 
 ARTIFACT_KEY = "$artifact"
@@ -184,8 +184,8 @@ class RunStore:
         elif outputs is not None:
             outputs_json = "{}"
         now = time.time()
-        started = now if state == "running" else None
-        finished = now if state not in ("pending", "running") else None
+        started = now if state == TaskState.RUNNING else None
+        finished = now if TaskState(state).finished else None
         def upsert(conn: sqlite3.Connection) -> int | None:
             conn.execute(
                 """

@@ -24,6 +24,7 @@ from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.events import Publisher, RunsChanged, WorkflowsChanged
 from smoltui.orchestrator.run_manager import pid_alive
 from smoltui.orchestrator.run_store import RunStore
+from smoltui.orchestrator.states import RunState
 from smoltui.orchestrator.workflow_catalog import WorkflowCatalog
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class Watcher:
             self._last_line = max([self._last_line, *(last for _, last in lines)])
         me = os.getpid()
         for run_id, state, pid in rows:
-            if state in ("pending", "running") and pid and pid != me:
+            if RunState(state).active and pid and pid != me:
                 self._foreign_active[run_id] = pid
             else:
                 self._foreign_active.pop(run_id, None)

@@ -45,6 +45,7 @@ from smoltui.orchestrator.events import (
 )
 from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, TaskRecord
+from smoltui.orchestrator.states import TASK_STATES, RunState, TaskState
 from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflow
 from smoltui.screens.approval_card import ApprovalCard, card_for
 from smoltui.screens.log_pane import LogPane
@@ -58,7 +59,9 @@ log = logging.getLogger(__name__)
 TASK_ICONS = STATE_STYLES
 clock: Callable[[], float] = time.time
 """Now, for durations of what still runs (tests fix it to take steady snapshots)."""
-SHORT_STATES = {"awaiting approval": "approve?", "upstream_failed": "upstream✗"}
+AWAITING = "awaiting approval"
+"""Not a stored state: a running task whose tool call waits for the user."""
+SHORT_STATES = {AWAITING: "approve?", TaskState.UPSTREAM_FAILED: "upstream✗"}
 """State names that would widen the task table past what fits beside the detail at 80 columns."""
 LIVE_TEXT_LIMIT = 20_000
 """Characters of a running LLM task's streamed reply kept on screen."""
@@ -67,7 +70,7 @@ LIVE_TEXT_LIMIT = 20_000
 @dataclass(frozen=True)
 class _Loaded:
     record: RunRecord
-    state: str
+    state: RunState
     tasks: dict[str, TaskRecord]
 
 
@@ -170,7 +173,7 @@ class RunScreen(Screen[None]):
             tasks = await store.task_records(self.run_id)
             for task_id, task in tasks.items():
                 key = (task_id, task.attempt, task.finished_at)
-                if task.state == "succeeded" and task.outputs and key not in self._outputs_read:
+                if task.state == TaskState.SUCCEEDED and task.outputs and key not in self._outputs_read:
                     self._outputs_read[key] = await self._read_outputs(task_id)
         except SmoltuiError as error:
             self.notify(str(error), severity="error")
@@ -185,7 +188,7 @@ class RunScreen(Screen[None]):
 
     def _tick(self) -> None:
         """Running tasks' durations move on; nothing is read."""
-        if self.loaded is not None and self.loaded.state in ("running", "pending"):
+        if self.loaded is not None and self.loaded.state.active:
             self._render_title()
             self._render_table()
 
@@ -204,9 +207,9 @@ class RunScreen(Screen[None]):
     def task_state(self, task_id: str) -> str:
         """What the table shows: the stored state, or "awaiting approval" while a call waits."""
         if any(p.call.task_id == task_id for p in self.core.gate.waiting(run_id=self.run_id)):
-            return "awaiting approval"
+            return AWAITING
         record = self.loaded.tasks.get(task_id) if self.loaded else None
-        return record.state if record else "pending"
+        return record.state if record else TaskState.PENDING
 
     def _render_title(self) -> None:
         loaded = self.loaded
@@ -214,11 +217,11 @@ class RunScreen(Screen[None]):
             return
         record = loaded.record
         state = loaded.state
-        if self.core.gate.waiting(run_id=self.run_id) and state == "running":
-            state = "awaiting approval"
+        if self.core.gate.waiting(run_id=self.run_id) and state == RunState.RUNNING:
+            state = AWAITING
         icon, _ = RUN_ICONS.get(state, ("?", ""))
-        done = sum(1 for t in loaded.tasks.values() if t.state in ("succeeded", "skipped"))
-        end = clock() if loaded.state in ("running", "pending") else record.updated_at
+        done = sum(1 for t in loaded.tasks.values() if TaskState(t.state).done)
+        end = clock() if loaded.state.active else record.updated_at
         self.title_label.update(
             f"{icon} {record.name or record.workflow_id}  ·  run {record.id}  ·  {state}  ·  "
             f"{done}/{len(loaded.tasks)} done  ·  {duration_text(end - record.created_at)}")
@@ -300,13 +303,14 @@ class RunScreen(Screen[None]):
         if rendered and rendered.get("prompt") is not None:
             parts.append(_section("Prompt"))
             parts.append(Text(str(rendered["prompt"])))
-        elif not rendered and task is not None and state in ("pending", "upstream_failed", "skipped"):
-            parts.append(Text("not run yet" if state == "pending" else "did not run", "dim italic"))
+        elif not rendered and task is not None and state in (TaskState.PENDING, TaskState.UPSTREAM_FAILED,
+                                                             TaskState.SKIPPED):
+            parts.append(Text("not run yet" if state == TaskState.PENDING else "did not run", "dim italic"))
         live = self.live_text.get(task_id)
-        if live and (record is None or record.state == "running"):
+        if live and (record is None or record.state == TaskState.RUNNING):
             parts.append(_section("Reply so far"))
             parts.append(Text(live))
-        if record is not None and record.state == "succeeded":
+        if record is not None and record.state == TaskState.SUCCEEDED:
             parts.append(_section("Output"))
             parts.append(self._outputs(task_id, record))
         return Group(*parts)
@@ -356,7 +360,7 @@ class RunScreen(Screen[None]):
             self.log_pane.nudge()
             return
         if isinstance(event, TaskStateChanged | RunStateChanged | RunFinished) and event.run_id == self.run_id:
-            if isinstance(event, TaskStateChanged) and event.state == "running":
+            if isinstance(event, TaskStateChanged) and event.state == TaskState.RUNNING:
                 self.live_text.pop(event.task_id, None)
             self.reload()
             self.log_pane.nudge()
@@ -412,12 +416,11 @@ class RunScreen(Screen[None]):
         if action == "cancel_run":
             return self.core.runs.is_running(self.run_id)
         if action == "retry_task":
-            return (not self.core.runs.is_running(self.run_id) and self.selected is not None
-                    and self.task_state(self.selected) in ("failed", "upstream_failed", "cancelled")
-                    and state not in ("running", "pending"))
+            selected = self.task_state(self.selected) if self.selected is not None else AWAITING
+            return (not self.core.runs.is_running(self.run_id) and selected in TASK_STATES
+                    and TaskState(selected).retryable and state is not None and not state.active)
         if action == "resume_run":
-            return not self.core.runs.is_running(self.run_id) and state in ("failed", "cancelled",
-                                                                                    "interrupted")
+            return not self.core.runs.is_running(self.run_id) and state is not None and state.resumable
         if action == "next_approval":
             return bool(self.cards)
         return True
