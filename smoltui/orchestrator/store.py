@@ -368,6 +368,9 @@ class _Batch:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.statements.append((sql, params))
 
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.statements.extend((sql, row) for row in rows)
+
     def run(self, conn: sqlite3.Connection) -> None:
         for sql, params in self.statements:
             conn.execute(sql, params)
