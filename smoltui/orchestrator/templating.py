@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
@@ -335,11 +335,23 @@ def names_in(text: str) -> set[str]:
     """
     if not has_template(text):
         return set()
-    names: set[str] = set()
-    for part in _compile(text):
-        if isinstance(part, _Expr):
-            names |= part.names
-    return names
+    return set(_names(text))
+
+
+@functools.lru_cache(maxsize=512)
+def _names(text: str) -> frozenset[str]:
+    # Parsing the whole text once is several times cheaper than compiling each expression (what
+    # render needs): validating a workflow of thousands of templates stays quick. Without statements
+    # (their delimiters hold a NUL) nothing binds a name, so every name read is one the context gives.
+    if "\x00" not in text:
+        try:
+            tree = env.parse(text)
+        except TemplateSyntaxError:
+            pass  # _compile says where, in its own words
+        else:
+            names = {node.name for node in tree.find_all(nodes.Name) if node.ctx == "load"}
+            return frozenset(names) - frozenset(env.globals) - {"self"}  # (Jinja's own, as meta says)
+    return frozenset().union(*(part.names for part in _compile(text) if isinstance(part, _Expr)))
 
 
 def render(text: str, context: Mapping[str, Any]) -> Any:
