@@ -136,3 +136,15 @@ def test_a_var_value_bomb_stays_text() -> None:
     started = time.perf_counter()
     assert parse_var_value(BOMB) == BOMB
     assert time.perf_counter() - started < 2.0
+
+
+def test_retries_are_bounded_in_count_and_wait(tmp_path: Path) -> None:
+    """`retries: 1000000000` would call a failing model a billion times; a huge backoff overflowed."""
+    from smoltui.orchestrator.workflow_spec import MAX_RETRY_WAIT, RetryPolicy
+
+    text = "workflow:\n  id: w\n  tasks:\n    - {id: t, type: llm_task, prompt: p, retries: 1000000000}\n"
+    problems = validate_workflow(_write(tmp_path, text), tools={})
+    assert [(p.line, p.message) for p in problems] == [
+        (4, "workflow.tasks[0].retries.count: input should be less than or equal to 100")]
+    policy = RetryPolicy(count=100, delay=1, backoff=10)
+    assert policy.wait_before(1) == 1 and policy.wait_before(100) == policy.wait_before(10_000) == MAX_RETRY_WAIT

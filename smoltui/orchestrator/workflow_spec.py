@@ -77,18 +77,25 @@ class Problem:
 _STRICT = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
+MAX_RETRIES = 100
+MAX_RETRY_WAIT = 3600.0
+"""Seconds: the longest wait before a retry, however the backoff grows (and the largest ``delay``)."""
+
+
 class RetryPolicy(BaseModel):
-    """``retries: 3`` or ``retries: {count: 3, delay: 1, backoff: 2.0}``: wait delay × backoff^n."""
+    """``retries: 3`` or ``retries: {count: 3, delay: 1, backoff: 2.0}``: wait delay × backoff^n,
+    at most :data:`MAX_RETRY_WAIT`; a task is retried at most :data:`MAX_RETRIES` times."""
 
     model_config = _STRICT
 
-    count: int = Field(0, ge=0)
-    delay: float = Field(1.0, ge=0)
-    backoff: float = Field(2.0, ge=1)
+    count: int = Field(0, ge=0, le=MAX_RETRIES)
+    delay: float = Field(1.0, ge=0, le=MAX_RETRY_WAIT)
+    backoff: float = Field(2.0, ge=1, le=10)
 
     def wait_before(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return self.delay * self.backoff ** max(0, attempt - 1)
+        exponent = min(max(0, attempt - 1), MAX_RETRIES)  # 10.0 ** 100 is still a float; ** 400 is not
+        return min(MAX_RETRY_WAIT, self.delay * self.backoff**exponent)
 
 
 class Task(BaseModel):
