@@ -98,7 +98,7 @@ def _tojson(
     sort_keys: bool = False,
 ) -> str:
     if isinstance(indent, int) and indent > 16:  # written once per line and level: n × the value's size
-        raise _Overrun(f"asked tojson for an indent of {indent} (16 at most)")
+        raise BudgetExceeded(f"asked tojson for an indent of {indent} (16 at most)")
     # Jinja's own tojson HTML-escapes (<, >, &, '), which would change what the model sees.
     return json.dumps(
         value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
@@ -108,8 +108,9 @@ def _tojson(
 # ── the budget ────────────────────────────────────────────────────────────────────────────────────
 
 
-class _Overrun(Exception):
-    """A render went past its budget; the message says how (and is completed with the model's name)."""
+class BudgetExceeded(Exception):
+    """A render went past its budget, or a step would build too much; the message says how (as the
+    end of a sentence that starts with "it ...")."""
 
 
 class _Budget:
@@ -122,23 +123,27 @@ class _Budget:
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise _Overrun(f"ran longer than {self.seconds:g} s")
+            raise BudgetExceeded(f"ran longer than {self.seconds:g} s")
 
     def allow(self, size: int, what: str) -> None:
         """Refuse a step that would build ``size`` characters."""
         if size > self.chars:
-            raise _Overrun(f"would build {what} of {size:,} characters ({self.chars:,} at most)")
+            raise BudgetExceeded(f"would build {what} of {size:,} characters ({self.chars:,} at most)")
 
     def check(self, value: Any, what: str = "a value") -> None:
-        self.allow(_weight(value, self.chars), what)
+        self.allow(value_size(value, self.chars), what)
 
 
 _budget: ContextVar[_Budget | None] = ContextVar("smoltui_chat_template_budget", default=None)
 
 
-def _weight(value: Any, limit: int) -> int:
+# The sizes below are shared with the workflow templates (smoltui.orchestrator.templating).
+
+
+def value_size(value: Any, limit: float) -> int:
     """Characters ``value`` amounts to, counting an item each time it occurs (shared or not); once
-    past ``limit`` the count stops early and returns something over it."""
+    past ``limit`` the count stops early and returns something over it. Raises BudgetExceeded for a
+    value nested deeper than 100 levels."""
     if isinstance(value, str | bytes):
         return len(value)
     if not isinstance(value, list | tuple | dict | set | frozenset):
@@ -154,7 +159,7 @@ def _weight(value: Any, limit: int) -> int:
         if known is not None:
             return known
         if depth > _MAX_NESTING:
-            raise _Overrun(f"built a value nested more than {_MAX_NESTING} levels deep")
+            raise BudgetExceeded(f"built a value nested more than {_MAX_NESTING} levels deep")
         total = len(item)
         parts: Iterable[Any] = (x for pair in item.items() for x in pair) if isinstance(item, dict) else item
         for part in parts:
@@ -167,32 +172,45 @@ def _weight(value: Any, limit: int) -> int:
     return weigh(value, 0)
 
 
-def _width_sum(template: str, pattern: re.Pattern[str]) -> tuple[int, int]:
-    """(fields, sum of their widths and precisions) in a %- or {}-format string."""
-    fields = total = 0
-    for match in pattern.finditer(template):
-        fields += 1
-        total += sum(int(n) for n in re.findall(r"\d+", match.group(0)))
-    return fields, total
-
-
 _PRINTF_FIELD = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[a-zA-Z%]")
 _FORMAT_FIELD = re.compile(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}")
+_NUMBER = re.compile(r"\d+")
 
 
 def _format_size(template: str, args: Iterable[Any], pattern: re.Pattern[str], limit: int) -> int:
-    """An upper bound of what formatting ``template`` with ``args`` writes."""
+    """An upper bound of what formatting ``template`` with ``args`` writes (over ``limit``: stops early).
+
+    Each field writes its width, precision or widest argument (a list or dict as text: up to four
+    characters per character it weighs); a width taken from an argument (``{:{w}}``, ``%*d``) is at
+    most the largest number among the arguments. Digits in a field count as a width: generous.
+    """
     values = list(args)
-    fields, widths = _width_sum(template, pattern)
-    largest = max((_weight(v, limit) for v in values), default=0)
-    # a nested field ({:{w}}, %*d) takes its width from an argument, which _check_arguments bounds
-    nested = sum(1 for v in values if isinstance(v, int)) * _MAX_ARGUMENT
-    return len(template) + fields * (largest + 4) + widths * max(1, fields) + nested
+    numbers = [abs(v) for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    widest = max((_printed_size(v, limit) for v in values), default=0)
+    largest_number = max(numbers, default=0)
+    total = len(template)
+    for field in pattern.finditer(template):
+        text = field.group(0)
+        nested = "*" in text or "{" in text[1:]
+        total += widest + 4 + sum(int(n) for n in _NUMBER.findall(text)) + (largest_number if nested else 0)
+        if total > limit:
+            break
+    return total
 
 
-def _str_result_size(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int) -> int:
+def _printed_size(value: Any, limit: int) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 2  # decimal digits and a sign, at most
+    return 4 * value_size(value, limit)
+
+
+def str_method_size(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int) -> int:
     """How long ``text.<name>(*args, **kwargs)`` can be, for the str methods whose result can be far
-    longer than their inputs; 0 for the others (their result is checked after the call)."""
+    longer than their inputs (``join`` only over a list or tuple); 0 for the others."""
+    if name == "join" and args and isinstance(args[0], list | tuple):
+        return _joined_size(text, args[0], limit)
     if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
         old, new = args[0], args[1]
         count = text.count(old) if old else len(text) + 1
@@ -205,7 +223,7 @@ def _str_result_size(text: str, name: str, args: tuple[Any, ...], kwargs: dict[s
         size = args[0] if args else kwargs.get("tabsize", 8)
         return len(text) + text.count("\t") * (size if isinstance(size, int) else 8)
     if name == "translate" and args and isinstance(args[0], Mapping):
-        longest = max((_weight(v, limit) for v in args[0].values()), default=1)
+        longest = max((value_size(v, limit) for v in args[0].values()), default=1)
         return len(text) * max(1, longest)
     if name in ("format", "format_map"):
         values = [*args, *kwargs.values()]
@@ -216,28 +234,28 @@ def _str_result_size(text: str, name: str, args: tuple[Any, ...], kwargs: dict[s
 
 
 def _joined_size(separator: str, items: Sequence[Any], limit: int) -> int:
-    return len(separator) * max(0, len(items) - 1) + _weight(list(items), limit)
+    return len(separator) * max(0, len(items) - 1) + value_size(list(items), limit)
 
 
 def _check_arguments(budget: _Budget, args: Iterable[Any]) -> None:
     """Numbers a template passes to a call or filter stay small; values stay under the budget."""
     for value in args:
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_ARGUMENT:
-            raise _Overrun(f"passed the number {value:,} to a call ({_MAX_ARGUMENT:,} at most)")
+            raise BudgetExceeded(f"passed the number {value:,} to a call ({_MAX_ARGUMENT:,} at most)")
         budget.check(value, "an argument")
 
 
-def _binop_size(operator: str, left: Any, right: Any, limit: int) -> int:
+def binop_size(operator: str, left: Any, right: Any, limit: int) -> int:
     if operator == "*":
         for sequence, times in ((left, right), (right, left)):
             if isinstance(sequence, str | bytes | list | tuple) and isinstance(times, int):
-                return _weight(sequence, limit) * max(0, times)
+                return value_size(sequence, limit) * max(0, times)
         return 0
     if operator == "%" and isinstance(left, str):
         values = right if isinstance(right, tuple) else right.values() if isinstance(right, Mapping) else [right]
         return _format_size(left, values, _PRINTF_FIELD, limit)
     if operator == "+":
-        return _weight(left, limit) + _weight(right, limit)
+        return value_size(left, limit) + value_size(right, limit)
     return 0
 
 
@@ -256,8 +274,8 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             budget.tick()
             if (operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0
                     and left.bit_length() * right > _MAX_POWER_BITS):
-                raise _Overrun(f"asked for a number of more than {_MAX_POWER_BITS:,} bits")
-            budget.allow(_binop_size(operator, left, right, budget.chars), f"the result of `{operator}`")
+                raise BudgetExceeded(f"asked for a number of more than {_MAX_POWER_BITS:,} bits")
+            budget.allow(binop_size(operator, left, right, budget.chars), f"the result of `{operator}`")
         return super().call_binop(context, operator, left, right)
 
     def call(  # noqa: N805 - SandboxedEnvironment.call's names, kept clear of the caller's keywords
@@ -277,11 +295,9 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
         owner = getattr(method, "__self__", None)
         if isinstance(owner, str):
             name = getattr(method, "__name__", "")
-            if name == "join" and len(args) == 1:
-                if not isinstance(args[0], list | tuple):  # a generator: counted out first
-                    args = (list(_ticking(args[0], budget)),)
-                budget.allow(_joined_size(owner, args[0], budget.chars), "a joined string")
-            budget.allow(_str_result_size(owner, name, args, kwargs, budget.chars), f"the result of {name}()")
+            if name == "join" and len(args) == 1 and not isinstance(args[0], list | tuple):
+                args = (list(_ticking(args[0], budget)),)  # a generator: counted out first
+            budget.allow(str_method_size(owner, name, args, kwargs, budget.chars), f"the result of {name}()")
         result = super().call(__context, __obj, *args, **kwargs)
         budget.check(result, "a call's result")
         return result
@@ -308,7 +324,7 @@ def _bounded_value(value: Any) -> Any:
     return value
 
 
-def _filter_size(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int) -> int:
+def filter_size(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int) -> int:
     """How long the filters whose result can be far longer than their input can make it; else 0."""
     if name == "join":
         separator = args[0] if args else kwargs.get("d", "")
@@ -316,7 +332,7 @@ def _filter_size(name: str, value: Any, args: tuple[Any, ...], kwargs: dict[str,
     if not isinstance(value, str):
         return 0
     if name == "replace":
-        return _str_result_size(value, "replace", args, {}, limit)
+        return str_method_size(value, "replace", args, {}, limit)
     if name == "center":
         return max(len(value), args[0] if args and isinstance(args[0], int) else kwargs.get("width", 80))
     if name == "format":
@@ -348,7 +364,7 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if name == "join" and value is not None and not isinstance(value, str | list | tuple):
             value = list(_ticking(value, budget))
             args = (*args[:skip], value, *rest)
-        budget.allow(_filter_size(name, value, rest, kwargs, budget.chars), f"the result of |{name}")
+        budget.allow(filter_size(name, value, rest, kwargs, budget.chars), f"the result of |{name}")
         result = func(*args, **kwargs)
         budget.check(result, f"the result of |{name}")
         return result
@@ -576,7 +592,7 @@ class ChatTemplate:
             context["enable_thinking"] = think
         token = _budget.set(None)
         try:
-            budget = _Budget(self.time_limit, self.size_limit + 4 * _weight(context, math.inf))
+            budget = _Budget(self.time_limit, self.size_limit + 4 * value_size(context, math.inf))
             _budget.set(budget)
             pieces: list[str] = []
             written = 0
@@ -589,7 +605,7 @@ class ChatTemplate:
         except _Refused as refusal:
             where = f" of {self.origin}" if self.origin else ""
             raise ModelError(f"the chat template{where} refused the conversation: {refusal}") from None
-        except _Overrun as overrun:
+        except BudgetExceeded as overrun:
             raise ModelError(f"{self._subject} was stopped: it {overrun}") from None
         except MemoryError:
             raise ModelError(f"{self._subject} was stopped: it ran out of memory") from None
