@@ -41,6 +41,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from smoltui.errors import ConfigError
+from smoltui.safe_text import printable
 from smoltui.tools.calls import Policy
 from smoltui.tools.mcp_client import MCPServerConfig
 
@@ -158,8 +159,8 @@ class KeyClash:
     ids: tuple[str, ...]
 
     def __str__(self) -> str:
-        return (f"[keymap] puts {', '.join(self.ids)} on the same key ({self.key}) in {self.context}; "
-                "only one of them works")
+        return printable(f"[keymap] puts {', '.join(self.ids)} on the same key ({self.key}) in {self.context}; "
+                         "only one of them works")
 
 
 def key_clashes(

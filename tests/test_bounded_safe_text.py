@@ -52,3 +52,32 @@ def test_no_control_survives_and_the_result_encodes() -> None:
 
 def test_not_a_string_is_printed_as_its_str() -> None:
     assert printable(42) == "42"
+
+
+def test_error_messages_print_escaped_and_keep_the_raw_text() -> None:
+    from smoltui.errors import SmoltuiError
+
+    error = SmoltuiError("unknown task `\x1b]0;pwned\x07`\nsecond line")
+    assert str(error) == "unknown task `\\x1b]0;pwned\\x07`\nsecond line"
+    assert error.message == "unknown task `\x1b]0;pwned\x07`\nsecond line"
+
+
+def test_validate_prints_hostile_ids_escaped(tmp_path, capsys) -> None:
+    from smoltui.cli import main
+
+    path = tmp_path / "evil\x1b[2J.yaml"
+    path.write_text('workflow:\n  id: w\n  tasks:\n    - {id: "a\\e[31m", type: llm_task, prompt: p}\n'
+                    '    - {id: b, type: llm_task, prompt: p, depends_on: ["a\\e[32m\\u202e"]}\n', encoding="utf-8")
+    code = main(["validate", "--home", str(tmp_path), str(path)])
+    out = capsys.readouterr()
+    assert code == 2
+    *problems, summary = out.out.splitlines()  # (the summary's file name is cli/validate.py's to escape)
+    assert problems and not [line for line in problems if "\x1b" in line or "\u202e" in line]
+    assert "depends on unknown task `a\\x1b[32m\\u202e`" in out.out
+    assert "evil\\x1b[2J.yaml:5:" in out.out
+
+
+def test_a_key_clash_prints_escaped() -> None:
+    from smoltui.config import KeyClash
+
+    assert "\x1b" not in str(KeyClash("chat\x1b[2J", "ctrl+k", ("a\x1b", "b")))

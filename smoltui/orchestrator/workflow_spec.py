@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smoltui.errors import SmoltuiError
+from smoltui.safe_text import printable
 
 TaskType = Literal["tool_call", "llm_task", "conditional"]
 YamlPath = tuple[str | int, ...]
@@ -66,7 +67,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+        """One printable line: control characters in the file name or the message (which quotes
+        ids and names from the file) are written as escapes. ``as_dict`` keeps them as they are."""
+        return printable(f"{self.file}:{self.line}:{self.col}: {self.message}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
