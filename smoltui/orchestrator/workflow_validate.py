@@ -79,7 +79,7 @@ class _Hints:
     def __call__(self, name: str, options: Iterable[str]) -> str:
         if len(name) > MAX_HINT_NAME or self.left <= 0:
             return ""
-        candidates = sorted(o for o in options if len(o) <= MAX_HINT_NAME)
+        candidates = [o for o in options if len(o) <= MAX_HINT_NAME]  # (ties: difflib picks by name)
         self.left -= len(candidates)
         return _did_you_mean(name, candidates) if self.left >= 0 else ""
 
