@@ -1,10 +1,14 @@
 """One exception family whose messages a user can act on.
 
 The CLI prints ``str(error)`` on one line and exits with ``error.exit_code``; the TUI shows it as a
-notification. Tracebacks only go to the log file.
+notification. Tracebacks only go to the log file. A message quotes what came from files, models and
+tools (ids, names, paths), so ``str(error)`` writes their control characters as visible escapes
+(:func:`smoltui.safe_text.printable`); ``error.message`` keeps the text as it was.
 """
 
 from __future__ import annotations
+
+from smoltui.safe_text import printable
 
 
 class SmoltuiError(Exception):
@@ -17,7 +21,7 @@ class SmoltuiError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return self.message
+        return printable(self.message, multiline=True)
 
 
 class ConfigError(SmoltuiError):

@@ -27,8 +27,16 @@ public methods of plain builtin values (str, numbers, list, tuple, dict, set), J
 and for pandas objects only :data:`PANDAS_METHODS` — read-only methods, ``to_csv``/``to_json``/
 ``to_string``/``to_markdown`` only without a path or buffer (they return a string), never with
 ``inplace=``, never with a callable argument. Everything else is refused. pandas is never imported
-here: pandas objects are recognised by the module name of their type. The sandbox does not bound the
-time or memory an expression may use, except that ``*`` and ``**`` refuse very large results.
+here: pandas objects are recognised by the module name of their type.
+
+Size. A step that would build far more than its inputs is refused before it runs, with the sizes
+:mod:`smoltui.backends.chat_template` works out for chat templates: ``*`` past a million items
+(a list of repeated lists counted in full), ``**`` past 4096 bits, and past
+:data:`MAX_RESULT_CHARS` characters ``%`` and ``format`` with wide fields, ``ljust``/``center``/
+``zfill``/``expandtabs``/``replace``/``translate``/``join``, the filters ``center``, ``indent``,
+``format``, ``wordwrap``, ``replace`` and ``join``, a number over 100,000 given to one of Jinja's
+globals (``lipsum(10**9)``), and a list or dict written into text. The sandbox does not bound the
+time an expression takes (a task's ``timeout`` does).
 """
 
 from __future__ import annotations
@@ -41,11 +49,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from smoltui.backends.chat_template import (
+    BudgetExceeded,
+    binop_size,
+    filter_size,
+    str_method_size,
+    value_size,
+)
 from smoltui.errors import SmoltuiError
 
 __all__ = [
@@ -90,6 +105,10 @@ _PANDAS_WRITERS: dict[str, str] = {
 _BUILTIN_VALUE_TYPES = (str, int, float, complex, bool, list, tuple, dict, set, frozenset)
 _MAX_PRODUCT_LEN = 1_000_000
 _MAX_EXPONENT_BITS = 4096
+_MAX_GLOBAL_ARGUMENT = 100_000
+MAX_RESULT_CHARS = 100_000_000
+"""The most characters a ``%``, ``format``, string method or filter may be about to build."""
+_SIZED_FILTERS = ("center", "indent", "format", "wordwrap", "replace", "join")
 
 
 class TemplateError(SmoltuiError):
@@ -109,15 +128,38 @@ def _describe(obj: Any) -> str:
     return type(obj).__name__
 
 
+def _too_big(size: int) -> None:
+    if size > MAX_RESULT_CHARS:
+        raise SecurityError(f"a result of {size:,} characters (more than {MAX_RESULT_CHARS:,})")
+
+
 def _safe_mul(left: Any, right: Any) -> Any:
-    for seq, n in ((left, right), (right, left)):
-        if (
-            isinstance(seq, str | list | tuple | bytes)
-            and isinstance(n, int)
-            and len(seq) * n > _MAX_PRODUCT_LEN
-        ):
-            raise SecurityError(f"a repeated sequence longer than {_MAX_PRODUCT_LEN} items")
+    # value_size: [[1] * 10**6] * 10**6 is a million items that print as a million million
+    if binop_size("*", left, right, _MAX_PRODUCT_LEN) > _MAX_PRODUCT_LEN:
+        raise SecurityError(f"a repeated sequence longer than {_MAX_PRODUCT_LEN} items")
     return operator.mul(left, right)
+
+
+def _safe_mod(left: Any, right: Any) -> Any:
+    _too_big(binop_size("%", left, right, MAX_RESULT_CHARS))
+    return operator.mod(left, right)
+
+
+def _sized_filter(func: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """Jinja's ``func`` filter, refused when the result it is about to build is too long."""
+    skip = 0 if getattr(func, "jinja_pass_arg", None) is None else 1
+
+    @functools.wraps(func)  # keeps the pass_eval_context/pass_environment mark
+    def sized(*args: Any, **kwargs: Any) -> Any:
+        if len(args) > skip:
+            value = args[skip]
+            if name == "join" and not isinstance(value, str | list | tuple):
+                value = list(value)  # a generator: counted out first
+                args = (*args[:skip], value, *args[skip + 1:])
+            _too_big(filter_size(name, value, args[skip + 1:], kwargs, MAX_RESULT_CHARS))
+        return func(*args, **kwargs)
+
+    return sized
 
 
 def _safe_pow(left: Any, right: Any) -> Any:
@@ -135,12 +177,15 @@ def _safe_pow(left: Any, right: Any) -> Any:
 class _WorkflowSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with a whitelist of callable things (see the module docstring)."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.binop_table["*"] = _safe_mul
         self.binop_table["**"] = _safe_pow
+        self.binop_table["%"] = _safe_mod
+        for name in _SIZED_FILTERS:
+            self.filters[name] = _sized_filter(self.filters[name], name)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if not super().is_safe_attribute(obj, attr, value):
@@ -157,6 +202,10 @@ class _WorkflowSandbox(ImmutableSandboxedEnvironment):
     ) -> Any:
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{__obj!r} is not safely callable")
+        owner = getattr(__obj, "__self__", None)
+        if (isinstance(owner, str) and getattr(__obj, "__name__", "") == "join" and len(args) == 1
+                and not isinstance(args[0], list | tuple)):
+            args = (list(args[0]),)  # a generator: counted out first, so that its size can be worked out
         reason = __self._refusal(__obj, args, kwargs)
         if reason is not None:
             raise SecurityError(reason)
@@ -165,6 +214,9 @@ class _WorkflowSandbox(ImmutableSandboxedEnvironment):
     def _refusal(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
         """Why calling ``func(*args, **kwargs)`` is refused, or None when it is allowed."""
         if any(func is g for g in self.globals.values()):
+            numbers = [a for a in (*args, *kwargs.values()) if isinstance(a, int) and not isinstance(a, bool)]
+            if func is not self.globals.get("range") and any(abs(n) > _MAX_GLOBAL_ARGUMENT for n in numbers):
+                return f"a number over {_MAX_GLOBAL_ARGUMENT:,} given to {getattr(func, '__name__', 'a global')}()"
             return None
         wrapped = getattr(func, "__wrapped__", None)
         if (
@@ -172,7 +224,8 @@ class _WorkflowSandbox(ImmutableSandboxedEnvironment):
             and isinstance(getattr(wrapped, "__self__", None), str)
             and getattr(wrapped, "__name__", "") in ("format", "format_map")
         ):
-            return None  # the sandboxed str.format wrapper from wrap_str_format
+            # the sandboxed str.format wrapper from wrap_str_format
+            return self._size_refusal(wrapped.__self__, wrapped.__name__, args, kwargs)
         if not isinstance(func, types.MethodType | types.BuiltinMethodType):
             return f"calling {func!r} is not allowed"
         owner = getattr(func, "__self__", None)
@@ -180,7 +233,7 @@ class _WorkflowSandbox(ImmutableSandboxedEnvironment):
         if name.startswith("_"):
             return f"calling {name!r} is not allowed"
         if isinstance(owner, _BUILTIN_VALUE_TYPES) and type(owner).__module__ == "builtins":
-            return None
+            return self._size_refusal(owner, name, args, kwargs) if isinstance(owner, str) else None
         if _is_pandas(owner):
             label = f"{_describe(owner)}.{name}"
             if name not in PANDAS_METHODS:
@@ -194,6 +247,14 @@ class _WorkflowSandbox(ImmutableSandboxedEnvironment):
                 return f"{label}() with a callable argument"
             return None
         return f"calling {_describe(owner)}.{name}() is not allowed"
+
+
+    @staticmethod
+    def _size_refusal(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        size = str_method_size(text, name, args, kwargs, MAX_RESULT_CHARS)
+        if size > MAX_RESULT_CHARS:
+            return f"{name}() would build {size:,} characters (more than {MAX_RESULT_CHARS:,})"
+        return None
 
 
 def _stringify(value: Any) -> str:
@@ -211,6 +272,7 @@ def _stringify(value: Any) -> str:
             text = text[:MAX_FRAME_CHARS] + f"\n… [cut: {len(text) - MAX_FRAME_CHARS} more characters]"
         return text
     if isinstance(value, dict | list | tuple):
+        _too_big(value_size(value, MAX_RESULT_CHARS))
         return json.dumps(value, ensure_ascii=False, default=_stringify)
     return str(value)
 
@@ -316,6 +378,8 @@ def _evaluate(expr: _Expr, context: Mapping[str, Any], as_text: bool) -> Any:
         raise
     except SecurityError as e:
         raise TemplateError(f"refused: {str(e).rstrip('.')} in {expr.source}") from None
+    except BudgetExceeded as e:  # a value nested past what can be weighed
+        raise TemplateError(f"refused: it {e} in {expr.source}") from None
     except UndefinedError as e:
         raise TemplateError(f"{str(e).rstrip('.')} in {expr.source}") from None
     except Exception as e:  # anything the evaluated code raised: KeyError, ZeroDivisionError, ...
@@ -335,11 +399,23 @@ def names_in(text: str) -> set[str]:
     """
     if not has_template(text):
         return set()
-    names: set[str] = set()
-    for part in _compile(text):
-        if isinstance(part, _Expr):
-            names |= part.names
-    return names
+    return set(_names(text))
+
+
+@functools.lru_cache(maxsize=512)
+def _names(text: str) -> frozenset[str]:
+    # Parsing the whole text once is several times cheaper than compiling each expression (what
+    # render needs): validating a workflow of thousands of templates stays quick. Without statements
+    # (their delimiters hold a NUL) nothing binds a name, so every name read is one the context gives.
+    if "\x00" not in text:
+        try:
+            tree = env.parse(text)
+        except TemplateSyntaxError:
+            pass  # _compile says where, in its own words
+        else:
+            names = {node.name for node in tree.find_all(nodes.Name) if node.ctx == "load"}
+            return frozenset(names) - frozenset(env.globals) - {"self"}  # (Jinja's own, as meta says)
+    return frozenset().union(*(part.names for part in _compile(text) if isinstance(part, _Expr)))
 
 
 def render(text: str, context: Mapping[str, Any]) -> Any:

@@ -20,6 +20,7 @@ workflow file is in (:attr:`WorkflowFile.base_dir`), not to the current director
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smoltui.errors import SmoltuiError
+from smoltui.safe_text import printable
 
 TaskType = Literal["tool_call", "llm_task", "conditional"]
 YamlPath = tuple[str | int, ...]
@@ -65,7 +67,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+        """One printable line: control characters in the file name or the message (which quotes
+        ids and names from the file) are written as escapes. ``as_dict`` keeps them as they are."""
+        return printable(f"{self.file}:{self.line}:{self.col}: {self.message}")
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
@@ -76,18 +80,25 @@ class Problem:
 _STRICT = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
+MAX_RETRIES = 100
+MAX_RETRY_WAIT = 3600.0
+"""Seconds: the longest wait before a retry, however the backoff grows (and the largest ``delay``)."""
+
+
 class RetryPolicy(BaseModel):
-    """``retries: 3`` or ``retries: {count: 3, delay: 1, backoff: 2.0}``: wait delay × backoff^n."""
+    """``retries: 3`` or ``retries: {count: 3, delay: 1, backoff: 2.0}``: wait delay × backoff^n,
+    at most :data:`MAX_RETRY_WAIT`; a task is retried at most :data:`MAX_RETRIES` times."""
 
     model_config = _STRICT
 
-    count: int = Field(0, ge=0)
-    delay: float = Field(1.0, ge=0)
-    backoff: float = Field(2.0, ge=1)
+    count: int = Field(0, ge=0, le=MAX_RETRIES)
+    delay: float = Field(1.0, ge=0, le=MAX_RETRY_WAIT)
+    backoff: float = Field(2.0, ge=1, le=10)
 
     def wait_before(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return self.delay * self.backoff ** max(0, attempt - 1)
+        exponent = min(max(0, attempt - 1), MAX_RETRIES)  # 10.0 ** 100 is still a float; ** 400 is not
+        return min(MAX_RETRY_WAIT, self.delay * self.backoff**exponent)
 
 
 class Task(BaseModel):
@@ -199,19 +210,150 @@ class Positions:
         return line + 1, col + 1
 
 
-def parse_yaml(text: str) -> tuple[Any, Positions]:
-    """The document's data (``yaml.safe_load``) and the position of every node (``yaml.compose``).
+MAX_WORKFLOW_BYTES = 1 << 20
+"""A workflow file larger than this (1 MiB) is refused before it is parsed."""
+MAX_YAML_VALUES = 20_000
+"""Values (scalars, lists, mappings, keys) a document may hold once every alias is expanded."""
+MAX_YAML_DEPTH = 64
+"""Lists and mappings a document may nest, aliases expanded."""
+_TOO_DEEP = f"the document nests deeper than {MAX_YAML_DEPTH} levels"
 
-    Raises ``yaml.YAMLError`` (with ``problem_mark``) on a syntax error.
+
+def parse_yaml(text: str) -> tuple[Any, Positions]:
+    """The document's data (as ``yaml.safe_load`` reads it) and the position of every node.
+
+    Bounded: a text over :data:`MAX_WORKFLOW_BYTES` characters, a document that nests deeper than
+    :data:`MAX_YAML_DEPTH` or that holds more than :data:`MAX_YAML_VALUES` values once its aliases
+    are expanded (a "billion laughs"), and an alias inside the node it names, are refused while the
+    document is composed, before anything is expanded. Raises ``yaml.YAMLError`` (with
+    ``problem_mark``) on a syntax error or a limit.
     """
     import yaml
 
-    data = yaml.safe_load(text)
-    positions = Positions()
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
+    loader_class = _bounded_loader()
+    if len(text) > MAX_WORKFLOW_BYTES:
+        raise loader_class.LimitError(_mark_at(text, MAX_WORKFLOW_BYTES),
+                                      f"the document is longer than {_size(MAX_WORKFLOW_BYTES)}")
+    loader = loader_class(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.MarkedYAMLError as error:
+            if error.problem == "exceeded maximum nesting depth":  # libyaml's own limit (1000)
+                raise loader_class.LimitError(error.problem_mark, _TOO_DEEP) from None
+            raise
+        positions = Positions()
+        if root is None:
+            return None, positions
+        # Positions first: constructing resolves merge keys (<<) by rewriting the nodes in place.
         _walk(root, (), positions)
-    return data, positions
+        return loader.construct_document(root), positions
+    finally:
+        loader.dispose()
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)`` under the limits of :func:`parse_yaml`: use it for any YAML a user,
+    a file or a model wrote. Raises ``yaml.YAMLError``."""
+    return parse_yaml(text)[0]
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+
+
+def _mark_at(text: str, index: int) -> Any:
+    import yaml
+
+    line = text.count("\n", 0, index)
+    return yaml.Mark("<text>", index, line, index - (text.rfind("\n", 0, index) + 1), None, None)
+
+
+@functools.cache
+def _bounded_loader() -> Any:
+    """A safe loader that adds up, while it composes, what the document will expand to.
+
+    libyaml's parser when PyYAML has it (scanning a 1 MiB file takes a few milliseconds there,
+    seconds in pure Python), under PyYAML's own composer and constructor.
+    """
+    import yaml
+    from yaml.composer import Composer
+    from yaml.events import AliasEvent
+
+    class LimitError(yaml.MarkedYAMLError):
+        """The document is over one of the limits above (not a syntax error)."""
+
+        def __init__(self, mark: Any, problem: str) -> None:
+            super().__init__(problem=problem, problem_mark=mark)
+
+    class Bounds(Composer):
+        values = 0  # values composed so far, each alias counted as everything it names
+        depth = 0  # of the node being composed
+        deepest = 0  # below the anchored node being composed
+
+        def compose_document(self) -> Any:
+            self.extents: dict[str, tuple[int, int]] = {}  # anchor -> (values, levels below it)
+            self.open: set[str] = set()  # anchors whose node is being composed
+            return super().compose_document()
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            if isinstance(event, AliasEvent):
+                if event.anchor in self.open:
+                    raise LimitError(event.start_mark, f"the alias *{event.anchor} is inside the node "
+                                                       f"it names, which would never end")
+                if event.anchor in self.extents:  # (an unknown one is the composer's syntax error)
+                    values, below = self.extents[event.anchor]
+                    self._grow(values, self.depth + 1 + below, event.start_mark, event.anchor)
+                return super().compose_node(parent, index)
+            self.depth += 1
+            self._grow(1, self.depth, event.start_mark, None)
+            anchor = event.anchor
+            if anchor is None:
+                node = super().compose_node(parent, index)
+            else:
+                values_before, outer_deepest = self.values - 1, self.deepest
+                self.deepest = self.depth
+                self.open.add(anchor)
+                node = super().compose_node(parent, index)
+                self.open.discard(anchor)
+                self.extents[anchor] = (self.values - values_before, self.deepest - self.depth)
+                self.deepest = max(outer_deepest, self.deepest)
+            self.depth -= 1
+            return node
+
+        def _grow(self, values: int, depth: int, mark: Any, alias: str | None) -> None:
+            self.values += values
+            self.deepest = max(self.deepest, depth)
+            through = f" (through the alias *{alias})" if alias else ""
+            if depth > MAX_YAML_DEPTH:
+                raise LimitError(mark, f"{_TOO_DEEP}{through}")
+            if self.values > MAX_YAML_VALUES:
+                raise LimitError(mark, f"the document expands to more than {MAX_YAML_VALUES:,} values"
+                                       f"{through}; a workflow file is refused at that size")
+
+    try:
+        from yaml._yaml import CParser
+    except ImportError:  # PyYAML built without libyaml
+
+        class BoundedLoader(Bounds, yaml.SafeLoader):
+            def fetch_flow_collection_start(self, token_class: Any) -> None:
+                # This scanner looks up to 1024 characters ahead at every open bracket: "[[[[..." is
+                # refused at the bracket, before that costs seconds.
+                if self.flow_level >= MAX_YAML_DEPTH:
+                    raise LimitError(self.get_mark(), _TOO_DEEP)
+                super().fetch_flow_collection_start(token_class)
+    else:
+
+        class BoundedLoader(Bounds, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+            def __init__(self, stream: str) -> None:
+                CParser.__init__(self, stream)
+                Composer.__init__(self)
+                yaml.constructor.SafeConstructor.__init__(self)
+                yaml.resolver.Resolver.__init__(self)
+
+    BoundedLoader.LimitError = LimitError  # type: ignore[attr-defined]
+    return BoundedLoader
 
 
 def _walk(node: Any, path: YamlPath, positions: Positions) -> None:
@@ -221,6 +363,8 @@ def _walk(node: Any, path: YamlPath, positions: Positions) -> None:
     positions.ends[path] = (node.end_mark.line, node.end_mark.column)
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: constructing the data refuses it
             key = key_node.value
             child = (*path, key)
             positions.keys[child] = (key_node.start_mark.line, key_node.start_mark.column)
@@ -231,10 +375,12 @@ def _walk(node: Any, path: YamlPath, positions: Positions) -> None:
 
 
 def yaml_error_problem(file: str, error: Exception) -> Problem:
-    """A YAML syntax error as a positioned problem."""
+    """A YAML syntax error, or a document over a limit of :func:`parse_yaml`, as a positioned problem."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     what = " ".join(str(getattr(error, "problem", None) or error).split())
+    if isinstance(error, _bounded_loader().LimitError):
+        return Problem(file, line, col, f"YAML refused: {what}")
     context = getattr(error, "context", None)
     message = f"YAML syntax error: {what}" + (f" ({context})" if context else "")
     return Problem(file, line, col, message)
@@ -298,15 +444,23 @@ class WorkflowFile:
 
 
 def read_workflow_text(path: Path | str) -> str:
+    """The file's text; one over :data:`MAX_WORKFLOW_BYTES` is refused after reading no more than that."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_WORKFLOW_BYTES + 1)
+        if len(data) > MAX_WORKFLOW_BYTES:
+            line = data.count(b"\n", 0, MAX_WORKFLOW_BYTES) + 1
+            raise WorkflowError(f"{path}:{line}:1: the file is larger than the {_size(MAX_WORKFLOW_BYTES)} "
+                                f"a workflow file may have")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise WorkflowError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise WorkflowError(f"{path}: is a folder, not a workflow file") from None
     except (OSError, UnicodeDecodeError) as error:
         raise WorkflowError(f"{path}: cannot be read: {error}") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
 
 
 def load_workflow(path: Path | str) -> WorkflowFile:
@@ -338,7 +492,7 @@ def parse_var_value(raw: str) -> Any:
     if raw == "":
         return ""
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError:
         return raw
     return raw if isinstance(value, dict) or value is None and raw.strip() not in ("null", "~") else value

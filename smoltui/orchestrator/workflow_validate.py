@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,12 @@ from smoltui.tools.base import Tool
 __all__ = ["Problem", "validate_text", "validate_workflow"]
 
 MAX_CYCLES = 20
+MAX_HINT_COMPARISONS = 5_000
+"""Names compared in all for did-you-mean hints in one file (difflib's cost grows with each pair)."""
+MAX_HINT_NAME = 100
+"""Longer names get no did-you-mean hint (comparing two strings costs their lengths multiplied)."""
+MAX_NAMES_PER_FIELD = 10
+"""Unknown names reported one by one in one field; the rest are counted in one more problem."""
 
 
 def validate_workflow(path: Path | str, *, tools: Mapping[str, Tool]) -> list[Problem]:
@@ -63,6 +69,21 @@ def _did_you_mean(name: str, options: list[str]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
+class _Hints:
+    """Did-you-mean hints on a budget: a file with thousands of misspelt ids costs no more than
+    :data:`MAX_HINT_COMPARISONS` comparisons, after which problems come without a hint."""
+
+    def __init__(self) -> None:
+        self.left = MAX_HINT_COMPARISONS
+
+    def __call__(self, name: str, options: Iterable[str]) -> str:
+        if len(name) > MAX_HINT_NAME or self.left <= 0:
+            return ""
+        candidates = [o for o in options if len(o) <= MAX_HINT_NAME]  # (ties: difflib picks by name)
+        self.left -= len(candidates)
+        return _did_you_mean(name, candidates) if self.left >= 0 else ""
+
+
 class _Checker:
     def __init__(self, file: str, text: str, workflow: dict[str, Any], positions: Positions,
                  tools: Mapping[str, Tool]) -> None:
@@ -71,6 +92,7 @@ class _Checker:
         self.positions = positions
         self.tools = tools
         self.problems: list[Problem] = []
+        self.did_you_mean = _Hints()
         variables = workflow.get("variables")
         self.variables = set(variables) if isinstance(variables, dict) else set()
         raw_tasks = workflow.get("tasks")
@@ -107,7 +129,7 @@ class _Checker:
             for j, dep in enumerate(task.depends_on):
                 if dep not in self.first_index:
                     self.report((*base, "depends_on", j),
-                                f"task `{task.id}` depends on unknown task `{dep}`{_did_you_mean(dep, known)}")
+                                f"task `{task.id}` depends on unknown task `{dep}`{self.did_you_mean(dep, known)}")
             self.check_tool(base, task)
             self.check_schema(base, task)
         self.check_cycles()
@@ -147,20 +169,20 @@ class _Checker:
                 graph[first] = [d for d in graph[first] if d != second]  # break it, look for more
 
     def upstream(self) -> dict[str, set[str]]:
-        """Task id → every task it depends on, directly or not (cycles tolerated)."""
+        """Task id → every task it depends on, directly or not (cycles tolerated).
+
+        Worked out once per group of tasks that depend on each other, dependencies first, so a
+        chain or a cycle of thousands of tasks costs set unions rather than a walk per task.
+        """
         graph = self.graph()
-        result: dict[str, set[str]] = {}
-        for task_id in graph:
-            seen: set[str] = set()
-            stack = list(graph[task_id])
-            while stack:
-                dep = stack.pop()
-                if dep not in seen:
-                    seen.add(dep)
-                    stack.extend(graph.get(dep, []))
-            seen.discard(task_id)
-            result[task_id] = seen
-        return result
+        reach: dict[str, frozenset[str]] = {}  # everything a task reaches; itself too, in a cycle
+        for group in _components(graph):
+            members = set(group)
+            cyclic = len(group) > 1 or group[0] in graph.get(group[0], ())
+            deps = {dep for task_id in group for dep in graph.get(task_id, ()) if dep not in members}
+            reached = frozenset().union(deps, *(reach[dep] for dep in deps), members if cyclic else ())
+            reach.update(dict.fromkeys(group, reached))
+        return {task_id: set(reach[task_id]) - {task_id} for task_id in graph}
 
     # --- per task -----------------------------------------------------------------------------
 
@@ -170,7 +192,7 @@ class _Checker:
         item = self.tools.get(task.tool)
         if item is None:
             names = sorted(self.tools)
-            hint = _did_you_mean(task.tool, names) or f" (tools: {', '.join(names) or 'none'})"
+            hint = self.did_you_mean(task.tool, names) or f" (tools: {', '.join(names) or 'none'})"
             self.report((*base, "tool"), f"unknown tool `{task.tool}`{hint}")
             return
         # Values holding a template are only known at run time: they count as "any" here.
@@ -188,7 +210,7 @@ class _Checker:
                     self.report((*base, "inputs"), f"tool `{task.tool}` needs input `{name}`")
                 elif problem["type"] == "extra_forbidden":
                     self.report((*base, "inputs", name),
-                                f"tool `{task.tool}` has no input `{name}`{_did_you_mean(name, params)}"
+                                f"tool `{task.tool}` has no input `{name}`{self.did_you_mean(name, params)}"
                                 f" (inputs: {', '.join(params) or 'none'})")
                 else:
                     where = ".".join(str(p) for p in loc)
@@ -219,6 +241,8 @@ class _Checker:
                     self.report(where, f"output `{name}` of task `{task.id}` is also an output of `{producer[name]}`")
                 producer.setdefault(name, task.id)
         self.producer = producer
+        self.outputs_of = {task_id: self.tasks[index].outputs if index in self.tasks else ()
+                           for task_id, index in self.first_index.items()}
 
     def check_branches(self, base: YamlPath, task: Task, upstream: dict[str, set[str]]) -> None:
         for key, ids in (("then", task.then), ("else", task.else_)):
@@ -226,23 +250,24 @@ class _Checker:
                 where = (*base, key, j)
                 if target not in self.first_index:
                     self.report(where, f"`{key}` of `{task.id}` names unknown task `{target}`"
-                                       f"{_did_you_mean(target, list(self.first_index))}")
+                                       f"{self.did_you_mean(target, self.first_index)}")
                 elif task.id not in upstream.get(target, set()):
                     self.report(where, f"task `{target}` in `{key}` of `{task.id}` must depend on `{task.id}`")
 
     def check_templates(self, base: YamlPath, task: Task, upstream: dict[str, set[str]]) -> None:
-        visible = set(self.variables)
-        for dep in upstream.get(task.id, ()):
-            dep_task = self.tasks.get(self.first_index[dep])
-            if dep_task is not None:
-                visible.update(dep_task.outputs)
+        visible = set(self.variables).union(*map(self.outputs_of.__getitem__, upstream.get(task.id, ())))
         for path, text, expression in _template_fields(base, task):
             try:
                 names = _names_in(text if not expression or _has_template(text) else "${" + text + "}")
             except Exception as error:  # TemplateError (or SyntaxError in the fallback)
                 self.report(path, f"template error in `{path[-1]}` of `{task.id}`: {error}")
                 continue
-            for name in sorted(names - visible):
+            unknown = sorted(names - visible)
+            if len(unknown) > MAX_NAMES_PER_FIELD:
+                rest = unknown[MAX_NAMES_PER_FIELD:]
+                self.report(path, f"template in `{_field(path, base)}` of `{task.id}` names {len(rest)} more "
+                                  f"unknown names ({', '.join(f'`{n}`' for n in rest[:3])}, ...)")
+            for name in unknown[:MAX_NAMES_PER_FIELD]:
                 at = self.find(path, name)
                 producer = self.producer.get(name)
                 if producer == task.id:
@@ -251,7 +276,7 @@ class _Checker:
                     why = f"`{name}`, an output of `{producer}`, which `{task.id}` does not depend on"
                 else:
                     why = (f"unknown `{name}`: not a variable or an output of a task it depends on"
-                           + _did_you_mean(name, sorted(visible)))
+                           + self.did_you_mean(name, visible))
                 self.report(path, f"template in `{_field(path, base)}` of `{task.id}` names {why}", at=at)
 
     def find(self, path: YamlPath, name: str) -> tuple[int, int] | None:
@@ -270,6 +295,47 @@ class _Checker:
                 if "${" in text[begin:match.start()] or "${" not in text:
                     return line + 1, match.start() + 1
         return None
+
+
+def _components(graph: Mapping[str, list[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` (Tarjan's algorithm, without recursion), each
+    listed after every component it reaches."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def enter(node: str) -> tuple[str, Iterator[str]]:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        return node, iter(graph.get(node, ()))
+
+    for root in graph:
+        if root in index:
+            continue
+        work = [enter(root)]
+        while work:
+            node, children = work[-1]
+            for child in children:
+                if child not in index:
+                    work.append(enter(child))
+                    break
+                if child in on_stack:
+                    low[node] = min(low[node], index[child])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    group = []
+                    while not group or group[-1] != node:
+                        group.append(stack.pop())
+                        on_stack.discard(group[-1])
+                    found.append(group)
+    return found
 
 
 def _salvage(raw: Any) -> tuple[Task | None, set[str]]:
