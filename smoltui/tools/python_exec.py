@@ -8,16 +8,17 @@ import sys
 import uuid
 from typing import Any
 
-from smoltui.tools.base import ToolContext, tool
-from smoltui.tools.sandbox import Limits, run_sandboxed, sandbox_status
+from smoltui.tools.base import ToolContext, ToolResult, tool
+from smoltui.tools.sandbox import Limits, run_sandboxed, sandbox_status, write_budget_status
 
 MAX_TIMEOUT_S = 300.0
+WRITE_BUDGET_BYTES = 256 << 20  # what one call may write: workspace changes, /tmp and /dev/shm together
 _notice_given = False  # reduced isolation is said once per process, not once per call
 
 
 def _limits(timeout_s: float) -> Limits:
     wall = min(max(float(timeout_s), 0.5), MAX_TIMEOUT_S)
-    return Limits(cpu_s=max(1, int(wall + 0.999)), wall_s=wall)
+    return Limits(cpu_s=max(1, int(wall + 0.999)), wall_s=wall, write_bytes=WRITE_BUDGET_BYTES)
 
 
 def _tell_once(ctx: ToolContext) -> None:
@@ -31,6 +32,9 @@ def _tell_once(ctx: ToolContext) -> None:
         hint = "; install it with `apt install bubblewrap`" if "not installed" in why else ""
         ctx.notice(f"{why}: Python code runs with resource limits only, without file-system and network "
                    f"isolation{hint}")
+    elif not write_budget_status()[0]:
+        ctx.notice(f"{write_budget_status()[1]}: each file Python code writes is limited to "
+                   f"{Limits().file_size_bytes >> 20} MB, but not what all of them add up to")
 
 
 @tool(risk="execute", timeout_s=MAX_TIMEOUT_S + 30)
@@ -58,6 +62,10 @@ async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[
     finally:
         with contextlib.suppress(OSError):
             os.unlink(script)
+    if result.write_error is not None:
+        tail = result.stderr.replace(str(script), "<code>").strip().splitlines()[-1:]
+        said = f" (exit code {result.exit_code}{': ' + tail[0][:300] if tail else ''})"
+        return ToolResult.failure("failed", f"python: {result.write_error}{said}", result.duration_s)
     return {
         "exit_code": result.exit_code,
         "stdout": result.stdout,
