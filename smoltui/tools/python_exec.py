@@ -42,8 +42,8 @@ async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[
     """Run Python 3 code in a sandbox and return what it printed.
 
     The code runs as a script with the workspace as the current directory; files it writes there
-    stay. There is no network, and CPU time, memory, processes and output are limited. Use print()
-    to show results.
+    stay. There is no network, and CPU time, memory, processes, output and what it writes (256 MB
+    in all, /tmp included) are limited. Use print() to show results.
 
     Args:
         code: The Python source to run.
