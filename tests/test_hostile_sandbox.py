@@ -100,7 +100,7 @@ async def test_without_the_total_budget_tmp_and_shared_memory_are_still_bounded(
     ws: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where overlayfs cannot be mounted: each file is bounded, and /tmp and /dev/shm each hold the budget."""
-    monkeypatch.setattr(sandbox, "_budget_works", lambda: False)
+    monkeypatch.setattr(sandbox, "_budget_works", lambda workspace=None: False)
     code = ("import sys\nfor name in ('/tmp/a', '/dev/shm/b'):\n    written = 0\n    for i in range(4):\n"
             "        try:\n            with open(f'{name}{i}', 'wb') as out:\n                out.write(b'z' * (3 << 20))\n"
             "            written += 1\n        except OSError as error:\n"
@@ -177,7 +177,7 @@ async def test_files_written_before_the_wall_time_stay(ws: Path) -> None:
 
 @needs_bwrap
 async def test_reduced_write_budget_is_told_once(ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sandbox, "_budget_works", lambda: False)
+    monkeypatch.setattr(sandbox, "_budget_works", lambda workspace=None: False)
     monkeypatch.setattr(python_exec, "_notice_given", False)
     ctx = ToolContext(workspace=ws, artifacts_dir=ws / "artifacts")
     registry = ToolRegistry(PYTHON_TOOLS)

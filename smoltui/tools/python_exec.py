@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from smoltui.tools.base import ToolContext, ToolResult, tool
@@ -21,7 +22,7 @@ def _limits(timeout_s: float) -> Limits:
     return Limits(cpu_s=max(1, int(wall + 0.999)), wall_s=wall, write_bytes=WRITE_BUDGET_BYTES)
 
 
-def _tell_once(ctx: ToolContext) -> None:
+def _tell_once(ctx: ToolContext, workspace: Path) -> None:
     global _notice_given
     if _notice_given:
         return
@@ -32,8 +33,8 @@ def _tell_once(ctx: ToolContext) -> None:
         hint = "; install it with `apt install bubblewrap`" if "not installed" in why else ""
         ctx.notice(f"{why}: Python code runs with resource limits only, without file-system and network "
                    f"isolation{hint}")
-    elif not write_budget_status()[0]:
-        ctx.notice(f"{write_budget_status()[1]}: each file Python code writes is limited to "
+    elif not (budget := write_budget_status(workspace))[0]:
+        ctx.notice(f"{budget[1]}: each file Python code writes is limited to "
                    f"{Limits().file_size_bytes >> 20} MB, but not what all of them add up to")
 
 
@@ -54,7 +55,7 @@ async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[
     script = workspace / f".smoltui-python-{uuid.uuid4().hex[:12]}.py"
     script.write_text(code, encoding="utf-8")
     try:
-        _tell_once(ctx)
+        _tell_once(ctx, workspace)
         # -I: no PYTHON* variables, no user site, no script dir on sys.path; site stays on so the
         # venv's installed packages (read-only inside the sandbox) can be imported.
         result = await run_sandboxed([sys.executable, "-I", str(script)], workspace=workspace,

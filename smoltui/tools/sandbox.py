@@ -139,21 +139,35 @@ def _probe_bwrap() -> tuple[str | None, str]:
     return path, f"bubblewrap ({path})"
 
 
-def _budget_works() -> bool:
-    """Whether the write budget can be enforced (the tests patch this)."""
-    return _probe_budget()[0]
+def _budget_works(workspace: Path | None = None) -> bool:
+    """Whether the write budget can be enforced (for a workspace on this file system; the tests patch this)."""
+    return _probe_budget(workspace)[0]
 
 
-@functools.cache
-def _probe_budget() -> tuple[bool, str]:
-    """Run ``true`` the way :func:`run_sandboxed` runs a command under a write budget."""
+_budget_probes: dict[int | None, tuple[bool, str]] = {}  # file system (st_dev) -> answer
+
+
+def _probe_budget(workspace: Path | None = None) -> tuple[bool, str]:
+    """Run ``true`` the way :func:`run_sandboxed` runs a command under a write budget, once per file system.
+
+    overlayfs takes some file systems as its lower layer and not others, so the probe uses the
+    workspace itself (nothing is written to it) or, without one, a fresh temporary folder.
+    """
+    key = os.stat(workspace).st_dev if workspace is not None else None
+    if key not in _budget_probes:
+        _budget_probes[key] = _probe_budget_once(workspace)
+    return _budget_probes[key]
+
+
+def _probe_budget_once(workspace: Path | None) -> tuple[bool, str]:
     bwrap, true = _bwrap(), shutil.which("true") or "/usr/bin/true"
     if bwrap is None:
         return False, "bubblewrap does not work here"
     staging = _new_staging()
     try:
-        workspace = staging / "probe"
-        workspace.mkdir()
+        if workspace is None:
+            workspace = staging / "probe"
+            workspace.mkdir()
         _write_job(staging, [true], workspace, Limits(write_bytes=1 << 20, write_files=64), ())
         try:
             done = subprocess.run(_outer_argv(bwrap, staging), capture_output=True, text=True, timeout=10,
@@ -169,13 +183,13 @@ def _probe_budget() -> tuple[bool, str]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_budget_status() -> tuple[bool, str]:
-    """(whether ``Limits.write_bytes`` bounds all a run writes, or only each file; why not)."""
-    if _bwrap() is not None and _budget_works():
+def write_budget_status(workspace: Path | None = None) -> tuple[bool, str]:
+    """(whether ``Limits.write_bytes`` bounds all a run in ``workspace`` writes, or only each file; why not)."""
+    if _bwrap() is not None and _budget_works(workspace):
         return True, "every write of a run counts against its write budget"
     if _bwrap() is None:
         return False, "there is no total write budget without bubblewrap"
-    return False, f"there is no total write budget: {_probe_budget()[1]}"
+    return False, f"there is no total write budget: {_probe_budget(workspace)[1]}"
 
 
 def sandbox_status() -> tuple[bool, str]:
@@ -674,8 +688,9 @@ async def run_sandboxed(
     workspace = Path(workspace).resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     bwrap = _bwrap()
-    # The first call probes (a second or so): off the event loop.
-    staging = _new_staging() if bwrap is not None and await asyncio.to_thread(_budget_works) else None
+    # The first call for a file system probes (half a second or so): off the event loop.
+    budgeted = bwrap is not None and await asyncio.to_thread(_budget_works, workspace)
+    staging = _new_staging() if budgeted else None
     try:
         return await _run(argv, workspace, limits, stdin, extra_ro, bwrap, staging)
     finally:
