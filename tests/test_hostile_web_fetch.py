@@ -18,7 +18,7 @@ import pytest
 
 from smoltui.config import load_config
 from smoltui.errors import ConfigError
-from smoltui.tools.base import ToolContext, ToolResult
+from smoltui.tools.base import Tool, ToolContext, ToolResult
 from smoltui.tools.registry import ToolRegistry
 from smoltui.tools.web_fetch import MAX_REDIRECTS, REFUSAL_HINT, WebFetchError, make_web_fetch
 from tests.fixtures.loopback_http import serving
@@ -29,9 +29,11 @@ ROUTES = {"/secret": (200, "text/html", SECRET), "/page": (200, "text/html", PUB
 REAL_GETADDRINFO = socket.getaddrinfo
 
 
-def fetch(url: str, **policy: object) -> ToolResult:
+def fetch(url: str, tool: Tool | None = None, **policy: object) -> ToolResult:
+    """One call as the model makes it; pass ``tool`` to reuse one (building one loads the CA bundle)."""
     ctx = ToolContext(workspace=Path("."), artifacts_dir=Path("."))
-    return asyncio.run(ToolRegistry([make_web_fetch(**policy)]).call("web_fetch", {"url": url}, ctx))  # type: ignore[arg-type]
+    registry = ToolRegistry([tool or make_web_fetch(**policy)])  # type: ignore[arg-type]
+    return asyncio.run(registry.call("web_fetch", {"url": url}, ctx))
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +194,8 @@ def test_a_redirect_from_an_allowed_server_to_loopback_is_refused(
     }
     with serving(ROUTES, targets, host="127.0.0.2") as url:
         port = url.rsplit(":", 1)[1]
-        policy = {"allow_private_hosts": ["allowed.test"]}
-        assert fetch(f"http://allowed.test:{port}/page", **policy).ok  # the first hop is allowed
+        tool = make_web_fetch(allow_private_hosts=["allowed.test"])
+        assert fetch(f"http://allowed.test:{port}/page", tool).ok  # the first hop is allowed
         before = len(seen)
         for path, why in [("/to-literal", "127.0.0.1 is a loopback address"),
                           ("/to-short", "127.1 is 127.0.0.1, a loopback address"),
@@ -202,7 +204,7 @@ def test_a_redirect_from_an_allowed_server_to_loopback_is_refused(
                           ("/to-metadata", "169.254.169.254 is a link-local address"),
                           ("/to-file", "only http(s) URLs can be fetched"),
                           ("/loop", f"more than {MAX_REDIRECTS} redirects")]:
-            result = fetch(f"http://allowed.test:{port}{path}", **policy)
+            result = fetch(f"http://allowed.test:{port}{path}", tool)
             assert not result.ok and why in result.error, (path, result.error)
         assert len(seen) == before, "a redirect reached the internal server"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import ipaddress
 import re
 import socket
@@ -224,6 +225,13 @@ class PageFetcher:
     def __post_init__(self) -> None:
         object.__setattr__(self, "networks", parse_networks(self.allow_networks))
 
+    @functools.cached_property
+    def _tls(self) -> ssl.SSLContext:
+        """Made once (loading the CA bundle takes a while), shared by the hops; honours SSL_CERT_FILE."""
+        if isinstance(self.verify, ssl.SSLContext):
+            return self.verify
+        return httpx.create_ssl_context(verify=self.verify)
+
     def check(self, url: str) -> SplitResult:
         """The URL's parts if its scheme and host pass the host policy (addresses are checked later)."""
         try:
@@ -319,7 +327,7 @@ class PageFetcher:
             hop = await self.resolve(url)
             # A client per hop: a pooled connection must never carry a request for another host.
             async with (httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False, trust_env=False,
-                                          verify=self.verify) as client,
+                                          verify=self._tls) as client,
                         self._connect(client, hop, agent) as response):
                 if response.is_redirect and "location" in response.headers:
                     url = urljoin(hop.url, response.headers["location"])
