@@ -267,6 +267,22 @@ class ToolsConfig(_Section):
     workspace: str | None = Field(None, description="folder the file/code tools may touch (default: cwd)")
     web_allow: list[str] = Field(default_factory=list, description="hosts web_fetch may reach (empty: all)")
     web_deny: list[str] = Field(default_factory=list, description="hosts web_fetch must not reach")
+    web_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="networks web_fetch may reach although loopback, private or link-local (127.0.0.0/8, ::1)")
+    web_allow_private_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts web_fetch may reach although they resolve to loopback, private or link-local addresses")
+
+    def model_post_init(self, context: Any, /) -> None:
+        import ipaddress
+
+        for value in self.web_allow_networks:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as error:
+                raise ConfigError(f"[tools] web_allow_networks: {error} (write networks like 127.0.0.0/8 "
+                                  "or addresses like ::1)") from None
 
 
 class MCPConfig(_Section):

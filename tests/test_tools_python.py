@@ -316,7 +316,7 @@ def test_status_without_bubblewrap(monkeypatch: pytest.MonkeyPatch) -> None:
 @needs_bwrap
 def test_status_with_bubblewrap() -> None:
     available, detail = sandbox_status()
-    assert available and "no network" in detail
+    assert available and "no network" in detail and "write budget" in detail
 
 
 async def test_reduced_isolation_is_told_once(monkeypatch: pytest.MonkeyPatch, ws: Path) -> None:

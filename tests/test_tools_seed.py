@@ -15,6 +15,7 @@ from smoltui.tools.seed_compat import SEED_ALIASES, make_web_scraping, seed_tool
 from tests.fixtures.loopback_http import serving
 
 REPO = Path(__file__).resolve().parents[1]
+LOOPBACK = ["127.0.0.0/8"]  # the test server; web_scraping refuses loopback unless the config allows it
 
 TEA = b"""<html><head><title>Tea list</title><script>var x = 1;</script></head><body>
 <nav>Home</nav><main><h1>Teas</h1><ul>
@@ -108,7 +109,7 @@ async def test_code_execution_runs_python_in_the_sandbox_and_refuses_other_langu
 
 
 async def test_web_scraping_picks_elements_with_a_css_selector(server: str, ctx: ToolContext) -> None:
-    registry = ToolRegistry([make_web_scraping()])
+    registry = ToolRegistry([make_web_scraping(allow_networks=LOOPBACK)])
     picked = await registry.call("web_scraping", {"url": f"{server}/teas", "selector": "li.tea"}, ctx)
     assert picked.ok, picked.error
     assert picked.content["title"] == "Tea list"
@@ -119,10 +120,15 @@ async def test_web_scraping_picks_elements_with_a_css_selector(server: str, ctx:
 
 
 async def test_web_scraping_has_the_web_fetch_host_checks_and_clear_errors(server: str, ctx: ToolContext) -> None:
-    denied = ToolRegistry([make_web_scraping(deny=["127.0.0.1"])])
+    denied = ToolRegistry([make_web_scraping(deny=["127.0.0.1"], allow_networks=LOOPBACK)])
     refused = await denied.call("web_scraping", {"url": f"{server}/teas"}, ctx)
     assert not refused.ok and "127.0.0.1 is not on the allowed host list" in refused.error
-    registry = ToolRegistry([make_web_scraping()])
+    # The same address policy as web_fetch: loopback only where the config allows it.
+    internal = await ToolRegistry(seed_tools()).call("web_scraping", {"url": f"{server}/teas"}, ctx)
+    assert not internal.ok and "127.0.0.1 is a loopback address" in internal.error
+    allowed = ToolRegistry(seed_tools(web_allow_networks=LOOPBACK))
+    assert (await allowed.call("web_scraping", {"url": f"{server}/teas"}, ctx)).ok
+    registry = ToolRegistry([make_web_scraping(allow_networks=LOOPBACK)])
     scheme = await registry.call("web_scraping", {"url": "file:///etc/passwd"}, ctx)
     assert not scheme.ok and "only http(s) URLs" in scheme.error
     broken = await registry.call("web_scraping", {"url": f"{server}/teas", "selector": "li["}, ctx)

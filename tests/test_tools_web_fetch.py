@@ -35,6 +35,8 @@ def server() -> Iterator[str]:
 
 
 def fetch(url: str, **policy):  # noqa: ANN003, ANN201
+    """Call the tool; the loopback test server must be allowed explicitly, as a user would in [tools]."""
+    policy.setdefault("allow_networks", ["127.0.0.0/8"])
     ctx = ToolContext(workspace=Path("."), artifacts_dir=Path("."))
     return asyncio.run(ToolRegistry([make_web_fetch(**policy)]).call("web_fetch", {"url": url}, ctx))
 

@@ -6,21 +6,23 @@ import contextlib
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
-from smoltui.tools.base import ToolContext, tool
-from smoltui.tools.sandbox import Limits, run_sandboxed, sandbox_status
+from smoltui.tools.base import ToolContext, ToolResult, tool
+from smoltui.tools.sandbox import Limits, run_sandboxed, sandbox_status, write_budget_status
 
 MAX_TIMEOUT_S = 300.0
+WRITE_BUDGET_BYTES = 256 << 20  # what one call may write: workspace changes, /tmp and /dev/shm together
 _notice_given = False  # reduced isolation is said once per process, not once per call
 
 
 def _limits(timeout_s: float) -> Limits:
     wall = min(max(float(timeout_s), 0.5), MAX_TIMEOUT_S)
-    return Limits(cpu_s=max(1, int(wall + 0.999)), wall_s=wall)
+    return Limits(cpu_s=max(1, int(wall + 0.999)), wall_s=wall, write_bytes=WRITE_BUDGET_BYTES)
 
 
-def _tell_once(ctx: ToolContext) -> None:
+def _tell_once(ctx: ToolContext, workspace: Path) -> None:
     global _notice_given
     if _notice_given:
         return
@@ -31,6 +33,9 @@ def _tell_once(ctx: ToolContext) -> None:
         hint = "; install it with `apt install bubblewrap`" if "not installed" in why else ""
         ctx.notice(f"{why}: Python code runs with resource limits only, without file-system and network "
                    f"isolation{hint}")
+    elif not (budget := write_budget_status(workspace))[0]:
+        ctx.notice(f"{budget[1]}: each file Python code writes is limited to "
+                   f"{Limits().file_size_bytes >> 20} MB, but not what all of them add up to")
 
 
 @tool(risk="execute", timeout_s=MAX_TIMEOUT_S + 30)
@@ -38,8 +43,8 @@ async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[
     """Run Python 3 code in a sandbox and return what it printed.
 
     The code runs as a script with the workspace as the current directory; files it writes there
-    stay. There is no network, and CPU time, memory, processes and output are limited. Use print()
-    to show results.
+    stay. There is no network, and CPU time, memory, processes, output and what it writes (256 MB
+    in all, /tmp included) are limited. Use print() to show results.
 
     Args:
         code: The Python source to run.
@@ -50,7 +55,7 @@ async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[
     script = workspace / f".smoltui-python-{uuid.uuid4().hex[:12]}.py"
     script.write_text(code, encoding="utf-8")
     try:
-        _tell_once(ctx)
+        _tell_once(ctx, workspace)
         # -I: no PYTHON* variables, no user site, no script dir on sys.path; site stays on so the
         # venv's installed packages (read-only inside the sandbox) can be imported.
         result = await run_sandboxed([sys.executable, "-I", str(script)], workspace=workspace,
@@ -58,6 +63,10 @@ async def python(code: str, timeout_s: float = 30, *, ctx: ToolContext) -> dict[
     finally:
         with contextlib.suppress(OSError):
             os.unlink(script)
+    if result.write_error is not None:
+        tail = result.stderr.replace(str(script), "<code>").strip().splitlines()[-1:]
+        said = f" (exit code {result.exit_code}{': ' + tail[0][:300] if tail else ''})"
+        return ToolResult.failure("failed", f"python: {result.write_error}{said}", result.duration_s)
     return {
         "exit_code": result.exit_code,
         "stdout": result.stdout,

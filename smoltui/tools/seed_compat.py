@@ -84,10 +84,11 @@ async def code_execution(code: str, language: Literal["python"] = "python", *, c
 
 def make_web_scraping(
     *, allow: Sequence[str] = (), deny: Sequence[str] = (), timeout_s: float = 15.0,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_bytes: int = DEFAULT_MAX_BYTES, allow_networks: Sequence[str] = (),
+    allow_private_hosts: Sequence[str] = (),
 ) -> Tool:
-    """The seed's ``web_scraping`` tool, under the same host policy as ``web_fetch``."""
-    fetcher = PageFetcher(allow, deny, timeout_s, max_bytes)
+    """The seed's ``web_scraping`` tool, under the same host and address policy as ``web_fetch``."""
+    fetcher = PageFetcher(allow, deny, timeout_s, max_bytes, allow_networks, allow_private_hosts)
 
     async def web_scraping(url: str, selector: str | None = None) -> dict[str, Any]:
         """Download a web page and return its text, or the text of each element a CSS selector picks (the seed's name for web_fetch).
@@ -201,6 +202,11 @@ SEED_TOOLS: list[Tool] = [pandas_loader, matplotlib_chart] if available() else [
 """The seed's data tools, when pandas, pyarrow and matplotlib are installed; otherwise none."""
 
 
-def seed_tools(*, web_allow: Sequence[str] = (), web_deny: Sequence[str] = ()) -> list[Tool]:
-    """Every seed tool this installation can offer; ``web_scraping`` under the config's host lists."""
-    return [filesystem, code_execution, make_web_scraping(allow=web_allow, deny=web_deny), *SEED_TOOLS]
+def seed_tools(
+    *, web_allow: Sequence[str] = (), web_deny: Sequence[str] = (), web_allow_networks: Sequence[str] = (),
+    web_allow_private_hosts: Sequence[str] = (),
+) -> list[Tool]:
+    """Every seed tool this installation can offer; ``web_scraping`` under the config's host and address lists."""
+    scraping = make_web_scraping(allow=web_allow, deny=web_deny, allow_networks=web_allow_networks,
+                                 allow_private_hosts=web_allow_private_hosts)
+    return [filesystem, code_execution, scraping, *SEED_TOOLS]
