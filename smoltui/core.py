@@ -238,8 +238,11 @@ def build_tool_registry(config: Config, problems: list[str] | None = None) -> To
     from smoltui.tools.builtins import builtin_tools
     from smoltui.tools.seed_compat import seed_tools
 
-    registry = ToolRegistry(builtin_tools(web_allow=config.tools.web_allow, web_deny=config.tools.web_deny))
-    for item in seed_tools(web_allow=config.tools.web_allow, web_deny=config.tools.web_deny):
+    web = {"web_allow": config.tools.web_allow, "web_deny": config.tools.web_deny,
+           "web_allow_networks": config.tools.web_allow_networks,
+           "web_allow_private_hosts": config.tools.web_allow_private_hosts}
+    registry = ToolRegistry(builtin_tools(**web))
+    for item in seed_tools(**web):
         registry.register(item)
     found = registry.load_entry_points()
     if problems is not None:

@@ -16,8 +16,8 @@ import pytest
 
 from smoltui.backends.models import ModelRef
 from smoltui.cli.parser import build_parser
-from smoltui.core import build_backend, resolve_and_build
 from smoltui.config import Config, TransformersConfig, load_config
+from smoltui.core import build_backend, resolve_and_build
 from smoltui.errors import ConfigError, ModelError
 from smoltui.paths import Paths
 from tests.test_cli import assert_one_line_error, run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 from smoltui.tools.base import Tool
@@ -12,8 +13,12 @@ from smoltui.tools.sql import SQL_TOOLS
 from smoltui.tools.web_fetch import make_web_fetch
 
 
-def builtin_tools(*, web_allow: list[str] | None = None, web_deny: list[str] | None = None) -> list[Tool]:
-    tools = [*FILESYSTEM_TOOLS, *PYTHON_TOOLS, *SQL_TOOLS, make_web_fetch(allow=web_allow or (), deny=web_deny or ())]
+def builtin_tools(*, web_allow: Sequence[str] = (), web_deny: Sequence[str] = (), web_allow_networks: Sequence[str] = (),
+                  web_allow_private_hosts: Sequence[str] = ()) -> list[Tool]:
+    """The built-in tools; ``web_fetch`` under the config's host and address lists."""
+    web = make_web_fetch(allow=web_allow, deny=web_deny, allow_networks=web_allow_networks,
+                         allow_private_hosts=web_allow_private_hosts)
+    tools = [*FILESYSTEM_TOOLS, *PYTHON_TOOLS, *SQL_TOOLS, web]
     # pandas and matplotlib are the optional `data` extra: their tools appear only when installed.
     if importlib.util.find_spec("pandas") and importlib.util.find_spec("pyarrow"):
         from smoltui.tools.data import DATA_TOOLS
