@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+
+# As the llama.cpp backend does (smoltui/backends/llama_cpp.py), before anything imports llama_cpp:
+# its OpenMP workers sleep between operations instead of spinning against the test runner.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import socket
 import sys
 from collections.abc import Iterator
