@@ -467,6 +467,10 @@ def _budget_main(staging: Path) -> int:
         (staging / "status.json").write_text(json.dumps({"error": str(error.strerror or error)}))
         return 125
     child = subprocess.Popen(job["argv"])  # stdin, stdout and stderr: ours; --die-with-parent: dies with us
+    # A caller that gives up (a workflow task's timeout) asks us to stop: the run ends, and what it
+    # wrote until then still reaches the workspace, as it would without the budget.
+    signal.signal(signal.SIGTERM, lambda *_: child.kill())
+    (staging / "helper.pid").write_text(str(os.getpid()))
     try:
         status["returncode"] = child.wait(timeout=job["wall_s"])
     except subprocess.TimeoutExpired:
@@ -655,6 +659,19 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+async def _stop_and_copy_back(proc: asyncio.subprocess.Process, staging: Path, grace: float) -> None:
+    """Stop a budgeted run early, letting the helper copy what it wrote back (within ``grace``)."""
+    try:
+        helper = int((staging / "helper.pid").read_text())
+    except (OSError, ValueError):
+        return  # not started yet: nothing was written
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(helper, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while proc.returncode is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def _finish(proc: asyncio.subprocess.Process, cgroup: Path | None, tasks: list[asyncio.Future]) -> None:
     _kill_group(proc.pid)
     if cgroup is not None:
@@ -740,6 +757,10 @@ async def _run(argv: Sequence[str], workspace: Path, limits: Limits, stdin: str 
                 timed_out = True
                 break
             await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        if staging is not None:
+            await asyncio.shield(_stop_and_copy_back(proc, staging, grace))
+        raise
     finally:
         # Whatever happened (exit, timeout, our caller cancelled us), nothing of the run survives it.
         await asyncio.shield(_finish(proc, cgroup, [*readers, *([feeder] if feeder else [])]))
