@@ -680,7 +680,7 @@ async def _finish(proc: asyncio.subprocess.Process, cgroup: Path | None, tasks: 
         if proc.returncode is not None:
             break
         await asyncio.sleep(0.01)
-    _, pending = await asyncio.wait(tasks, timeout=2)
+    _, pending = await asyncio.wait(tasks, timeout=2) if tasks else (set(), set())
     for task in pending:  # a pipe still held open by something that escaped us
         task.cancel()
     if pending:
@@ -728,17 +728,25 @@ async def _run(argv: Sequence[str], workspace: Path, limits: Limits, stdin: str 
         grace = 0.0
     started = time.monotonic()
     timed_out = False
+    spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *command,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=workspace,
+        env=_minimal_env(workspace),
+        start_new_session=True,
+        preexec_fn=_preexec(limits, nproc, cgroup, os.getpid()),
+    ))
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=workspace,
-            env=_minimal_env(workspace),
-            start_new_session=True,
-            preexec_fn=_preexec(limits, nproc, cgroup, os.getpid()),
-        )
+        # Shielded: a caller cancelled while the process is being started must not leave it
+        # running unwatched (it would outlive the run, and the process exit would wait for it).
+        proc = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            started_proc = await spawn
+            await asyncio.shield(_finish(started_proc, cgroup, []))
+        raise
     except BaseException:
         if cgroup is not None:
             await _drop_cgroup(cgroup)
