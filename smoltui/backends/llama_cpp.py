@@ -138,6 +138,9 @@ class LlamaCppBackend:
         n_ctx = self.settings.n_ctx
         if info.context_length:
             n_ctx = min(n_ctx, info.context_length)
+        # OMP_WAIT_POLICY is left as the user set it. In the OpenMP builds of ggml every op of a step
+        # ends at an OpenMP barrier; "passive" (sleep at each one) halved decode speed on an idle
+        # 2-core machine, and only helped while other processes oversubscribed the cores.
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(self.model_path),
