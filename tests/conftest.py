@@ -5,8 +5,10 @@ from __future__ import annotations
 import ipaddress
 import os
 
-# As the llama.cpp backend does (smoltui/backends/llama_cpp.py), before anything imports llama_cpp:
-# its OpenMP workers sleep between operations instead of spinning against the test runner.
+# Before anything imports llama_cpp: its OpenMP workers sleep between operations instead of spinning.
+# Spinning is faster on an idle machine (see smoltui/backends/llama_cpp.py), but a test run keeps
+# the cores busy with itself: 2 spinning threads decoded the bundled model at 1-3 tok/s there,
+# sleeping ones at 15 tok/s, and the real-model tests took minutes instead of seconds.
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 import socket
 import sys

@@ -51,13 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# llama.cpp's OpenMP workers spin between operations by default. With as many threads as cores,
-# anything else that wants a core (the TUI drawing a reply, a second model, a test runner) stalls
-# every step: on a loaded 2-core machine, 2 threads decoded the bundled model at 1-3 tok/s
-# spinning and at 15 tok/s sleeping. libgomp reads this once, when llama_cpp is first imported;
-# a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-
 
 
 @dataclass(frozen=True)
