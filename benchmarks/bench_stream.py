@@ -75,7 +75,7 @@ def headless(model: Path, threads: int, tokens: int, home: Path) -> float:
     (home / "config.toml").write_text("[chat]\ntemperature = 0.0\nseed = 0\n")  # what the others sample with
     env = {**os.environ, "SMOLTUI_HOME": str(home), "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "smoltui", "chat", "--model", str(model), "--threads", str(threads),
+        [sys.executable, "-m", "smoltui", "chat", "--model", str(model), "--threads", str(threads), "--n-ctx", "1024",
          "--max-tokens", str(tokens), "--json", "-p", PROMPT],
         capture_output=True, text=True, env=env, timeout=900, check=False,
     )
@@ -104,9 +104,10 @@ class Recorder:
 async def tui_runs(backend: LlamaCppBackend, recorder: Recorder, tokens: int, repeats: int, work: Path,
                    between: Callable[[], Any]) -> dict[str, list[float]]:
     """(d) and (e) for each repeat; ``between`` runs the other modes so everything interleaves."""
-    from tui.harness import build_app, send, wait_until
+    from tui.harness import build_app, wait_until
 
     from smoltui.config import Config
+    from smoltui.orchestrator.events import ReplyFinished, RunFinished
     from smoltui.orchestrator.store import Store
     from smoltui.screens.run_view import RunScreen
 
@@ -122,17 +123,25 @@ async def tui_runs(backend: LlamaCppBackend, recorder: Recorder, tokens: int, re
     app.core.chat.settings.params = gen_params(tokens)
     app.core.runs.params = gen_params(tokens)
     found: dict[str, list[float]] = {"tui_chat": [], "run_view": []}
+    ended: asyncio.Queue[Any] = asyncio.Queue()
+    # Waits on the bus, not by polling: a test's wait_until wakes the app 100 times a second,
+    # which is work no user's app does and which the model would pay for.
+    app.core.bus.subscribe(lambda e: ended.put_nowait(e) if isinstance(e, ReplyFinished | RunFinished) else None)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_until(pilot, lambda: app.core.model.ready.is_set(), "the model", timeout=120)
         for _ in range(repeats):
             await between()
             screen = app.screen
-            await send(pilot, PROMPT, timeout=600)
+            screen.prompt.load_text(PROMPT)
+            await pilot.press("enter")
+            while not isinstance(await ended.get(), ReplyFinished):
+                pass
             found["tui_chat"].append(recorder.stats[-1])
             await pilot.press("ctrl+n")  # a fresh chat each time: the same prompt, the same work
             run_id = await app.core.runs.launch(flow)
             await app.push_screen(RunScreen(app.core, run_id))
-            await wait_until(pilot, lambda: not app.core.runs.is_running(run_id), "the run", timeout=600)
+            while not isinstance(await ended.get(), RunFinished):
+                pass
             found["run_view"].append(recorder.stats[-1])
             app.pop_screen()
             await wait_until(pilot, lambda s=screen: app.screen is s, "the chat screen")
@@ -154,7 +163,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, list[float]] = {mode: [] for mode in MODES}
 
     async def between() -> None:
-        results["raw"].append(await asyncio.to_thread(raw, backend, args.tokens))
+        # On the backend's own thread, as bench_llama does: llama.cpp's OpenMP workers belong to the
+        # thread that calls it, and a second calling thread leaves two teams fighting for 2 cores.
+        loop = asyncio.get_running_loop()
+        results["raw"].append(await loop.run_in_executor(backend._executor, raw, backend, args.tokens))
         results["backend"].append(await ours(backend, args.tokens))
         results["headless"].append(await asyncio.to_thread(headless, model, args.threads, args.tokens, work / "h"))
         print(f"  raw {results['raw'][-1]:.2f}  backend {results['backend'][-1]:.2f}  "

@@ -337,6 +337,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         # Marked busy before the first await, so a second Enter cannot slip in while mounting.
         self._replying = True
         self._reply_started = False
+        self.prompt.cursor_blink = False  # one redraw less, twice a second, while the model writes
         self.prompt.clear()
         await self._clear_highlight()
         await self._remove_welcome()
@@ -381,6 +382,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             await self._fail_live(live, f"unexpected error: {error}")
         finally:
             self._replying = False
+            self.prompt.cursor_blink = True
             self._reply_session = None
             self._pending_user = None
             self.refresh_bindings()
@@ -499,6 +501,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         views = [view for view in (self._pending_user, self._live) if view is not None]
         self._pending_user = self._live = None
         self._replying = False
+        self.prompt.cursor_blink = True
         self._reply_session = None
         if not self.prompt.text.strip():
             self.prompt.load_text(self._pending_text)

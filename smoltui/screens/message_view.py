@@ -1,7 +1,7 @@
 """One chat message: who said it, a thinking block, the Markdown body and the reply's stats.
 
 A live reply is streamed into its Markdown widgets with ``Markdown.get_stream`` behind a throttle
-(:mod:`smoltui.screens.throttle`): what arrives is appended, at most a dozen times a second, so the
+(:mod:`smoltui.screens.throttle`): what arrives is appended, at most six times a second, so the
 document is never re-rendered whole, and never parsed once per token.
 """
 

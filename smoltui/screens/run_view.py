@@ -111,6 +111,8 @@ class RunScreen(Screen[None]):
         self.table: DataTable[Any] = DataTable(id="tasks", cursor_type="row", zebra_stripes=False)
         self.approvals = Vertical(id="approvals")
         self.detail = Static(id="task-detail", markup=False)
+        self.live_view = Static(id="task-live", markup=False)
+        """The reply of the selected LLM task as it streams: redrawn alone, not with the whole detail."""
         self.log_pane = LogPane(core.run_store, id="run-log")
 
     # -- layout ----------------------------------------------------------------------------------
@@ -122,6 +124,7 @@ class RunScreen(Screen[None]):
             with VerticalScroll(id="detail-scroll"):
                 yield self.approvals
                 yield self.detail
+                yield self.live_view
         yield self.log_pane
         yield Footer()
 
@@ -270,14 +273,24 @@ class RunScreen(Screen[None]):
 
     def _render_streamed(self) -> None:
         self._detail_due = None
-        self._render_detail()
+        self._render_live()
 
     def _render_detail(self) -> None:
         task_id = self.selected
         if task_id is None:
             self.detail.update(Text("no tasks", "dim"))
-            return
-        self.detail.update(self.describe_task(task_id))
+        else:
+            self.detail.update(self.describe_task(task_id))
+        self._render_live()
+
+    def _render_live(self) -> None:
+        task_id = self.selected
+        record = self.loaded.tasks.get(task_id) if self.loaded and task_id else None
+        live = self.live_text.get(task_id) if task_id else None
+        showing = bool(live) and (record is None or record.state == TaskState.RUNNING)
+        self.live_view.display = showing
+        if showing:
+            self.live_view.update(Group(_section("Reply so far"), Text(live or "")))
 
     def describe_task(self, task_id: str) -> RenderableType:
         """The selected task: what it ran with, what came out, and what went wrong."""
@@ -306,10 +319,6 @@ class RunScreen(Screen[None]):
         elif not rendered and task is not None and state in (TaskState.PENDING, TaskState.UPSTREAM_FAILED,
                                                              TaskState.SKIPPED):
             parts.append(Text("not run yet" if state == TaskState.PENDING else "did not run", "dim italic"))
-        live = self.live_text.get(task_id)
-        if live and (record is None or record.state == TaskState.RUNNING):
-            parts.append(_section("Reply so far"))
-            parts.append(Text(live))
         if record is not None and record.state == TaskState.SUCCEEDED:
             parts.append(_section("Output"))
             parts.append(self._outputs(task_id, record))
@@ -351,7 +360,7 @@ class RunScreen(Screen[None]):
             text = (self.live_text.get(event.task_id, "") + event.text)[-LIVE_TEXT_LIMIT:]
             self.live_text[event.task_id] = text
             if event.task_id == self.selected and self._detail_due is None:
-                # A reply streams in token by token: the detail is drawn again at most a dozen
+                # A reply streams in token by token: the detail is drawn again at most six
                 # times a second, not once per token.
                 self._detail_due = self.set_timer(1 / REPAINTS_PER_SECOND, self._render_streamed)
             return

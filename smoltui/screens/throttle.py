@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from textual.widgets import Markdown
 from textual.widgets._markdown import MarkdownStream
 
-REPAINTS_PER_SECOND = 12
+REPAINTS_PER_SECOND = 6
 
 
 class Throttle:
