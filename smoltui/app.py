@@ -23,7 +23,7 @@ from textual.notifications import Notification
 from textual.reactive import reactive
 from textual.screen import Screen
 
-from smoltui.config import Config
+from smoltui.config import Config, key_clashes
 from smoltui.core import Core, Settings, open_core
 from smoltui.errors import StoreError
 from smoltui.orchestrator.events import (
@@ -143,6 +143,8 @@ class SmolApp(App[int]):
                 severity="warning",
                 timeout=12,
             )
+        for clash in key_clashes(self.config.keymap, binding_table(), everywhere=(type(self).__name__,)):
+            self.notify(str(clash), title="Keymap", severity="warning", timeout=12)
         for problem in self._theme_problems:
             self.notify(problem, title="Theme", severity="warning", timeout=10)
         for problem in self._startup_errors:
@@ -274,11 +276,17 @@ class SmolApp(App[int]):
             self.action_show_help_panel()
 
 
-def known_binding_ids() -> set[str]:
-    """Every binding id a user can remap in ``[keymap]``."""
+def binding_table() -> dict[str, tuple[str, str]]:
+    """Every binding id a user can remap in ``[keymap]`` -> (where it is active, its default keys)."""
     owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog, RunScreen,
               LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog, ToolPickerDialog, PlanDialog)
-    return {b.id for owner in owners for b in owner.BINDINGS if isinstance(b, Binding) and b.id}
+    return {b.id: (owner.__name__, b.key) for owner in owners for b in owner.BINDINGS
+            if isinstance(b, Binding) and b.id}
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id a user can remap in ``[keymap]``."""
+    return set(binding_table())
 
 
 async def open_store(paths: Paths) -> tuple[Store, Path | None, str | None]:

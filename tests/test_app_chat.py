@@ -384,6 +384,16 @@ async def test_keymap_problems_are_reported(store: Store, tmp_path: Path) -> Non
         assert screen.is_mounted, "a bad keymap is a warning, not a crash"
 
 
+async def test_a_key_bound_twice_is_reported_at_start(store: Store, tmp_path: Path) -> None:
+    # Two of the run view's keys on one key: said when the app starts, before the run view ever opens.
+    config = Config(keymap={"run.retry": "c"})
+    app = build_app(store, scripted("ok"), tmp_path, config=config)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        texts = notifications(app)
+        assert any("run.cancel" in n and "run.retry" in n and "(c)" in n for n in texts), texts
+
+
 def test_every_binding_has_an_id() -> None:
     from smoltui.app import SmolApp
     from smoltui.screens.chat import ChatScreen

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MIN_CONTEXT = 256
+"""The smallest context a model is loaded with, whatever the settings ask for."""
+
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,9 @@ class LlamaCppBackend:
         n_ctx = self.settings.n_ctx
         if info.context_length:
             n_ctx = min(n_ctx, info.context_length)
+        # Below a few hundred tokens not even a system prompt and one question fit, and llama.cpp's
+        # own buffers misbehave (a numpy broadcast error at 10).
+        n_ctx = max(MIN_CONTEXT, n_ctx)
         # OMP_WAIT_POLICY is left as the user set it. In the OpenMP builds of ggml every op of a step
         # ends at an OpenMP barrier; "passive" (sleep at each one) halved decode speed on an idle
         # 2-core machine, and only helped while other processes oversubscribed the cores.
@@ -159,7 +165,12 @@ class LlamaCppBackend:
         self._bos_text = llm.detokenize([bos], special=True).decode("utf-8", "replace") if bos >= 0 else ""
         self._add_bos = bool(llm._model.add_bos_token()) and bos >= 0
         eos_text = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
-        self.template = ChatTemplate(info.chat_template or CHATML_TEMPLATE, bos_token=self._bos_text, eos_token=eos_text)
+        self.template = ChatTemplate(
+            info.chat_template or CHATML_TEMPLATE,
+            bos_token=self._bos_text,
+            eos_token=eos_text,
+            origin=self.model_path.name,
+        )
         # Splitting a prompt and tokenizing the pieces separately is only exact for byte-level BPE
         # (SentencePiece vocabularies add a space prefix to every piece).
         self._byte_level_vocab = llm.metadata.get("tokenizer.ggml.model") == "gpt2"
@@ -388,7 +399,7 @@ class LlamaCppBackend:
         started = time.perf_counter()
         prepared = self.prepare(messages, params)
         tokens = prepared.tokens
-        n_ctx = llm.n_ctx()
+        n_ctx = min(llm.n_ctx(), len(llm.input_ids))
         if len(tokens) >= n_ctx:
             raise BackendError(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}")
         cached = common_prefix(list(llm.input_ids[: llm.n_tokens]), tokens)

@@ -140,7 +140,10 @@ class TransformersBackend:
         if isinstance(source, dict):  # several named templates: the default one
             source = source.get("default") or next(iter(source.values()), None)
         self.template = ChatTemplate(
-            source or CHATML_TEMPLATE, bos_token=self._bos_text, eos_token=tokenizer.eos_token or ""
+            source or CHATML_TEMPLATE,
+            bos_token=self._bos_text,
+            eos_token=tokenizer.eos_token or "",
+            origin=getattr(tokenizer, "name_or_path", None) or None,
         )
         self._byte_level = _is_byte_level(tokenizer)
         vocab = max(len(tokenizer), int(getattr(config, "vocab_size", 0) or 0))

@@ -10,6 +10,7 @@ from pathlib import Path
 from smoltui.config import Config, load_config
 from smoltui.core import Settings
 from smoltui.paths import Paths
+from smoltui.safe_text import printable
 
 
 def paths_of(args: argparse.Namespace) -> Paths:
@@ -29,17 +30,21 @@ def settings_of(args: argparse.Namespace, *, headless: bool = True, workspace: P
 
 
 def apply_overrides(config: Config, args: argparse.Namespace) -> None:
-    if getattr(args, "threads", None):
+    # `is not None`: a flag's value is honoured even when it is falsy (the parser sets the minimums)
+    if getattr(args, "threads", None) is not None:
         config.model.threads = args.threads
-    if getattr(args, "n_ctx", None):
+    if getattr(args, "n_ctx", None) is not None:
         config.model.n_ctx = args.n_ctx
-    if getattr(args, "backend", None):
+    if getattr(args, "backend", None) is not None:
         config.model.backend = args.backend
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, last_free: bool = False) -> str:
-    """Left-aligned columns two spaces apart; ``last_free``: the last column is not padded."""
-    lines = [tuple(header), *(tuple(row) for row in rows)]
+    """Left-aligned columns two spaces apart; ``last_free``: the last column is not padded.
+
+    Cells are escaped (:func:`printable`): ids, names and titles come from files and models.
+    """
+    lines = [tuple(header), *(tuple(printable(cell) for cell in row) for row in rows)]
     padded = len(header) - 1 if last_free else len(header)
     widths = [max(len(line[i]) for line in lines) for i in range(padded)]
     out = []

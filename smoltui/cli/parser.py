@@ -11,6 +11,23 @@ from smoltui import __version__
 BACKENDS = ("llama_cpp", "transformers", "openai")
 
 
+def _at_least(minimum: float, kind: type = int):
+    """An argparse ``type`` that parses ``kind`` and refuses values below ``minimum`` with a message
+    naming the limit (``--n-ctx 10`` would otherwise reach llama.cpp and end in a numpy error)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is too small: the least is {minimum}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _common_options() -> argparse.ArgumentParser:
     # SUPPRESS lets the same option appear before or after the subcommand without the later
     # parser resetting what the earlier one set.
@@ -22,9 +39,9 @@ def _common_options() -> argparse.ArgumentParser:
                              "--backend transformers a folder or hub id, with openai the server's model id")
     common.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
                         help="model runtime (default: [model] backend in the config, else llama_cpp)")
-    common.add_argument("--threads", type=int, metavar="N", default=argparse.SUPPRESS,
+    common.add_argument("--threads", type=_at_least(1), metavar="N", default=argparse.SUPPRESS,
                         help="CPU threads for generation (default: physical cores)")
-    common.add_argument("--n-ctx", type=int, metavar="TOKENS", default=argparse.SUPPRESS,
+    common.add_argument("--n-ctx", type=_at_least(256), metavar="TOKENS", default=argparse.SUPPRESS,
                         help="context size in tokens (default 4096)")
     return common
 
@@ -63,20 +80,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="let the model reason in a <think> block first")
     think.add_argument("--no-think", dest="think", action="store_false", help="answer directly")
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this chat")
-    chat.add_argument("--max-tokens", type=int, metavar="N", help="stop the reply after N tokens")
+    chat.add_argument("--max-tokens", type=_at_least(1), metavar="N", help="stop the reply after N tokens")
     chat.add_argument("--show-thinking", action="store_true", help="print thinking to stderr")
     chat.add_argument("--tools", metavar="TOOL[,TOOL...]|all",
                       help="tools the model may call (thinking is off unless --think); "
                            "calls still need --approve")
-    chat.add_argument("--max-steps", type=int, metavar="N", default=None,
+    chat.add_argument("--max-steps", type=_at_least(1), metavar="N", default=None,
                       help="rounds of tool calls before the loop stops (default 6)")
     add_approve_option(chat)
 
     audit = sub.add_parser("audit", parents=[common], help="list recorded tool calls and their approvals")
     audit.add_argument("--json", action="store_true", help="print the rows as a JSON list")
     audit.add_argument("--run", metavar="ID", help="only the calls of this workflow run")
-    audit.add_argument("--session", type=int, metavar="N", help="only the calls of this chat session")
-    audit.add_argument("--limit", type=int, metavar="N", default=200, help="at most N rows, newest first (200)")
+    audit.add_argument("--session", type=_at_least(1), metavar="N", help="only the calls of this chat session")
+    audit.add_argument("--limit", type=_at_least(1), metavar="N", default=200, help="at most N rows, newest first (200)")
 
     tools = sub.add_parser("tools", parents=[common], help="list the tools, or run one through the approval gate")
     tools_sub = tools.add_subparsers(dest="tools_command", metavar="ACTION", required=True)
@@ -102,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--yes", "-y", action="store_true", help="save a valid draft without asking")
     plan.add_argument("--out", metavar="DIR", help="folder to save in (default: your workflow folder)")
     plan.add_argument("--json", action="store_true", help="print {yaml, problems, path} as JSON")
-    plan.add_argument("--max-tokens", type=int, metavar="N", help="longest reply the model may write (1200)")
+    plan.add_argument("--max-tokens", type=_at_least(1), metavar="N", help="longest reply the model may write (1200)")
 
     add_workflow_commands(sub, common)
 
@@ -115,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", parents=[common],
                            help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
-    bench.add_argument("--prompt-tokens", type=int, default=512, metavar="N", help="prompt length to prefill (512)")
-    bench.add_argument("--new-tokens", type=int, default=128, metavar="M", help="tokens to decode per run (128)")
-    bench.add_argument("--runs", type=int, default=3, metavar="R", help="measured runs; medians reported (3)")
+    bench.add_argument("--prompt-tokens", type=_at_least(1), default=512, metavar="N", help="prompt length to prefill (512)")
+    bench.add_argument("--new-tokens", type=_at_least(1), default=128, metavar="M", help="tokens to decode per run (128)")
+    bench.add_argument("--runs", type=_at_least(1), default=3, metavar="R", help="measured runs; medians reported (3)")
     bench.add_argument("--synthetic", nargs="?", const="3b", choices=("3b", "tiny"), default=None,
                        help="build (once, in the cache dir) and measure a random-weight SmolLM3-3B-shaped model "
                             "for the backend (tiny: 4 layers, for a quick check)")
@@ -128,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--var", action="append", metavar="NAME=VALUE", default=[],
                         help="override a workflow variable (repeatable; the value is read as YAML)")
-    parser.add_argument("--concurrency", type=int, metavar="N",
+    parser.add_argument("--concurrency", type=_at_least(1), metavar="N",
                         help="run at most N tasks at once (default: the workflow's max_concurrent_tasks)")
     parser.add_argument("--json", action="store_true", help="print progress as JSON lines")
     parser.add_argument("--workspace", metavar="DIR",
@@ -146,11 +163,11 @@ def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa
     _run_options(resume)
     runs = sub.add_parser("runs", parents=[common], help="list workflow runs, newest first")
     runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
-    runs.add_argument("--limit", type=int, metavar="N", default=None, help="at most N runs")
+    runs.add_argument("--limit", type=_at_least(1), metavar="N", default=None, help="at most N runs")
     logs = sub.add_parser("logs", parents=[common], help="print a run's events from the store")
     logs.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
     logs.add_argument("--json", action="store_true", help="print the events as JSON lines")
-    logs.add_argument("--interval", type=float, default=0.2, metavar="SECONDS", help=argparse.SUPPRESS)
+    logs.add_argument("--interval", type=_at_least(0.05, float), default=0.2, metavar="SECONDS", help=argparse.SUPPRESS)
 
 

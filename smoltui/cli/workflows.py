@@ -30,6 +30,7 @@ from smoltui.orchestrator.run_store import RunRecord, RunStore
 from smoltui.orchestrator.states import RunState, TaskState
 from smoltui.orchestrator.store import Store
 from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow, parse_var_assignments
+from smoltui.safe_text import printable
 from smoltui.screens.state_icons import STATE_STYLES
 
 TASK_FAILED_EXIT = 1
@@ -160,7 +161,7 @@ class _Printer:
         if self.reader_gone:
             return
         try:
-            print(line, flush=True)
+            print(printable(line, multiline=True), flush=True)
         except BrokenPipeError:
             from smoltui.cli import discard_stdout
 
@@ -185,7 +186,7 @@ class _Printer:
                         "tasks": result.tasks, "errors": result.errors}, "")
             return
         for task_id, error in result.errors.items():
-            print(f"[{result.run_id}] {task_id} failed: {error}", file=sys.stderr)
+            print(printable(f"[{result.run_id}] {task_id} failed: {error}", multiline=True), file=sys.stderr)
         counts: dict[str, int] = {}
         for state in result.tasks.values():
             counts[state] = counts.get(state, 0) + 1

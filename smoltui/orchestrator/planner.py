@@ -37,7 +37,7 @@ from smoltui.backends.base import (
     GenerationParams,
     TextDelta,
 )
-from smoltui.orchestrator.workflow_spec import Problem
+from smoltui.orchestrator.workflow_spec import Problem, load_yaml
 from smoltui.orchestrator.workflow_validate import validate_text
 from smoltui.tools.base import Tool
 
@@ -555,7 +555,7 @@ def workflow_stem(text: str) -> str:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)  # a model wrote it: the same limits as any other YAML
     except yaml.YAMLError:
         data = None
     workflow = data.get("workflow") if isinstance(data, dict) else None

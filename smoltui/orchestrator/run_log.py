@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from smoltui.orchestrator.run_store import RunEventRecord, RunStore
 from smoltui.orchestrator.states import TaskState
+from smoltui.safe_text import printable
 
 Level = Literal["error", "warning", "info"]
 LEVELS: tuple[Level, ...] = ("info", "warning", "error")
@@ -87,11 +88,12 @@ def format_timestamp(created_at: float) -> str:
 def format_line(record: LogRecord | RunEventRecord, *, timestamps: bool = True, show_run: bool = False) -> str:
     """``HH:MM:SS [run] task: kind: message`` (what ``smoltui logs`` prints, run id only if asked).
 
-    A line without a task is the run's own (``run``).
+    A line without a task is the run's own (``run``). Ids and the message are escaped
+    (:func:`printable`): they come from workflow files and tools' output.
     """
-    body = f"{record.task_id or 'run'}: {record.kind}: {record.message}"
+    body = f"{printable(record.task_id or 'run')}: {record.kind}: {printable(record.message, multiline=True)}"
     if show_run:
-        body = f"[{record.run_id}] {body}"
+        body = f"[{printable(record.run_id)}] {body}"
     if timestamps:
         body = f"{format_timestamp(record.created_at)} {body}"
     return body
