@@ -66,15 +66,6 @@ def test_a_value_set_after_loading_is_checked_too() -> None:
     assert config.model.n_ctx == 8192
 
 
-def test_the_command_line_reports_a_too_small_context_in_one_line(tmp_path: Path, capsys) -> None:
-    from smoltui.cli import main
-
-    code = main(["chat", "--home", str(tmp_path), "--model", "scripted", "--n-ctx", "10", "-p", "hi"])
-    err = capsys.readouterr().err
-    assert code == 3, err
-    assert err.strip() == "smoltui: model.n_ctx = 10: Input should be greater than or equal to 256"
-
-
 def test_an_oversized_or_too_deeply_nested_config_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"larger than 1 MiB"):
         _load(tmp_path, "# " + "x" * MAX_CONFIG_BYTES + "\n")

@@ -154,7 +154,7 @@ def test_ordinary_template_features_still_work() -> None:
 
 
 def test_smollm3_renders_as_before(tmp_path: Path) -> None:
-    path = Path(__file__).resolve().parents[2] / "shared" / "reference" / "smollm3" / "chat_template.jinja"
+    path = Path(__file__).resolve().parents[3] / "shared" / "reference" / "smollm3" / "chat_template.jinja"
     if not path.is_file():
         pytest.skip("SmolLM3 reference files not found")
     template = ChatTemplate(path.read_text(encoding="utf-8"), origin=ORIGIN)
