@@ -100,7 +100,7 @@ PROMPTS = [
     "Set a loud alarm for noon.",
 ]
 GENERATIONS = 20
-LLAMA_GENERATIONS = 10
+LLAMA_GENERATIONS = 6
 
 
 def problem(call: ToolCallDelta) -> str | None:
@@ -380,7 +380,7 @@ async def test_llama_cpp_calls_are_schema_valid_only_with_constraints(tiny_gguf:
     backend = LlamaCppBackend(tiny_gguf, LlamaSettings(n_ctx=2048, n_threads=1))
     await backend.load()
     try:
-        # 10 replies, not 20: a grammar over a 128k vocabulary costs ~20-50 ms a token on this CPU
+        # 6 replies, not 20: a grammar over a 128k vocabulary costs ~20-50 ms a token on this CPU
         on, off, problems = await prove(
             backend, "llama.cpp (tiny random SmolLM3 GGUF, GBNF)", max_tokens=96, generations=LLAMA_GENERATIONS
         )

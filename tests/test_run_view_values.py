@@ -28,7 +28,8 @@ def test_text_is_markdown_and_structures_are_json() -> None:
 
 def test_a_path_is_shown_as_an_artifact(tmp_path: Path) -> None:
     text = rendered(output_view(tmp_path / "chart.png"))
-    assert text.startswith("artifact") and "chart.png" in text
+    # A long temporary path wraps at 80 columns (where the name breaks depends on the test worker).
+    assert text.startswith("artifact") and str(tmp_path / "chart.png") in text.replace("\n", "")
 
 
 def test_a_table_shows_its_first_rows_and_its_size() -> None:
