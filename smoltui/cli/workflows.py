@@ -29,7 +29,12 @@ from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, RunStore
 from smoltui.orchestrator.states import RunState, TaskState
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow, parse_var_assignments
+from smoltui.orchestrator.workflow_spec import (
+    WorkflowError,
+    coerce_variables,
+    load_workflow,
+    parse_var_assignments,
+)
 from smoltui.screens.state_icons import STATE_STYLES
 
 TASK_FAILED_EXIT = 1
@@ -73,6 +78,7 @@ async def _execute(args: argparse.Namespace, workspace: Path | None) -> int:
             return WorkflowError.exit_code
         spec = load_workflow(file).spec
         overrides = parse_var_assignments(spec, args.var or [])
+        coerce_variables(spec, overrides, launching=record is None)  # nothing starts without them
         return await _drive(args, core, [task.id for task in spec.tasks], file, record, overrides, workspace)
     finally:
         await core.close()
