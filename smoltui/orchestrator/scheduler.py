@@ -144,7 +144,9 @@ class ToolTaskExecutor:
         call = ToolCall.new(task.tool or "", arguments, run_id=info.run_id, task_id=task.id)
         result = await self.gate.run(call, ctx, while_asking=info.paused)
         if not result.ok:
-            raise TaskFailed(f"tool `{task.tool}` failed ({result.error_kind}): {result.error}")
+            kind = "" if result.error_kind == "failed" else f" ({result.error_kind})"
+            detail = (result.error or "").removeprefix(f"{task.tool}: ")  # the tool names itself; so does this line
+            raise TaskFailed(f"tool `{task.tool}` failed{kind}: {detail}")
         return name_outputs(task, _tool_output(result))
 
 
