@@ -25,7 +25,7 @@ from textual.screen import Screen
 
 from smoltui.config import Config, key_clashes
 from smoltui.core import Core, Settings, open_core
-from smoltui.errors import StoreError
+from smoltui.errors import SmoltuiError, StoreError
 from smoltui.orchestrator.events import (
     ApprovalNeeded,
     RunFinished,
@@ -97,6 +97,8 @@ class SmolApp(App[int]):
         self._startup_errors = list(startup_errors)
         self._initial_session = initial_session
         self._reported_clashes: set[frozenset[str]] = set()
+        self.interrupted_runs: list[str] = []
+        """Runs found interrupted at start (offered for resuming in the command palette)."""
         # Themes and keymap are applied before the first frame, so nothing flashes or jumps.
         self._theme_problems = self._register_themes(
             bundled_theme_dirs() if theme_dirs is None else theme_dirs
@@ -157,6 +159,7 @@ class SmolApp(App[int]):
             self.call_after_refresh(self._load_model)
         self.call_after_refresh(self._start_tools)
         self.core.watcher.start()
+        self._tell_interrupted()
 
     @work(group="model", exclusive=True)
     async def _load_model(self) -> None:
@@ -168,6 +171,40 @@ class SmolApp(App[int]):
         """MCP servers start in the background; their tools reach every picker and check as they come."""
         for problem in await self.core.start_tools():
             self.notify(problem, title="MCP", severity="warning", timeout=12)
+
+    @work(group="interrupted", exclusive=True)
+    async def _tell_interrupted(self) -> None:
+        """Runs whose process died mid-run (killed, crashed, the machine went down) are said once at
+        start, with the way to go on; a notification, so the prompt keeps the focus."""
+        try:
+            self.interrupted_runs = await self.core.runs.interrupted()
+        except SmoltuiError as error:  # a store that cannot be read says so elsewhere
+            log.warning("could not look for interrupted runs: %s", error)
+            return
+        count = len(self.interrupted_runs)
+        if count:
+            key = self.get_key_display(Binding(self._binding_key("app.command_palette", "ctrl+p"), ""))
+            self.notify(f"{count} run{'s were' if count > 1 else ' was'} interrupted: "
+                        f"{', '.join(self.interrupted_runs[:3])}{' …' if count > 3 else ''}. "
+                        f"{key} → “Resume interrupted runs” goes on with {'them' if count > 1 else 'it'}.",
+                        title="Interrupted runs", severity="warning", timeout=15)
+
+    def action_resume_interrupted(self) -> None:
+        self._resume_interrupted()
+
+    @work(group="interrupted", exclusive=True)
+    async def _resume_interrupted(self) -> None:
+        resumed = []
+        for run_id in self.interrupted_runs:
+            try:
+                await self.core.runs.resume(run_id)
+            except SmoltuiError as error:  # driven elsewhere meanwhile, its file gone, ...
+                self.notify(str(error), title="Cannot resume", severity="error", timeout=10)
+            else:
+                resumed.append(run_id)
+        self.interrupted_runs = []
+        if resumed:
+            self.notify(f"resumed {', '.join(resumed)}", title="Interrupted runs")
 
     async def on_unmount(self) -> None:
         if self._bus_unsubscribe is not None:
@@ -250,6 +287,9 @@ class SmolApp(App[int]):
             key = self.get_key_display(Binding(self._binding_key("app.plan", "f9"), ""))
             yield SystemCommand("Plan a workflow", f"Draft a workflow from a goal with the model, review it, save it ({key})",
                                 self.action_plan_workflow)
+        if self.interrupted_runs:
+            yield SystemCommand("Resume interrupted runs", f"Go on with {', '.join(self.interrupted_runs)}",
+                                self.action_resume_interrupted)
         yield from super().get_system_commands(screen)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

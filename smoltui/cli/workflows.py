@@ -3,7 +3,8 @@
 ``run`` and ``resume`` drive the core's run manager (the same one the TUI drives) with the core's
 gate, whose policy is the config's rules plus ``--approve``; this module only prints progress.
 
-Exit codes: 0 success, 1 a task failed, 2 an invalid workflow, 130 cancelled (Ctrl+C).
+Exit codes: 0 success, 1 a task failed (or the run could not start: another process drives it),
+2 an invalid workflow or a variable of the wrong type, 130 cancelled (Ctrl+C).
 """
 
 from __future__ import annotations
@@ -29,7 +30,12 @@ from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, RunStore
 from smoltui.orchestrator.states import RunState, TaskState
 from smoltui.orchestrator.store import Store
-from smoltui.orchestrator.workflow_spec import WorkflowError, load_workflow, parse_var_assignments
+from smoltui.orchestrator.workflow_spec import (
+    WorkflowError,
+    coerce_variables,
+    load_workflow,
+    parse_var_assignments,
+)
 from smoltui.safe_text import printable
 from smoltui.screens.state_icons import STATE_STYLES
 
@@ -60,6 +66,9 @@ async def _execute(args: argparse.Namespace, workspace: Path | None) -> int:
     core = await open_core(settings)
     try:
         record = await core.run_store.get_run(args.run_id) if args.command == "resume" else None
+        if record is not None:
+            # Said before tools start and a model loads; the resume itself claims the run for good.
+            await core.runs.check_free(record.id)
         if record is not None and not record.file:
             raise SmoltuiError(f"run {record.id} does not record its workflow file; it cannot be resumed")
         file = record.file if record is not None else args.file
@@ -74,6 +83,7 @@ async def _execute(args: argparse.Namespace, workspace: Path | None) -> int:
             return WorkflowError.exit_code
         spec = load_workflow(file).spec
         overrides = parse_var_assignments(spec, args.var or [])
+        coerce_variables(spec, overrides, launching=record is None)  # nothing starts without them
         return await _drive(args, core, [task.id for task in spec.tasks], file, record, overrides, workspace)
     finally:
         await core.close()
@@ -366,16 +376,26 @@ async def _logs(args: argparse.Namespace, database: Path) -> int:
             for event in await run_store.events(record.id, last):
                 last = event.id
                 _print_event(event, args.json)
+            current = await run_store.get_run(record.id)
             if not args.follow:
                 break
-            current = await run_store.get_run(record.id)
             if run_state_now(current).finished:
                 for event in await run_store.events(record.id, last):  # anything written meanwhile
                     last = event.id
                     _print_event(event, args.json)
                 break
             await asyncio.sleep(args.interval)
+        if run_state_now(current) is RunState.INTERRUPTED:
+            # Nothing will be written to this log until someone resumes the run: say so, not wait.
+            print(f"smoltui: {interrupted_note(current)}", file=sys.stderr, flush=True)
     return 0
+
+
+def interrupted_note(record: RunRecord) -> str:
+    """One line for an interrupted run: who stopped driving it, and how to go on."""
+    driver = record.lease.owner if record.lease is not None else f"pid {record.pid}" if record.pid else "its process"
+    return (f"run {record.id} was interrupted: {driver} stopped driving it (killed or crashed); "
+            f"resume it with `smoltui resume {record.id}`")
 
 
 def _print_event(event: Any, as_json: bool) -> None:
@@ -387,4 +407,4 @@ def _print_event(event: Any, as_json: bool) -> None:
     print(format_line(event), flush=True)  # the TUI log pane shows the same line
 
 
-__all__ = ["logs_command", "run", "runs_command"]
+__all__ = ["interrupted_note", "logs_command", "run", "runs_command"]

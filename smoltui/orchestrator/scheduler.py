@@ -144,7 +144,9 @@ class ToolTaskExecutor:
         call = ToolCall.new(task.tool or "", arguments, run_id=info.run_id, task_id=task.id)
         result = await self.gate.run(call, ctx, while_asking=info.paused)
         if not result.ok:
-            raise TaskFailed(f"tool `{task.tool}` failed ({result.error_kind}): {result.error}")
+            kind = "" if result.error_kind == "failed" else f" ({result.error_kind})"
+            detail = (result.error or "").removeprefix(f"{task.tool}: ")  # the tool names itself; so does this line
+            raise TaskFailed(f"tool `{task.tool}` failed{kind}: {detail}")
         return name_outputs(task, _tool_output(result))
 
 
@@ -323,7 +325,7 @@ class WorkflowRunner:
             for job in running:
                 job.cancel()
             await asyncio.gather(*running, return_exceptions=True)
-            await _despite_cancel(self.store.set_run_state(self.run_id, RunState.CANCELLED, log=True))
+            await despite_cancel(self.store.set_run_state(self.run_id, RunState.CANCELLED, log=True))
             self._publish(RunStateChanged(self.run_id, RunState.CANCELLED))
             raise
         failed = any(TaskState(s).failed for s in self.states.values())
@@ -424,7 +426,7 @@ class WorkflowRunner:
                     async with asyncio.timeout(task.timeout) as deadline.timeout:
                         outputs = await executor.execute(task, rendered, info)
             except asyncio.CancelledError:
-                await _despite_cancel(self.store.set_task_state(self.run_id, task.id, TaskState.CANCELLED,
+                await despite_cancel(self.store.set_task_state(self.run_id, task.id, TaskState.CANCELLED,
                                                                 attempt=attempt, error="cancelled", log=True))
                 self.states[task.id] = TaskState.CANCELLED
                 self._publish(TaskStateChanged(self.run_id, task.id, TaskState.CANCELLED, attempt, "cancelled"))
@@ -495,7 +497,7 @@ class WorkflowRunner:
             self.bus.publish(event)
 
 
-async def _despite_cancel(write: Awaitable[Any]) -> None:
+async def despite_cancel(write: Awaitable[Any]) -> None:
     """Finish a write although the task doing it is being cancelled (again): a cancelled run is
     recorded as cancelled, never left "running"."""
     job = asyncio.ensure_future(write)

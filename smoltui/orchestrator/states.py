@@ -44,6 +44,9 @@ class TaskState(StrEnum):
     SKIPPED = "skipped"
     UPSTREAM_FAILED = "upstream_failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    """Never stored: a pending or running task of an ``interrupted`` run (its driver is gone). It
+    is over (no clock runs for it) but not failed: resuming the run runs it again."""
 
     @property
     def finished(self) -> bool:
@@ -72,3 +75,5 @@ _FINISHED_RUNS = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCEL
 
 STORED_RUN_STATES: tuple[str, ...] = tuple(s.value for s in RunState if s is not RunState.INTERRUPTED)
 TASK_STATES: tuple[str, ...] = tuple(s.value for s in TaskState)
+"""Every state a view may show."""
+STORED_TASK_STATES: tuple[str, ...] = tuple(s.value for s in TaskState if s is not TaskState.INTERRUPTED)

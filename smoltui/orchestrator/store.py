@@ -225,6 +225,23 @@ MIGRATIONS.append((
     CREATE INDEX message_tool_calls_call ON message_tool_calls(call_id);
     """,
 ))
+MIGRATIONS.append((
+    7,
+    """
+    -- Who drives a run now (see run_store.py): one row while a process drives it, claimed in one
+    -- transaction, kept fresh by a heartbeat, deleted when the run ends. A row whose owner died
+    -- (same host and its pid gone, or no heartbeat for a while) can be taken over. No foreign key:
+    -- a new run's lease is claimed before its row is written.
+    CREATE TABLE run_leases (
+        run_id       TEXT    PRIMARY KEY,
+        token        TEXT    NOT NULL,
+        pid          INTEGER NOT NULL,
+        host         TEXT    NOT NULL,
+        heartbeat    REAL    NOT NULL,
+        acquired_at  REAL    NOT NULL
+    );
+    """,
+))
 MIGRATION_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {6: _backfill_tool_calls}
 """Python that runs after a migration's SQL, in the same transaction."""
 

@@ -7,8 +7,9 @@ and publishes :class:`RunsChanged` or :class:`WorkflowsChanged`. Views subscribe
 read again; none of them polls on its own.
 
 What it checks is cheap: ``PRAGMA data_version`` (changes only when another connection committed;
-then the run rows and log lines written since), ``os.kill(pid, 0)`` for runs stored as active by
-another process, and a few ``stat`` calls.
+then the run rows and log lines written since), the lease of each run another process drives
+(its owner's pid still there, its heartbeat fresh: a driver killed with SIGKILL, or hung, stops
+renewing it), and a few ``stat`` calls.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from typing import Any
 
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.events import Publisher, RunsChanged, WorkflowsChanged
-from smoltui.orchestrator.run_manager import pid_alive
-from smoltui.orchestrator.run_store import RunStore
+from smoltui.orchestrator.run_store import HOST, RunStore, run_state_now
 from smoltui.orchestrator.states import RunState
 from smoltui.orchestrator.workflow_catalog import WorkflowCatalog
 
@@ -43,7 +43,7 @@ class Watcher:
         self._since = time.time()
         self._last_line = 0  # the highest run_events id seen (ids are one global sequence)
         self._files: tuple[Any, ...] | None = None
-        self._foreign_active: dict[str, int] = {}  # run id -> pid, for runs another process drives
+        self._foreign_active: set[str] = set()  # ids of the active runs another process drives
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -71,7 +71,7 @@ class Watcher:
     async def check(self) -> None:
         """Publish what changed since the last check (the first check only takes a baseline)."""
         changed = await self._changed_runs()
-        changed |= self._died()
+        changed |= await self._died()
         if changed:
             self.bus.publish(RunsChanged(tuple(sorted(changed))))
         files = await asyncio.to_thread(self.catalog.files_stamp)
@@ -88,28 +88,37 @@ class Watcher:
         # A little slack: another process's clock reading and its commit are not one instant.
         since, self._since = self._since, time.time() - 1.0
         fetch = self.run_store.store.fetch
+        # Who drives each run: its lease's owner, or (a run that took no lease) the pid it stores.
+        columns = "r.id, r.state, COALESCE(l.pid, r.pid), COALESCE(l.host, ?)"
+        joined = "FROM runs r LEFT JOIN run_leases l ON l.run_id = r.id"
         if first:  # the baseline: which runs other processes are driving now
-            rows = await fetch("SELECT id, state, pid FROM runs WHERE state IN ('pending', 'running')")
+            rows = await fetch(f"SELECT {columns} {joined} WHERE r.state IN ('pending', 'running')", (HOST,))
             self._last_line = (await fetch("SELECT COALESCE(MAX(id), 0) FROM run_events"))[0][0]
             logged: set[str] = set()
         else:
-            rows = await fetch("SELECT id, state, pid FROM runs WHERE updated_at >= ?", (since,))
+            rows = await fetch(f"SELECT {columns} {joined} WHERE r.updated_at >= ?", (HOST, since))
             # A log line alone (a retry, a condition) changes no run row, but its run changed.
             lines = await fetch("SELECT run_id, MAX(id) FROM run_events WHERE id > ? GROUP BY run_id",
                                 (self._last_line,))
             logged = {run_id for run_id, _ in lines}
             self._last_line = max([self._last_line, *(last for _, last in lines)])
         me = os.getpid()
-        for run_id, state, pid in rows:
-            if RunState(state).active and pid and pid != me:
-                self._foreign_active[run_id] = pid
+        for run_id, state, pid, host in rows:
+            if RunState(state).active and pid and (pid != me or host != HOST):
+                self._foreign_active.add(run_id)
             else:
-                self._foreign_active.pop(run_id, None)
+                self._foreign_active.discard(run_id)
         return set() if first else {row[0] for row in rows} | logged
 
-    def _died(self) -> set[str]:
-        """Runs another process was driving when it died: nothing in the file says so."""
-        dead = {run_id for run_id, pid in self._foreign_active.items() if not pid_alive(pid)}
-        for run_id in dead:
-            del self._foreign_active[run_id]
+    async def _died(self) -> set[str]:
+        """Runs another process was driving when it died or hung: nothing in the file says so,
+        except that its lease is no longer renewed."""
+        dead: set[str] = set()
+        for run_id in list(self._foreign_active):
+            record = await self.run_store.find_run(run_id)
+            if record is None or not RunState(record.state).active:
+                self._foreign_active.discard(run_id)  # ended (the change itself was announced)
+            elif run_state_now(record) is RunState.INTERRUPTED:
+                self._foreign_active.discard(run_id)
+                dead.add(run_id)
         return dead

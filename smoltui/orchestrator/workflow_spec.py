@@ -13,6 +13,15 @@
 Relative file paths in a workflow (like ``input_file`` above) are meant relative to the folder the
 workflow file is in (:attr:`WorkflowFile.base_dir`), not to the current directory.
 
+A variable is its default value, or a declaration with a type::
+
+      variables:
+        count: {type: integer, default: 3, description: how many}
+        since: {type: string}          # no default: every run must give it
+
+Values given at launch (``--var``, the launch form) must have the declared type, or else the type
+of the default (``threshold: 5`` takes numbers only); see :func:`coerce_variables`.
+
 :func:`load_workflow` is strict: the first structural problem raises :class:`WorkflowError`. To list
 *every* problem with its position, use :func:`smoltui.orchestrator.workflow_validate.validate_workflow`.
 """
@@ -21,12 +30,21 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from smoltui.errors import SmoltuiError
 from smoltui.safe_text import printable
@@ -157,11 +175,52 @@ class Workflow(BaseModel):
     name: str = ""
     description: str = ""
     variables: dict[str, Any] = Field(default_factory=dict)
+    """Each variable's default (declarations are reduced to their default; None when there is none)."""
     tasks: list[Task] = Field(min_length=1)
     max_concurrent_tasks: int = Field(4, ge=1)
+    _types: dict[str, str] = PrivateAttr(default_factory=dict)
+    _required: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    @field_validator("variables")
+    @classmethod
+    def _declarations_make_sense(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, item in value.items():
+            declared = _declaration(name, item)
+            if declared is not None and "default" in item:
+                coerce_value(name, item["default"], declared[0], what="its default")
+        return value
+
+    @model_validator(mode="after")
+    def _split_declarations(self) -> Workflow:
+        types: dict[str, str] = {}
+        required: set[str] = set()
+        for name, item in list(self.variables.items()):
+            declared = _declaration(name, item)
+            if declared is None:
+                continue
+            types[name] = declared[0]
+            if "default" in item:
+                self.variables[name] = coerce_value(name, item["default"], declared[0], what="its default")
+            else:
+                self.variables[name] = None
+                required.add(name)
+        self._types = types
+        self._required = frozenset(required)
+        return self
 
     def task(self, task_id: str) -> Task:
         return next(t for t in self.tasks if t.id == task_id)
+
+    def variable_type(self, name: str) -> str | None:
+        """The variable's type: declared, else its default's (None: any value, or no such variable)."""
+        if name in self._types:
+            return self._types[name]
+        return type_of(self.variables.get(name))
+
+    @property
+    def required_variables(self) -> frozenset[str]:
+        """Declared without a default: each run must give a value."""
+        return self._required
 
 
 class WorkflowDocument(BaseModel):
@@ -498,6 +557,98 @@ def parse_var_value(raw: str) -> Any:
     return raw if isinstance(value, dict) or value is None and raw.strip() not in ("null", "~") else value
 
 
+VARIABLE_TYPES: dict[str, str] = {
+    "string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+    "list": "a list like [a, b]", "object": "a mapping like {key: value}",
+}  # fmt: skip
+"""The types a variable may declare, and how each is described to someone typing a value."""
+_TYPE_ALIASES = {"str": "string", "text": "string", "int": "integer", "float": "number", "bool": "boolean",
+                 "array": "list", "dict": "object", "mapping": "object"}
+_DECLARATION_KEYS = frozenset({"type", "default", "description"})
+_TRUE = frozenset({"true", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "no", "n", "off", "0"})
+
+
+def _declaration(name: str, item: Any) -> tuple[str] | None:
+    """(type,) when ``item`` declares the variable (``{type: ..., default: ...}``), else None."""
+    if not (isinstance(item, dict) and "type" in item and set(item) <= _DECLARATION_KEYS):
+        return None
+    raw = item["type"]
+    kind = _TYPE_ALIASES.get(raw, raw) if isinstance(raw, str) else None
+    if kind not in VARIABLE_TYPES:
+        raise ValueError(f"variable `{name}`: unknown type {raw!r} (one of {', '.join(VARIABLE_TYPES)}); "
+                         "a mapping default with a `type` key is written {type: object, default: {...}}")
+    return (kind,)
+
+
+_PYTHON_TYPES: tuple[tuple[str, type], ...] = (
+    ("boolean", bool), ("integer", int), ("number", float), ("string", str), ("list", list), ("object", dict))
+"""A default's Python type -> the variable's type (bool first: True is an int too)."""
+
+
+def type_of(value: Any) -> str | None:
+    """The variable type a default implies (None: any value goes)."""
+    return next((kind for kind, python_type in _PYTHON_TYPES if isinstance(value, python_type)), None)
+
+
+def coerce_value(name: str, value: Any, kind: str | None, *, what: str | None = None,
+                 workflow_id: str | None = None) -> Any:
+    """``value`` as a value of type ``kind``; text (from a command line or a form field) is parsed.
+
+    Raises ValueError naming the variable, the value and the type expected.
+    """
+    if kind is None:
+        return parse_var_value(value) if isinstance(value, str) else value
+    text = value if isinstance(value, str) else None
+    if kind == "string":
+        if text is not None:
+            return text
+        if isinstance(value, bool | int | float):  # 42 for a name: the user meant the text "42"
+            return show_value(value)
+    elif kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        word = text.strip().lower() if text is not None else None
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+    elif kind in ("integer", "number"):
+        parsed = value
+        if text is not None:
+            try:
+                parsed = int(text.strip()) if kind == "integer" else float(text.strip())
+            except ValueError:
+                parsed = None
+        elif isinstance(value, float) and kind == "integer" and value.is_integer():
+            parsed = int(value)  # 3.0 from JSON is the whole number 3
+        if isinstance(parsed, int) and not isinstance(parsed, bool):
+            return parsed if kind == "integer" else float(parsed)
+        if isinstance(parsed, float) and kind == "number" and math.isfinite(parsed):
+            return parsed
+    else:  # list / object: YAML flow syntax, which JSON is part of
+        parsed = value
+        if text is not None:
+            try:
+                parsed = load_yaml(text) if text.strip() else None
+            except Exception:  # noqa: BLE001 - any parse failure is the same answer: not a list
+                parsed = None
+        if isinstance(parsed, list if kind == "list" else dict):
+            return parsed
+    shown = repr(text) if text is not None else show_value(value)
+    subject = f"variable `{name}`" + (f" of workflow `{workflow_id}`" if workflow_id else "") + (
+        f" ({what})" if what else "")
+    raise ValueError(f"{subject} expects {VARIABLE_TYPES[kind]} ({kind}), not {shown}")
+
+
+def show_value(value: Any) -> str:
+    """A value as someone would type it (text as it is, anything else in YAML flow style)."""
+    import yaml
+
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000).strip().removesuffix(
+        "\n...").strip()
+
+
 def check_variables(spec: Workflow, values: Mapping[str, Any]) -> None:
     """Every name in ``values`` must be a variable of ``spec`` (WorkflowError naming the first that is not)."""
     for name in values:
@@ -508,8 +659,30 @@ def check_variables(spec: Workflow, values: Mapping[str, Any]) -> None:
             raise WorkflowError(f"workflow `{spec.id}` has no variable `{name}` ({hint}variables: {known})")
 
 
+def coerce_variables(spec: Workflow, values: Mapping[str, Any], *, launching: bool = False) -> dict[str, Any]:
+    """``values`` checked against ``spec`` (names, then types) and typed: text is parsed as the
+    variable's type. ``launching``: a new run, so variables declared without a default need a value.
+
+    Raises WorkflowError with one line naming the variable, the value and the type expected.
+    """
+    check_variables(spec, values)
+    typed: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            typed[name] = coerce_value(name, value, spec.variable_type(name), workflow_id=spec.id)
+        except ValueError as error:
+            raise WorkflowError(str(error)) from None
+    if launching:
+        missing = sorted(spec.required_variables - {n for n, v in typed.items() if v is not None})
+        if missing:
+            kinds = ", ".join(f"`{n}` ({spec.variable_type(n)})" for n in missing)
+            raise WorkflowError(f"workflow `{spec.id}` needs a value for {kinds}: give it with --var NAME=VALUE")
+    return typed
+
+
 def parse_var_assignments(spec: Workflow, assignments: Iterable[str]) -> dict[str, Any]:
-    """``["k=v", ...]`` (``--var``) as values; unknown names and bad syntax are WorkflowErrors."""
+    """``["k=v", ...]`` (``--var``) as typed values; unknown names, bad syntax and values of the wrong
+    type are WorkflowErrors."""
     values: dict[str, Any] = {}
     for assignment in assignments:
         name, sep, raw = assignment.partition("=")
@@ -517,10 +690,9 @@ def parse_var_assignments(spec: Workflow, assignments: Iterable[str]) -> dict[st
         if not sep or not name:
             raise WorkflowError(f"--var {assignment!r}: expected NAME=VALUE")
         try:
-            check_variables(spec, {name: None})
+            values[name] = coerce_variables(spec, {name: raw})[name]
         except WorkflowError as error:
-            raise WorkflowError(f"--var {name}: {error}") from None
-        values[name] = parse_var_value(raw)
+            raise WorkflowError(f"--var {name}={raw}: {error}") from None
     return values
 
 

@@ -1,16 +1,18 @@
 """The launch form: one field per workflow variable, defaults filled in, checked before the run starts.
 
-Values are typed the way ``--var NAME=VALUE`` is on the command line (YAML: ``3`` is a number,
-``[a, b]`` a list), and each must have the type of its default: a variable whose default is a number
-will not start a run with ``"ten"``. Text variables take the field's text as it is.
+Values are checked and typed exactly as ``--var NAME=VALUE`` is on the command line
+(:func:`~smoltui.orchestrator.workflow_spec.coerce_value`): each must have the variable's declared
+type, or else its default's; a variable whose default is a number will not start a run with
+``"ten"``, and the field says so in the words the command line uses. Text variables take the
+field's text as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,7 +20,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.workflow_catalog import WorkflowEntry
+from smoltui.orchestrator.workflow_spec import coerce_value, load_workflow, show_value, type_of
 
 
 @dataclass(frozen=True)
@@ -29,34 +33,18 @@ class LaunchRequest:
     variables: dict[str, Any]
 
 
-_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", list: "a list like [a, b]",
-               dict: "a mapping like {key: value}"}
+def parse_field(raw: str, default: Any, kind: str | None = None, name: str = "value") -> Any:
+    """The typed value of a field, or ValueError with a message naming what was expected.
+
+    ``kind``: the variable's declared type (default: its default's type; none: any value).
+    """
+    kind = kind or type_of(default)
+    if kind is None:
+        return raw  # no type to check against: the text as typed
+    return coerce_value(name, raw, kind)
 
 
-def show_value(value: Any) -> str:
-    """A default as the user would type it."""
-    if isinstance(value, str):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000).strip().removesuffix(
-        "\n...").strip()
-
-
-def parse_field(raw: str, default: Any) -> Any:
-    """The typed value of a field, or ValueError with a message naming what was expected."""
-    if isinstance(default, str) or default is None:
-        return raw
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ValueError(f"not valid YAML: {mark}") from None
-    expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is bool and not isinstance(value, bool) or not isinstance(value, expected) \
-            or expected is int and isinstance(value, bool):
-        raise ValueError(f"expects {_TYPE_NAMES.get(expected, expected.__name__)}, got {raw!r}")
-    return value
+__all__ = ["LaunchDialog", "LaunchRequest", "parse_field", "show_value"]
 
 
 class LaunchDialog(ModalScreen[LaunchRequest | None]):
@@ -71,6 +59,7 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         # once any other dialog has been open) would otherwise outrank it and reshape the form.
         super().__init__()
         self.entry = entry
+        self._declared: asyncio.Task[tuple[dict[str, str], frozenset[str]]] | None = None
 
     def compose(self) -> ComposeResult:
         entry = self.entry
@@ -93,20 +82,26 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
                 yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
+        # The variables' declared types (the catalog's entry only carries their defaults), read
+        # off the event loop while the user looks at the form.
+        self._declared = asyncio.create_task(asyncio.to_thread(_declared_types, self.entry))
         inputs = list(self.query(Input))
         if inputs:
             inputs[0].focus()
         else:
             self.query_one("#run", Button).focus()
 
-    def _collect(self) -> dict[str, Any] | None:
+    async def _collect(self) -> dict[str, Any] | None:
+        types, required = await self._declared if self._declared is not None else ({}, frozenset())
         values: dict[str, Any] = {}
         ok = True
         for field in self.query(Input):
             name = field.name or ""
             error = self.query_one(f"#err-{name}", Label)
             try:
-                value = parse_field(field.value, self.entry.variables[name])
+                if name in required and not field.value.strip():
+                    raise ValueError(f"variable `{name}` needs a value ({types.get(name)})")
+                value = parse_field(field.value, self.entry.variables[name], types.get(name), name)
             except ValueError as problem:
                 ok = False
                 error.update(f"✗ {problem}")
@@ -125,27 +120,37 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         return values if ok else None
 
     @on(Input.Submitted)
-    def _next_or_run(self, event: Input.Submitted) -> None:
+    async def _next_or_run(self, event: Input.Submitted) -> None:
         event.stop()
         fields = list(self.query(Input))
         index = fields.index(event.input)
         if index + 1 < len(fields):
             fields[index + 1].focus()
         else:
-            self.action_run()
+            await self.action_run()
 
     @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
+    async def _pressed(self, event: Button.Pressed) -> None:
         event.stop()
         if event.button.id == "run":
-            self.action_run()
+            await self.action_run()
         else:
             self.action_cancel()
 
-    def action_run(self) -> None:
-        values = self._collect()
+    async def action_run(self) -> None:
+        values = await self._collect()
         if values is not None:
             self.dismiss(LaunchRequest(self.entry, values))
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _declared_types(entry: WorkflowEntry) -> tuple[dict[str, str], frozenset[str]]:
+    """Each variable's type (declared, or its default's) and those that need a value."""
+    try:
+        spec = load_workflow(entry.path).spec
+    except (SmoltuiError, OSError):  # changed on disk since the tree read it: the defaults' types
+        return {}, frozenset()
+    return ({name: kind for name in spec.variables if (kind := spec.variable_type(name))},
+            spec.required_variables)
