@@ -228,7 +228,8 @@ class SmolApp(App[int]):
         screen = self.screen
         if isinstance(screen, ModalScreen):
             # A dialog is open (a form, the edit of another call): it keeps the keys until closed.
-            self.notify("close this dialog first; then ctrl+g selects the waiting call", severity="warning")
+            key = self.get_key_display(Binding(self._binding_key("approvals.next", "ctrl+g"), ""))
+            self.notify(f"close this dialog first; then {key} selects the waiting call", severity="warning")
             return
         ids = [request.call.id for request in waiting]
         focused = self.focused
