@@ -21,7 +21,7 @@ from textual.binding import Binding
 from textual.dom import DOMNode
 from textual.notifications import Notification
 from textual.reactive import reactive
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from smoltui.config import Config, key_clashes
 from smoltui.core import Core, Settings, open_core
@@ -36,7 +36,7 @@ from smoltui.orchestrator.store import Store
 from smoltui.paths import Paths
 from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.chat import ChatScreen
-from smoltui.screens.dialogs import ConfirmDialog, TextPromptDialog
+from smoltui.screens.dialogs import ConfirmDialog, QuitDialog, TextPromptDialog
 from smoltui.screens.edit_arguments import EditArgumentsDialog
 from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
@@ -257,14 +257,26 @@ class SmolApp(App[int]):
         return self.config.keymap.get(binding_id, default).split(",")[0].strip()
 
     def action_next_approval(self) -> None:
-        """Open the run whose tool call has waited longest (or move to its card)."""
+        """Select the card of the call that has waited longest (opening its chat or run); pressed on
+        a card, the card of the call that has waited next longest. The order is the gate's (when
+        each call asked), never where the cards happen to sit."""
         waiting = self.core.gate.waiting()
         if not waiting:
             self.notify("no tool call is waiting for approval")
             return
-        call = waiting[0].call
-        run_id = call.run_id
         screen = self.screen
+        if isinstance(screen, ModalScreen):
+            # A dialog is open (a form, the edit of another call): it keeps the keys until closed.
+            key = self.get_key_display(Binding(self._binding_key("approvals.next", "ctrl+g"), ""))
+            self.notify(f"close this dialog first; then {key} selects the waiting call", severity="warning")
+            return
+        ids = [request.call.id for request in waiting]
+        focused = self.focused
+        index = 0
+        if isinstance(focused, ApprovalCard) and focused.call_id in ids:
+            index = (ids.index(focused.call_id) + 1) % len(ids)
+        call = waiting[index].call
+        run_id = call.run_id
         if run_id is None and call.session_id is not None:
             # A chat's call: its card sits in that chat, under the call.
             if isinstance(screen, RunScreen):
@@ -273,10 +285,45 @@ class SmolApp(App[int]):
             if isinstance(screen, ChatScreen):
                 screen.show_approval(call.session_id, call.id)
             return
+        if run_id is None:
+            return
         if isinstance(screen, RunScreen) and screen.run_id == run_id:
-            screen.action_next_approval()
-        elif run_id is not None:
-            self.push_screen(RunScreen(self.core, run_id))
+            screen.focus_card(call.id)
+            return
+        if isinstance(screen, RunScreen):
+            self.pop_screen()  # one run view at a time, not a stack of them
+        self.push_screen(RunScreen(self.core, run_id, focus_call=call.id))
+
+    # -- quitting -------------------------------------------------------------------------------------
+
+    def active_runs(self) -> list[str]:
+        """Runs this process drives now (quitting cancels them)."""
+        runs = self.core.runs
+        return [run_id for run_id in list(runs.active) if runs.is_running(run_id)]
+
+    async def action_quit(self) -> None:
+        """Quit at once, unless runs are in progress: then ask (cancel them and quit, or stay).
+        ctrl+q and the palette's Quit both come here."""
+        if not self.active_runs():
+            self.exit()
+            return
+        if not any(isinstance(screen, QuitDialog) for screen in self.screen_stack):
+            self._ask_quit()
+
+    @work(group="quit", exclusive=True)
+    async def _ask_quit(self) -> None:
+        running = self.active_runs()
+        if not running:
+            self.exit()
+            return
+        count = len(running)
+        question = (f"{count} run{'s' if count != 1 else ''} in progress ({', '.join(running)}). "
+                    "Quitting cancels them (u resumes a cancelled run later).")
+        if not await self.push_screen_wait(QuitDialog(question, confirm_label=f"Cancel {'them' if count != 1 else 'it'} and quit",
+                                                      cancel_label="Stay")):
+            return
+        await self.core.runs.shutdown()  # recorded as cancelled, resumable, before the app goes
+        self.exit()
 
     # -- commands --------------------------------------------------------------------------------------
 

@@ -65,8 +65,11 @@ async def test_approve_a_call_inline_and_see_the_result(store: Store, tmp_path: 
         # The card sits in the conversation, right under the call it is about.
         children = list(screen.log_view.children)
         assert children.index(card) == children.index(view) + 1
-        assert card.has_focus and app.pending_approvals == 1
+        # The card waits for the user to come to it; the message box keeps the keys meanwhile.
+        assert screen.prompt.has_focus and not card.has_focus and app.pending_approvals == 1
         assert not (tmp_path / "note.txt").exists()
+        await pilot.press("ctrl+g")
+        assert card.has_focus
         await pilot.press("y")
         await wait_until(pilot, lambda: not screen.replying, "the reply to finish")
         assert (tmp_path / "note.txt").read_text() == "hello"
@@ -91,7 +94,7 @@ async def test_deny_a_call_by_key(store: Store, tmp_path: Path) -> None:
         screen = await switch_on(pilot, app, "write_file")
         await send(pilot, screen, "Save it")
         await wait_until(pilot, lambda: screen.query(ApprovalCard), "the inline approval")
-        await pilot.press("n")
+        await pilot.press("ctrl+g", "n")
         await wait_until(pilot, lambda: not screen.replying, "the reply to finish")
         view = screen.query_one(ToolCallView)
         assert view.ok is False and "denied" in view.text

@@ -29,6 +29,7 @@ from smoltui.core import Core
 from smoltui.orchestrator.approval import Policy
 from smoltui.orchestrator.store import Store
 from smoltui.screens.chat import ChatScreen
+from smoltui.screens.dialogs import ConfirmDialog
 from smoltui.screens.edit_arguments import EditArgumentsDialog
 from smoltui.screens.launch_dialog import LaunchDialog, parse_field, show_value
 from smoltui.screens.run_view import RunScreen
@@ -152,7 +153,7 @@ async def test_launch_form_validates_then_runs_and_approve_once(store: Store, tm
         screen = app.screen
         await wait_until(pilot, lambda: screen.cards, "the approval card")
         card = next(iter(screen.cards.values()))
-        await wait_until(pilot, lambda: card.has_focus, "the card to take the focus")
+        assert not card.has_focus  # the card waits for the user to come to it
         assert card.request.call.tool == "write_file"
         await wait_until(pilot, lambda: task_state(screen, "write") == "awaiting approval", "awaiting approval")
         await wait_until(pilot, lambda: app.pending_approvals == 1, "the approval count")
@@ -179,7 +180,7 @@ async def test_deny_fails_the_task_and_nothing_is_written(store: Store, tmp_path
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards, "the approval card")
-        await pilot.press("n")
+        await pilot.press("ctrl+g", "n")
         await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "failed", "the run to fail")
         assert not (folder / "out.txt").exists()
         assert "denied" in screen.loaded.tasks["write"].error
@@ -190,7 +191,7 @@ async def test_edit_arguments_then_approve(store: Store, tmp_path: Path) -> None
     async with app.run_test(size=SIZE) as pilot:
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards, "the approval card")
-        await pilot.press("e")
+        await pilot.press("ctrl+g", "e")
         await wait_until(pilot, lambda: isinstance(app.screen, EditArgumentsDialog), "the edit dialog")
         editor = app.screen.query_one(TextArea)
         arguments = json.loads(editor.text)
@@ -211,6 +212,8 @@ async def test_cancel_then_resume(store: Store, tmp_path: Path) -> None:
         screen = await launch(pilot, app, "Slow")
         await wait_until(pilot, lambda: task_state(screen, "wait") == "running", "the task to run", timeout=10)
         await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the question")
+        await pilot.press("y")
         await wait_until(pilot, lambda: screen.loaded.state == "cancelled", "the run to be cancelled", timeout=10)
         assert screen.loaded.tasks["wait"].state == "cancelled"
         (folder / "slow.yaml").write_text(SLOW.replace("time.sleep(30)", "print('ok')"))
@@ -454,6 +457,8 @@ async def test_cancelling_a_run_that_waits_for_approval_clears_the_count(store: 
         screen = await launch(pilot, app, "Copy a note")
         await wait_until(pilot, lambda: screen.cards and app.pending_approvals == 1, "the approval card")
         await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the question")
+        await pilot.press("y")
         await wait_until(pilot, lambda: screen.loaded.state == "cancelled", "the run to be cancelled", timeout=10)
         await wait_until(pilot, lambda: not screen.cards, "the card to go")
         await pilot.press("escape")

@@ -207,8 +207,9 @@ async def test_card_shows_the_call_and_approve_once_runs_it(h: Harness) -> None:
         assert text_of(card, ".where") == "in the chat"
         assert text_of(card, ".description") == "Write a note into the notebook."
         assert '"text": "hello"' in text_of(card, ".arguments")
-        assert text_of(card, ".legend") == "y approve · A always · n deny · D always deny · e edit"
-        assert shown_keys(host) >= {"approval.once", "approval.always", "approval.deny",
+        assert text_of(card, ".legend") == ("y approve · A always · n deny · r deny, say why · D always deny · "
+                                            "e edit")
+        assert shown_keys(host) >= {"approval.once", "approval.always", "approval.deny", "approval.deny_reason",
                                     "approval.always_deny", "approval.edit"}
 
         await pilot.press("y")
@@ -231,7 +232,7 @@ async def test_card_shows_the_call_and_approve_once_runs_it(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("key", "kind", "outcome"),
-    [("a", "once", "✓ approved once"), ("n", "deny", "✗ denied"), ("d", "deny", "✗ denied")],
+    [("y", "once", "✓ approved once"), ("n", "deny", "✗ denied"), ("d", "deny", "✗ denied")],
 )
 async def test_each_key_gives_its_decision(h: Harness, key: str, kind: str, outcome: str) -> None:
     async with Host(h.gate).run_test(size=SIZE) as pilot:

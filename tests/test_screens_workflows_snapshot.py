@@ -192,9 +192,10 @@ def test_inline_approval_in_the_run_view(snap_compare, tmp_path: Path) -> None:
         ctx = ToolContext(workspace=tmp_path, artifacts_dir=tmp_path / "artifacts", run_id=live, task_id="save")
         asking = asyncio.create_task(core.gate.run(call, ctx))
         await wait_until(pilot, lambda: core.gate.is_waiting(call.id) or asking.done(), "the gate to ask")
-        await pilot.app.push_screen(RunScreen(core, live))  # what ctrl+g does
+        await pilot.app.push_screen(RunScreen(core, live, focus_call=call.id))  # what ctrl+g does
         screen = pilot.app.screen
         await wait_until(pilot, lambda: screen.loaded is not None and screen.cards, "the card")
+        await wait_until(pilot, lambda: screen.cards[call.id].has_focus, "the card to be selected")
         pilot.app.clear_notifications()  # the toast that announced the call (the snapshot is of the view)
         await settle(pilot)
         await pilot.pause()

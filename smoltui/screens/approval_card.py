@@ -1,8 +1,15 @@
 """A tool call waiting for the user, shown inline where it happens (the chat, or a run's view).
 
 The card shows the tool, its risk, where the call comes from and its arguments, and takes the
-answer by keyboard: approve once, always allow, deny, always deny, or edit the arguments (in
-:class:`~smoltui.screens.edit_arguments.EditArgumentsDialog`, validated before they are accepted).
+answer by keyboard: approve once, always allow, deny (with a reason the model reads, or without),
+always deny, or edit the arguments (in :class:`~smoltui.screens.edit_arguments.EditArgumentsDialog`,
+validated before they are accepted).
+
+An approval is only given on purpose: a card never takes the focus by itself (a card that appears
+while the user types in the message box must not receive the next ``y``). The user moves to it with
+``ctrl+g`` (the app's ``approvals.next``), a click or tab; only the focused card takes keys, and it
+says so: it is drawn selected, its legend lists the keys, and its title names its place among the
+calls waiting on that screen ("2 of 3", set by the host in :attr:`ApprovalCard.position`).
 
 Messages up: the card never calls the gate. It posts :class:`ApprovalCard.Answered` and the host
 passes the decision on with ``ApprovalGate.answer``. When the gate settles the call some other way
@@ -32,9 +39,11 @@ from textual.highlight import (
 )
 from textual.message import Message
 from textual.reactive import reactive
+from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Label, Static
 
+from smoltui.screens.dialogs import TextPromptDialog
 from smoltui.screens.edit_arguments import EditArgumentsDialog
 from smoltui.tools.base import Tool
 from smoltui.tools.calls import ApprovalRequest, Decision
@@ -58,14 +67,17 @@ OUTCOMES: dict[str, str] = {
 }
 ALREADY_ANSWERED = "already answered"
 
-_ANSWER_ACTIONS = frozenset({"approve", "always", "deny", "always_deny", "edit"})
+_ANSWER_ACTIONS = frozenset({"approve", "always", "deny", "deny_with_reason", "always_deny", "edit"})
 _LEGEND = (
     ("approval.once", "approve"),
     ("approval.always", "always"),
     ("approval.deny", "deny"),
+    ("approval.deny_reason", "deny, say why"),
     ("approval.always_deny", "always deny"),
     ("approval.edit", "edit"),
 )
+SELECT_KEY = ("approvals.next", "ctrl+g")
+"""The app's binding that moves to the call that has waited longest (named on an unselected card)."""
 
 
 def pretty_arguments(arguments: Mapping[str, Any]) -> str:
@@ -205,8 +217,12 @@ class ApprovalCard(Widget, can_focus=True):
         border-left: outer $warning;
         background: $warning 8%;
         &:focus {
-            border-left: outer $accent;
+            border-left: thick $accent;
             background-tint: $foreground 6%;
+            & .position {
+                color: $text-accent;
+                text-style: bold reverse;
+            }
         }
         &.-settled {
             border-left: outer $panel;
@@ -215,6 +231,11 @@ class ApprovalCard(Widget, can_focus=True):
         & > .title {
             height: 1;
             width: 1fr;
+        }
+        & .position {
+            margin-right: 1;
+            color: $text-muted;
+            &.-none { display: none; }
         }
         & .tool {
             text-style: bold;
@@ -268,6 +289,7 @@ class ApprovalCard(Widget, can_focus=True):
             &.-refused { color: $text-error; }
         }
         &.-settled {
+            & .position { display: none; }
             & > .description, & > .arguments, & > .hint, & > .legend {
                 display: none;
             }
@@ -279,15 +301,20 @@ class ApprovalCard(Widget, can_focus=True):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y,a", "approve", "Approve", id="approval.once"),
+        # Not "a": the run view's "a" moves to a card, and pressing it twice must not approve.
+        Binding("y", "approve", "Approve", id="approval.once"),
         Binding("A", "always", "Always allow", id="approval.always"),
         Binding("n,d", "deny", "Deny", id="approval.deny"),
+        Binding("r", "deny_with_reason", "Deny, say why", id="approval.deny_reason"),
         Binding("D", "always_deny", "Always deny", id="approval.always_deny"),
         Binding("e", "edit", "Edit", id="approval.edit"),
     ]
 
     outcome: reactive[str] = reactive("", init=False)
     """What became of the call ("" while it waits); a settled card takes no more keys."""
+
+    position: reactive[tuple[int, int] | None] = reactive(None, init=False)
+    """(n, of) among the calls waiting on the host's screen, oldest first; None: not shown."""
 
     class Answered(Message):
         """The user answered the card; the host hands ``decision`` to ``ApprovalGate.answer``."""
@@ -319,13 +346,15 @@ class ApprovalCard(Widget, can_focus=True):
         self._waiting = waiting or (lambda: True)
         self.arguments: dict[str, Any] = dict(request.call.arguments)
         """The arguments the call will run with (the edited ones after an edit)."""
-        self._dialog: EditArgumentsDialog | None = None
+        self._dialog: ModalScreen[Any] | None = None
+        """The edit or deny-with-reason dialog open for this card, if any."""
         self._highlighted_with: type[HighlightTheme] = HighlightTheme
         rest, blocks = split_arguments(request.call.tool, self.arguments)
         self._pieces, hint = preview_blocks(rest, blocks)
         self._arguments_view = Static(self._highlighted(), classes="arguments", markup=False)
         self._hint = Label(hint, classes="hint" if hint else "hint -empty", markup=False)
         self._legend = Label(classes="legend")
+        self._position = Label(classes="position -none", markup=False)
         self._summary = Label(one_line(self.arguments), classes="summary", markup=False)
         self._outcome = Label(classes="outcome", markup=False)
         self._description = request.description
@@ -341,6 +370,7 @@ class ApprovalCard(Widget, can_focus=True):
     def compose(self) -> ComposeResult:
         request = self.request
         with Horizontal(classes="title"):
+            yield self._position
             yield Label(request.call.tool, classes="tool", markup=False)
             yield Label(request.risk, classes=f"risk -{request.risk}", markup=False)
             if request.origin and request.origin != "builtin":
@@ -373,6 +403,10 @@ class ApprovalCard(Widget, can_focus=True):
             return
         self.outcome = text or ALREADY_ANSWERED
 
+    def watch_position(self, position: tuple[int, int] | None) -> None:
+        self._position.update(f"{position[0]} of {position[1]}" if position else "")
+        self._position.set_class(position is None, "-none")
+
     def watch_outcome(self, outcome: str) -> None:
         self.set_class(bool(outcome), "-settled")
         self._outcome.update(outcome)
@@ -388,6 +422,13 @@ class ApprovalCard(Widget, can_focus=True):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         return not (action in _ANSWER_ACTIONS and self.settled)
 
+    # Handlers of a subclass run before Widget's, which sets has_focus: the state is passed in.
+    def on_focus(self) -> None:
+        self._legend.update(self._legend_text(selected=True))
+
+    def on_blur(self) -> None:
+        self._legend.update(self._legend_text(selected=False))
+
     def action_approve(self) -> None:
         self._answer(Decision("once"))
 
@@ -397,14 +438,35 @@ class ApprovalCard(Widget, can_focus=True):
     def action_deny(self) -> None:
         self._answer(Decision("deny"))
 
+    def action_deny_with_reason(self) -> None:
+        if not self._may_open_dialog():
+            return
+        self._dialog = TextPromptDialog(
+            f"Deny {self.request.call.tool}: why? The model reads your reason.",
+            placeholder="e.g. not in my home folder; use the workspace",
+            help_text="enter denies with this reason · esc goes back (the call still waits)",
+        )
+        self.app.push_screen(self._dialog, callback=self._denied_with_reason)
+
+    def _denied_with_reason(self, reason: str | None) -> None:
+        self._dialog = None
+        if reason is not None:
+            self._answer(Decision("deny", reason=reason))
+
     def action_always_deny(self) -> None:
         self._answer(Decision("always_deny"))
 
-    def action_edit(self) -> None:
+    def _may_open_dialog(self) -> bool:
+        """Whether an answer that needs a dialog can start (one dialog at a time, for a live call)."""
         if self.settled or self._dialog is not None:
-            return
+            return False
         if not self._waiting():
             self.settle(ALREADY_ANSWERED)
+            return False
+        return True
+
+    def action_edit(self) -> None:
+        if not self._may_open_dialog():
             return
         if self.tool is None:
             self.notify(f"{self.request.call.tool} cannot be edited here", severity="warning")
@@ -426,7 +488,8 @@ class ApprovalCard(Widget, can_focus=True):
         if decision.kind == "edit" and decision.arguments is not None:
             self.arguments = dict(decision.arguments)
         self.post_message(self.Answered(self.call_id, decision, card=self))
-        self.outcome = OUTCOMES[decision.kind]
+        reason = (decision.reason or "").strip() if decision.kind == "deny" else ""
+        self.outcome = OUTCOMES[decision.kind] + (f": {reason}" if reason else "")
 
     # -- rendering -----------------------------------------------------------------------------------
 
@@ -452,8 +515,14 @@ class ApprovalCard(Widget, can_focus=True):
         if self.is_attached and self._highlight_theme() is not self._highlighted_with:
             self._arguments_view.update(self._highlighted())
 
-    def _legend_text(self) -> Content:
+    def _legend_text(self, *, selected: bool | None = None) -> Content:
         keymap: Mapping[str, str] = getattr(self.app, "_keymap", {}) or {}
+        if not (self.has_focus if selected is None else selected):
+            # Keys reach only the selected card: an unselected one says how to select it.
+            binding_id, default = SELECT_KEY
+            key = keymap.get(binding_id, default).split(",")[0].strip()
+            return Content.assemble((self.app.get_key_display(Binding(key, "")), "bold $text-accent"),
+                                    " (or a click) selects this call to answer it")
         keys = {b.id: b.key for b in self.BINDINGS if isinstance(b, Binding) and b.id}
         parts: list[str | tuple[str, str]] = []
         for binding_id, label in _LEGEND:

@@ -8,6 +8,7 @@ loop, in the order the orchestrator published them.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -226,6 +227,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         self._mount_panes()
         if hasattr(self.app, "pending_approvals"):
             self.watch(self.app, "pending_approvals", lambda count: setattr(self.status, "approvals", count))
+            status.approvals_key = self._key("approvals.next", "ctrl+g")
         self._show_welcome()
         self._refresh_sessions()
         if self._initial_session is not None:
@@ -658,8 +660,17 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         self._chat_cards[call.id] = card
         anchor = self._call_views.get(call.id)
         self.log_view.mount(card, after=anchor if anchor is not None and anchor.parent else None)
-        card.focus()
+        # Not focused: the user may be typing, and the next "y" is meant for the message box. The
+        # card says how to reach it (ctrl+g, a click, tab), and the status bar counts it.
+        self._number_cards()
         self.log_view.scroll_end(animate=False)
+
+    def _number_cards(self) -> None:
+        """Each waiting card of this chat names its place among the chat's waiting calls, oldest first."""
+        order = [r.call.id for r in self.core.gate.waiting(session_id=self.session_id)] \
+            if self.session_id is not None else []
+        for call_id, card in self._chat_cards.items():
+            card.position = (order.index(call_id) + 1, len(order)) if call_id in order else None
 
     def _drop_card(self, call_id: str) -> None:
         card = self._chat_cards.pop(call_id, None)
@@ -667,7 +678,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             had_focus = card.has_focus
             card.remove()
             if had_focus:
+                # Back to the message box, not on to another card: a key pressed twice answers once.
                 self.prompt.focus()
+            self._number_cards()
 
     @on(ApprovalCard.Answered)
     def _card_answered(self, message: ApprovalCard.Answered) -> None:
@@ -677,6 +690,13 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             card = self._chat_cards.get(message.call_id)
             if card is not None:
                 card.settle("already answered", replace=True)
+        elif message.decision.kind == "edit" and message.decision.arguments is not None:
+            view = self._call_views.get(message.call_id)
+            if view is not None:  # the line shows the arguments that run, not the model's
+                view.ran_with(json.dumps(message.decision.arguments, ensure_ascii=False))
+        if message.card is not None and message.card.has_focus:
+            self.prompt.focus()  # answered: the keys go back to the message box
+        self._number_cards()
 
     @work(exclusive=True, group="session-list")
     async def _refresh_sessions(self) -> None:
@@ -746,17 +766,19 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         self._open_session(session_id, highlight_message)
 
     @work(exclusive=True, group="open-session")
-    async def _open_session(self, session_id: int, highlight_message: int | None = None) -> None:
+    async def _open_session(self, session_id: int, highlight_message: int | None = None, *,
+                            focus_call: str | None = None) -> None:
         try:
             session = await self._store.get_session(session_id)
             entries = await load_transcript(self._store, session_id)
         except SmoltuiError as error:
             self.notify(str(error), title="Cannot open the chat", severity="error")
             return
-        await self._show_session(session, entries, highlight_message)
+        await self._show_session(session, entries, highlight_message, focus_call)
         self._refresh_sessions()
 
-    async def _show_session(self, session: Session, entries: list[Entry], highlight_message: int | None) -> None:
+    async def _show_session(self, session: Session, entries: list[Entry], highlight_message: int | None,
+                            focus_call: str | None = None) -> None:
         await self._clear_log()
         self._set_session(session)
         shown = entries[-MAX_SHOWN_MESSAGES:]
@@ -800,11 +822,12 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             self.call_after_refresh(self.log_view.scroll_to_widget, target, animate=False, top=True)
         else:
             self.log_view.anchor()
-        self._restore_cards(calls)
+        self._restore_cards(calls, focus_call)
 
-    def _restore_cards(self, calls: list[ToolCallView]) -> None:
+    def _restore_cards(self, calls: list[ToolCallView], focus_call: str | None = None) -> None:
         """A call of this chat that still waits for its answer (the user left the chat while it
-        asked): its card comes back under its call, and that call's view follows it again."""
+        asked): its card comes back under its call, and that call's view follows it again.
+        ``focus_call``: the card the user asked for with ctrl+g, which takes the focus."""
         if self.session is None:
             return
         by_id = {view.call_id: view for view in calls}
@@ -816,15 +839,21 @@ class ChatScreen(WorkflowPanes, Screen[None]):
             if view is not None:
                 self._call_views[call.id] = view
             self.chat_approval_event(ApprovalNeeded(request))
+        if focus_call is not None:
+            self.call_after_refresh(self._focus_card, focus_call)
 
     def show_approval(self, session_id: int, call_id: str) -> None:
-        """Bring a waiting call of one of the chats into view, its card focused."""
+        """Bring a waiting call of one of the chats into view, its card focused (the user asked
+        for it: ctrl+g)."""
         if session_id != self.session_id:
-            self._open_session(session_id)  # its cards come back with it
+            self._open_session(session_id, focus_call=call_id)  # its cards come back with it
             return
+        self._focus_card(call_id)
+
+    def _focus_card(self, call_id: str) -> None:
         card = self._chat_cards.get(call_id)
-        if card is not None and card.is_attached:
-            card.focus()
+        if card is not None and card.is_attached and not card.settled:
+            self.set_focus(card)  # at once, not after a refresh: a second ctrl+g must find it there
             self.log_view.scroll_to_widget(card, animate=False)
 
     async def _clear_log(self) -> None:

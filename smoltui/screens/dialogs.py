@@ -19,17 +19,19 @@ class TextPromptDialog(ModalScreen[str | None]):
     CSS_PATH = "dialogs.tcss"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
-    def __init__(self, title: str, value: str = "", *, placeholder: str = "") -> None:
+    def __init__(self, title: str, value: str = "", *, placeholder: str = "",
+                 help_text: str = "enter to save · esc to cancel") -> None:
         super().__init__(classes="dialog")
         self._title = title
         self._value = value
         self._placeholder = placeholder
+        self._help = help_text
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self._title, classes="dialog-title", markup=False)
             yield Input(self._value, placeholder=self._placeholder, select_on_focus=True)
-            yield Label("enter to save · esc to cancel", classes="dialog-help")
+            yield Label(self._help, classes="dialog-help", markup=False)
 
     @on(Input.Submitted)
     def _save(self, event: Input.Submitted) -> None:
@@ -49,17 +51,18 @@ class ConfirmDialog(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No", id="dialog.no"),
     ]
 
-    def __init__(self, question: str, *, confirm_label: str = "Yes") -> None:
+    def __init__(self, question: str, *, confirm_label: str = "Yes", cancel_label: str = "Cancel") -> None:
         super().__init__(classes="dialog")
         self._question = question
         self._confirm_label = confirm_label
+        self._cancel_label = cancel_label
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label(self._question, classes="dialog-title", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self._confirm_label} (y)", variant="error", id="confirm")
-                yield Button("Cancel (n)", id="cancel")
+                yield Button(f"{self._cancel_label} (n)", id="cancel")
 
     def on_mount(self) -> None:
         # Focus starts on Cancel so a stray Enter never confirms something destructive.
@@ -72,3 +75,7 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)
+
+
+class QuitDialog(ConfirmDialog):
+    """What ctrl+q asks while runs are in progress: a class of its own, so it is asked once at a time."""

@@ -34,6 +34,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from smoltui.core import Core
 from smoltui.errors import SmoltuiError
+from smoltui.orchestrator.audit import AuditEntry
 from smoltui.orchestrator.events import (
     ApprovalNeeded,
     RunFinished,
@@ -47,7 +48,8 @@ from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, TaskRecord
 from smoltui.orchestrator.states import TASK_STATES, RunState, TaskState
 from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflow
-from smoltui.screens.approval_card import ApprovalCard, card_for
+from smoltui.screens.approval_card import ApprovalCard, card_for, one_line
+from smoltui.screens.dialogs import ConfirmDialog
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.state_icons import STATE_STYLES
 from smoltui.screens.throttle import REPAINTS_PER_SECOND
@@ -72,6 +74,9 @@ class _Loaded:
     record: RunRecord
     state: RunState
     tasks: dict[str, TaskRecord]
+    edited: dict[str, tuple[Any, Any]]
+    """task id -> (the arguments its call ran with, the workflow's), for a call a person edited in
+    the task's current attempt (from the audit trail)."""
 
 
 class RunScreen(Screen[None]):
@@ -93,10 +98,13 @@ class RunScreen(Screen[None]):
             super().__init__()
             self.event = event
 
-    def __init__(self, core: Core, run_id: str) -> None:
+    def __init__(self, core: Core, run_id: str, *, focus_call: str | None = None) -> None:
+        """``focus_call``: a waiting call whose card takes the focus once shown (the user asked for
+        it with ctrl+g); no other card ever takes it by itself."""
         super().__init__()
         self.core = core
         self.run_id = run_id
+        self._focus_call = focus_call
         self.loaded: _Loaded | None = None
         self.tasks: list[Task] = []
         self.spec_problem: str | None = None
@@ -104,6 +112,8 @@ class RunScreen(Screen[None]):
         self.live_text: dict[str, str] = {}
         self._detail_due: Timer | None = None
         self.cards: dict[str, ApprovalCard] = {}
+        self._answered_edits: dict[str, tuple[Any, Any]] = {}
+        """task id -> (edited, original) arguments answered here, until the audit trail has them."""
         self._shown_outputs: dict[tuple[str, int, float | None], RenderableType] = {}
         self._outputs_read: dict[tuple[str, int, float | None], dict[str, Any] | str] = {}
         self._unsubscribe: Callable[[], None] | None = None
@@ -137,6 +147,8 @@ class RunScreen(Screen[None]):
         self._unsubscribe = self.core.bus.subscribe(lambda e: self.post_message(self.BusEvent(e)))
         for pending in self.core.gate.waiting(run_id=self.run_id):
             self._add_card(pending)
+        if self._focus_call is not None:
+            self.call_after_refresh(self.focus_card, self._focus_call)
         self._load_spec()
         self.reload()
         # Only the clock: the store is read again when the bus says this run changed.
@@ -178,10 +190,11 @@ class RunScreen(Screen[None]):
                 key = (task_id, task.attempt, task.finished_at)
                 if task.state == TaskState.SUCCEEDED and task.outputs and key not in self._outputs_read:
                     self._outputs_read[key] = await self._read_outputs(task_id)
+            edited = edited_calls(await self.core.gate.audit.list(run_id=self.run_id), tasks)
         except SmoltuiError as error:
             self.notify(str(error), severity="error")
             return
-        self._show(_Loaded(record, run_state_now(record), tasks))
+        self._show(_Loaded(record, run_state_now(record), tasks, edited))
 
     async def _read_outputs(self, task_id: str) -> dict[str, Any] | str:
         try:
@@ -307,7 +320,14 @@ class RunScreen(Screen[None]):
             parts.append(_section("Error"))
             parts.append(Text(record.error, "red"))
         rendered = record.rendered if record is not None else None
-        if rendered and rendered.get("inputs"):
+        edited = self.edited_inputs(task_id)
+        if edited is not None:
+            # What ran, not what the workflow wrote: a person edited the call before approving it.
+            ran, written = edited
+            parts.append(_section("Inputs (edited before they ran)"))
+            parts.append(_json(ran))
+            parts.append(Text(f"the workflow's: {one_line(written)}", "dim"))
+        elif rendered and rendered.get("inputs"):
             parts.append(_section("Inputs"))
             parts.append(_json(rendered["inputs"]))
         if rendered and rendered.get("system"):
@@ -323,6 +343,12 @@ class RunScreen(Screen[None]):
             parts.append(_section("Output"))
             parts.append(self._outputs(task_id, record))
         return Group(*parts)
+
+    def edited_inputs(self, task_id: str) -> tuple[Any, Any] | None:
+        """(the arguments the task's call ran with, the workflow's) when a person edited them."""
+        if self.loaded is not None and task_id in self.loaded.edited:
+            return self.loaded.edited[task_id]
+        return self._answered_edits.get(task_id)
 
     def _outputs(self, task_id: str, record: TaskRecord) -> RenderableType:
         if not record.outputs:
@@ -371,6 +397,7 @@ class RunScreen(Screen[None]):
         if isinstance(event, TaskStateChanged | RunStateChanged | RunFinished) and event.run_id == self.run_id:
             if isinstance(event, TaskStateChanged) and event.state == TaskState.RUNNING:
                 self.live_text.pop(event.task_id, None)
+                self._answered_edits.pop(event.task_id, None)  # a new attempt: that edit is history
             self.reload()
             self.log_pane.nudge()
 
@@ -380,8 +407,35 @@ class RunScreen(Screen[None]):
         card = card_for(self.core, request)
         self.cards[request.call.id] = card
         self.approvals.mount(card)
-        card.focus()
+        # Not focused: a key meant for the table must not answer a call that just appeared. The
+        # user moves to it (ctrl+g, "a", a click, tab); the card says how.
+        self._number_cards()
         self.query_one("#detail-scroll", VerticalScroll).scroll_home(animate=False)
+
+    def _number_cards(self) -> None:
+        """Each waiting card names its place among this run's waiting calls, oldest first."""
+        order = self._waiting_ids()
+        for call_id, card in self.cards.items():
+            card.position = (order.index(call_id) + 1, len(order)) if call_id in order else None
+
+    def _waiting_ids(self) -> list[str]:
+        """This run's waiting calls that have a card here, the one that has waited longest first."""
+        return [r.call.id for r in self.core.gate.waiting(run_id=self.run_id) if r.call.id in self.cards]
+
+    def focus_card(self, call_id: str) -> bool:
+        """Select a waiting call's card (the user asked: ctrl+g, "a"); False if it has none here."""
+        card = self.cards.get(call_id)
+        if card is None or not card.is_attached or card.settled:
+            return False
+        self.set_focus(card)  # at once, not after a refresh: a second ctrl+g must find it there
+        self.query_one("#detail-scroll", VerticalScroll).scroll_to_widget(card, animate=False)
+        return True
+
+    def _leave_card(self) -> None:
+        """The focus goes back to the table, where the detail is, and not on to another card: a
+        key pressed twice answers one call."""
+        self._cursor_to_selected()
+        self.table.focus()
 
     def _drop_card(self, call_id: str) -> None:
         card = self.cards.pop(call_id, None)
@@ -390,10 +444,8 @@ class RunScreen(Screen[None]):
         had_focus = card.has_focus
         card.remove()
         if had_focus:
-            following = next(iter(self.cards.values()), None)
-            if following is None:
-                self._cursor_to_selected()  # the table takes the focus where the detail is
-            (following or self.table).focus()
+            self._leave_card()
+        self._number_cards()
 
     def _cursor_to_selected(self) -> None:
         ids = [str(key.value) for key in self.table.rows]
@@ -403,10 +455,18 @@ class RunScreen(Screen[None]):
     @on(ApprovalCard.Answered)
     def _answered(self, message: ApprovalCard.Answered) -> None:
         message.stop()
-        if not self.core.gate.answer(message.call_id, message.decision):
-            card = self.cards.get(message.call_id)
+        card = self.cards.get(message.call_id)
+        decision = message.decision
+        if not self.core.gate.answer(message.call_id, decision):
             if card is not None:
                 card.settle("already answered", replace=True)
+        elif decision.kind == "edit" and card is not None and card.request.call.task_id:
+            # The detail shows the edited inputs at once; the audit trail has them from the next load.
+            self._answered_edits[card.request.call.task_id] = (decision.arguments, dict(card.request.call.arguments))
+            self._render_detail()
+        if card is not None and card.has_focus:
+            self._leave_card()
+        self._number_cards()
         self.set_timer(0.3, self.reload)
 
     @on(DataTable.RowHighlighted)
@@ -438,6 +498,17 @@ class RunScreen(Screen[None]):
         self.dismiss()
 
     def action_cancel_run(self) -> None:
+        self._confirm_cancel()
+
+    @work(group="run-cancel", exclusive=True)
+    async def _confirm_cancel(self) -> None:
+        """Cancelling stops work in progress: asked first (the dialog's focus starts on "keep")."""
+        if not self.core.runs.is_running(self.run_id):
+            return
+        question = f"Cancel run {self.run_id}? Its running tasks stop; u resumes it later."
+        if not await self.app.push_screen_wait(
+                ConfirmDialog(question, confirm_label="Cancel run", cancel_label="Keep running")):
+            return
         if self.core.runs.cancel(self.run_id):
             self.notify(f"cancelling run {self.run_id}")
 
@@ -461,15 +532,33 @@ class RunScreen(Screen[None]):
         self.reload()
 
     def action_next_approval(self) -> None:
-        cards = list(self.cards.values())
-        if not cards:
+        """To the call that has waited longest; from a card, to the one that has waited next longest."""
+        order = self._waiting_ids()
+        if not order:
             return
         focused = self.focused
-        index = cards.index(focused) + 1 if focused in cards else 0
-        cards[index % len(cards)].focus()
+        current = focused.call_id if isinstance(focused, ApprovalCard) else None
+        index = order.index(current) + 1 if current in order else 0
+        self.focus_card(order[index % len(order)])
 
     def action_toggle_logs(self) -> None:
         self.log_pane.display = not self.log_pane.display
+
+
+def edited_calls(rows: list[AuditEntry], tasks: dict[str, TaskRecord]) -> dict[str, tuple[Any, Any]]:
+    """task id -> (arguments that ran, the workflow's) for each task whose call in its current
+    attempt a person edited; ``rows``: the run's audit rows, newest first."""
+    edited: dict[str, tuple[Any, Any]] = {}
+    seen: set[str] = set()
+    for row in rows:
+        task = tasks.get(row.task_id or "")
+        if task is None or task.task_id in seen:
+            continue
+        seen.add(task.task_id)  # the newest row of a task is its call; older ones, earlier attempts
+        started = task.started_at
+        if row.original_arguments is not None and (started is None or row.created_at >= started):
+            edited[task.task_id] = (row.arguments, row.original_arguments)
+    return edited
 
 
 def _section(title: str) -> Text:

@@ -110,6 +110,9 @@ class StatusBar(Horizontal):
     context_size: reactive[int | None] = reactive(None)
     approvals: reactive[int] = reactive(0)
     """Tool calls waiting for the user's answer."""
+    approvals_key: reactive[str] = reactive("")
+    """The key that selects the call that has waited longest (ctrl+g), shown beside the count: a
+    card never takes the focus by itself, so the bar says how to reach it."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -143,7 +146,7 @@ class StatusBar(Horizontal):
 
     watch_model_name = watch_backend_name = watch_state = watch_message = _watch_any
     watch_load_fraction = watch_think = watch_tok_s = watch_context_used = watch_context_size = _watch_any
-    watch_approvals = _watch_any
+    watch_approvals = watch_approvals_key = _watch_any
 
     @property
     def state_text(self) -> str:
@@ -172,7 +175,8 @@ class StatusBar(Horizontal):
         self._speed_label.update("— tok/s" if self.tok_s is None else f"{self.tok_s:.1f} tok/s")
         self._context_label.update(self._context_text())
         self.set_class(self.approvals > 0, "-approvals")
-        self._approvals_label.update(f"⚑ {self.approvals} waiting" if self.approvals else "")
+        key = f" · {self.approvals_key}" if self.approvals_key else ""
+        self._approvals_label.update(f"⚑ {self.approvals} waiting{key}" if self.approvals else "")
 
     def _context_text(self) -> str:
         if not self.context_size:

@@ -42,6 +42,13 @@ class ToolCallView(Static):
     def on_mount(self) -> None:
         self._show()
 
+    def ran_with(self, arguments: str) -> None:
+        """A person edited the call's arguments (JSON text): the line shows the ones that run, at
+        once, not only when the call ends."""
+        self.arguments = arguments
+        if self.is_mounted:
+            self._show()
+
     def finish(self, ok: bool, summary: str, *, arguments: str | None = None) -> None:
         """The call has ended; ``arguments``: what it ran with, when a person edited them."""
         self.ok, self.outcome = ok, summary
