@@ -171,7 +171,7 @@ class Core:
         await self.watcher.stop()
         if cancel_runs:
             await self.runs.shutdown()
-        self.chat.cancel()
+        await self.chat.stop()  # a reply in progress keeps what it said, marked cut off
         try:
             await self.model.close()
         except Exception:  # closing must not turn a clean exit into a traceback
