@@ -316,10 +316,9 @@ def test_a_full_disk_mid_reply_is_one_line_and_the_reply_is_still_printed(
         assert first.startswith(b"w0"), first
         # The command's view of its home, through its own mount namespace.
         filler = Path(f"/proc/{process.pid}/root{home}/filler")
-        with filler.open("wb") as file, pytest.raises(OSError) as full:
+        with filler.open("wb", buffering=0) as file, pytest.raises(OSError) as full:
             while True:
                 file.write(b"\0" * 65536)
-                file.flush()
         assert full.value.errno == errno.ENOSPC
         rest, err = process.communicate(timeout=60)
     finally:
