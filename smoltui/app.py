@@ -8,8 +8,10 @@ palette and when the model starts loading. The chat itself lives in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -403,12 +405,25 @@ async def run_app(settings: Settings, *, startup_errors: Sequence[str] = ()) -> 
     if store_problem:
         problems.append(f"history will not be saved: {store_problem}")
     core = await open_core(settings, store=store)
+    received: list[signal.Signals] = []
+    loop = asyncio.get_running_loop()
     try:
         app = SmolApp(core, startup_errors=problems,
                       theme_dirs=[*bundled_theme_dirs(), settings.paths.config_dir / "themes"])
+        # SIGTERM, SIGHUP (the terminal closed) and SIGINT quit like the quit key: the terminal is
+        # restored, and core.close() keeps what a streaming reply has said, marked cut off.
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), app.exit()))
         await app.run_async()
     finally:
-        await core.close()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return 0
+        try:
+            await core.close()
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+    return 128 + received[0] if received else 0
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)

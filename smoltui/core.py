@@ -171,7 +171,7 @@ class Core:
         await self.watcher.stop()
         if cancel_runs:
             await self.runs.shutdown()
-        self.chat.cancel()
+        await self.chat.stop()  # a reply in progress keeps what it said, marked cut off
         try:
             await self.model.close()
         except Exception:  # closing must not turn a clean exit into a traceback
@@ -380,11 +380,20 @@ def _transformers_backend(ref: ModelRef, config: Config) -> Backend:
     return TransformersBackend(model, settings, model_name=Path(model).name or model)
 
 
+class QuietFileHandler(logging.FileHandler):
+    """The log file, for a process whose terminal only gets one-line errors: when a record cannot
+    be written (a full disk, a removed folder), it is dropped. ``logging``'s default would print
+    "--- Logging error ---" and a traceback on stderr, in the middle of a reply."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
+
+
 def setup_logging(paths: Paths) -> None:
     """Send logs (and tracebacks) to the log file; the terminal only gets one-line errors."""
     try:
         paths.data_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(paths.log_file, encoding="utf-8")
+        handler: logging.Handler = QuietFileHandler(paths.log_file, encoding="utf-8")
     except OSError:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -52,3 +52,15 @@ class NetworkError(SmoltuiError):
     """A download or remote call failed."""
 
     exit_code = 7
+
+
+class DatabaseRefused(SmoltuiError):
+    """The database file is damaged, another program's, or not a database at all: it was checked
+    without writing a byte and left as it is.
+
+    Not a :class:`StoreError` on purpose: a front end that falls back to a throwaway store when the
+    data directory cannot be used (the TUI) must not do so here, or the user would chat into a store
+    that keeps nothing while their own file waits, unnoticed, to be repaired.
+    """
+
+    exit_code = 5

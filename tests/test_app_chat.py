@@ -212,7 +212,7 @@ async def test_escape_cancels_a_running_reply(store: Store, tmp_path: Path) -> N
         assert row.content and full.startswith(row.content) and row.content != full
         assert row.stats is not None and row.stats["stop_reason"] == "cancelled"
         assert reply.markdown == row.content
-        assert "stopped" in str(reply.query_one(".stats").render())
+        assert "cut off" in str(reply.query_one(".stats").render())
         assert not screen.check_action("cancel_reply", ())
 
 

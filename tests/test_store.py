@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from smoltui.errors import StoreError
+from smoltui.errors import DatabaseRefused, StoreError
 from smoltui.orchestrator import store as store_module
 from smoltui.orchestrator.store import (
     HIGHLIGHT_CLOSE,
@@ -214,10 +214,10 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 async def test_non_database_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "smoltui.db"
     path.write_text("these are my notes, not a database\n" * 100)
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(DatabaseRefused) as info:
         await Store.open(path)
     assert str(path) in str(info.value)
-    assert "not a smoltui database" in str(info.value)
+    assert "is not a database" in str(info.value)
     # The user's file is left alone.
     assert path.read_text().startswith("these are my notes")
 

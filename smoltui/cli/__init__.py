@@ -9,6 +9,7 @@ A reader that goes away (``smoltui runs | head -1``) ends the command quietly, l
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "logs": "smoltui.cli.workflows",
     "models": "smoltui.cli.models",
     "bench": "smoltui.cli.bench",
+    "db": "smoltui.cli.db",
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 
@@ -57,13 +59,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smoltui: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # never a traceback on the terminal; the log file has it
-        from smoltui.core import log_hint
-
-        _log_to_file(args)
-        log.exception("unexpected error")
-        print(f"smoltui: unexpected error: {type(error).__name__}: {error}{log_hint()}", file=sys.stderr)
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            return _unexpected(args, error)
+        where = f" writing {error.filename}" if error.filename else ""
+        print(f"smoltui: the disk is full{where}; free some space and try again", file=sys.stderr)
         return 1
+    except Exception as error:  # never a traceback on the terminal; the log file has it
+        return _unexpected(args, error)
+
+
+def _unexpected(args: object, error: Exception) -> int:
+    """A bug, not something the user can fix: one line here, the traceback in the log file."""
+    from smoltui.core import log_hint
+
+    _log_to_file(args)
+    log.error("unexpected error", exc_info=error)
+    print(f"smoltui: unexpected error: {type(error).__name__}: {error}{log_hint()}", file=sys.stderr)
+    return 1
 
 
 def discard_stdout() -> None:

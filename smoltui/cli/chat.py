@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
+from typing import TextIO
 
 from smoltui.cli.common import settings_of
 from smoltui.core import Core, Settings, chat_settings, open_core
@@ -26,25 +29,100 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_chat(args, prompt, settings_of(args)))
 
 
-async def _chat(args: argparse.Namespace, prompt: str, settings: Settings) -> int:
-    core = await open_core(settings)
+class _Stop:
+    """SIGINT, SIGTERM and SIGHUP (a closed terminal, a dropped SSH session) end the command the
+    way Ctrl+C does: the running task is cancelled, so the reply saves what it has said (marked cut
+    off) and the core closes. Without this SIGTERM and SIGHUP would end the process on the spot."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self.session_id: int | None = None
+        self.said = False
+        """Whether the reply had begun (what it said is in the store)."""
+        self.mid_line = False
+        """Whether stdout's last line is a reply's unfinished one."""
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+
+    def __enter__(self) -> _Stop:
+        for sig in self.SIGNALS:
+            self._loop.add_signal_handler(sig, self._on_signal, sig)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig in self.SIGNALS:
+            self._loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.received is not None:
+            return  # already stopping: the save takes milliseconds, let it finish
+        self.received = sig
+        if sig == signal.SIGHUP:
+            _leave_the_terminal()
+        if self._task is not None:
+            self._task.cancel()
+
+    def report(self) -> int:
+        """One line on how the command ended; the exit status a shell expects (128 + signal)."""
+        assert self.received is not None
+        if self.mid_line:
+            _print(sys.stdout, "\n")
+        kept = f"; the reply so far is kept in chat {self.session_id}, marked cut off" if self.said else ""
+        _print(sys.stderr, f"smoltui: stopped by {self.received.name}{kept}\n")
+        return 128 + self.received
+
+
+def _leave_the_terminal() -> None:
+    """After SIGHUP the terminal is gone: writing to it would fail, so output bound for it goes
+    to /dev/null (a file or a pipe keeps what it gets)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream.isatty():
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+        except (AttributeError, OSError, ValueError):
+            pass
+
+
+def _print(stream: TextIO, text: str) -> None:
     try:
-        tools: list[str] = []
-        if args.tools:
-            for problem in await core.start_tools():
-                print(f"smoltui: warning: {problem}", file=sys.stderr)
-            tools = core.select_tools(args.tools)
-        # SmolLM3 calls tools more reliably without a reasoning block: off unless asked for.
-        think = args.think if args.think is not None or not tools else False
-        core.chat.settings = chat_settings(core.config, system=args.system, think=think, max_tokens=args.max_tokens)
-        if args.max_steps is not None:
-            core.chat.settings.max_tool_steps = args.max_steps
-        return await _send(args, core, prompt, tools)
-    finally:
-        await core.close()
+        stream.write(text)
+        stream.flush()
+    except (OSError, ValueError):  # nobody is reading any more: nothing to tell
+        pass
 
 
-async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[str]) -> int:
+async def _chat(args: argparse.Namespace, prompt: str, settings: Settings) -> int:
+    with _Stop() as stop:
+        try:
+            core = await open_core(settings)
+            try:
+                tools: list[str] = []
+                if args.tools:
+                    for problem in await core.start_tools():
+                        print(f"smoltui: warning: {problem}", file=sys.stderr)
+                    tools = core.select_tools(args.tools)
+                # SmolLM3 calls tools more reliably without a reasoning block: off unless asked for.
+                think = args.think if args.think is not None or not tools else False
+                core.chat.settings = chat_settings(core.config, system=args.system, think=think,
+                                                   max_tokens=args.max_tokens)
+                if args.max_steps is not None:
+                    core.chat.settings.max_tool_steps = args.max_steps
+                return await _send(args, core, prompt, tools, stop)
+            finally:
+                await core.close()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if stop.received is None or task is None:
+                raise
+            task.uncancel()  # the cancellation was ours, and it is handled
+            return stop.report()
+
+
+async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[str], stop: _Stop) -> int:
     from smoltui.orchestrator.chat_tools import describe_arguments
     from smoltui.orchestrator.events import (
         ContextTrimmed,
@@ -61,9 +139,12 @@ async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[s
     reader_gone = False
 
     def show_event(event) -> None:  # noqa: ANN001
-        if isinstance(event, TokenDelta) and not args.json:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
+        if isinstance(event, TokenDelta):
+            stop.said = True
+            if not args.json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+                stop.mid_line = not event.text.endswith("\n")
         elif isinstance(event, ToolCallRequested) and not args.json:
             detail = event.error or describe_arguments(event.arguments)
             print(f"\n⚙ {event.name or '(unreadable call)'}({detail})", file=sys.stderr, flush=True)
@@ -96,6 +177,7 @@ async def _send(args: argparse.Namespace, core: Core, prompt: str, tools: list[s
     if not await service.load_model():
         raise service.load_exception or ModelError(service.load_error or "the model failed to load")
     session = await core.store.create_session(_title(prompt), core.model.label)
+    stop.session_id = session.id
     if tools:
         await service.set_session_tools(session.id, tools)
     finished = await service.send(session.id, prompt)

@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     pull = models_sub.add_parser("pull", parents=[common], help="download a model from Hugging Face")
     pull.add_argument("name", help="smollm3, smollm3-q8, or OWNER/REPO:FILE.gguf")
 
+    db = sub.add_parser("db", parents=[common], help="check the history database, or back it up")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_sub.add_parser("check", parents=[common],
+                      help="run SQLite's integrity check on the database (read-only); exit 1 if damaged")
+    db_backup = db_sub.add_parser("backup", parents=[common],
+                                  help="copy the database to FILE, consistent even while smoltui runs")
+    db_backup.add_argument("file", metavar="FILE", help="where to write the copy")
+    db_backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+
     bench = sub.add_parser("bench", parents=[common],
                            help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
     bench.add_argument("--prompt-tokens", type=_at_least(1), default=512, metavar="N", help="prompt length to prefill (512)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
     from smoltui.orchestrator.approval import ApprovalGate
     from smoltui.tools.base import Tool
 
+log = logging.getLogger("smoltui")
+
 _THINK_FLAG = re.compile(r"(?:^|\s)/(think|no_think)\s*$|^\s*/(think|no_think)(?:\s|$)")
 
 
@@ -70,6 +73,9 @@ class ChatSettings:
     trim_target: float = 0.75
     max_tool_steps: int = 6
     """Rounds of tool calls one message may lead to before the loop stops and says so."""
+    save_every_s: float = 1.0
+    """A streaming reply is saved at most this often (and at least this often while it grows):
+    kill -9 loses at most this much of it."""
 
 
 class ChatService:
@@ -92,6 +98,7 @@ class ChatService:
         self._tool_job: asyncio.Task[Any] | None = None
         self.bus = bus if bus is not None else EventBus()
         self._cancel: CancelToken | None = None
+        self._draft: _Draft | None = None
         self._reply_lock = asyncio.Lock()
 
     # -- model -----------------------------------------------------------------------------------
@@ -135,6 +142,17 @@ class ChatService:
             return False
         self._cancel.cancel()
         return True
+
+    async def stop(self) -> None:
+        """Stop the reply in progress and save what it said so far, marked cut off: what a front
+        end does when its process is told to end (a signal, a closed terminal, quitting)."""
+        self.cancel()
+        draft = self._draft
+        if draft is not None:
+            try:
+                await draft.finish(cut_off=True)
+            except SmoltuiError as error:
+                log.warning("the reply so far was not saved: %s", error)
 
     # -- tools -----------------------------------------------------------------------------------
 
@@ -236,6 +254,8 @@ class ChatService:
         thinking: list[str] = []
         calls: list[ToolCallDelta] = []
         stats: GenerationStats | None = None
+        # Saved as it grows (cut off until it ends), so a signal or kill -9 keeps what was said.
+        draft = self._draft = _Draft(self.store, session_id, content, thinking, self.settings.save_every_s)
         try:
             async with self.model.turn(f"chat {session_id}") as backend:
                 async for event in backend.stream(messages, params, cancel):
@@ -253,23 +273,31 @@ class ChatService:
                         content.append(event.raw or format_call(event.name, _loads(event.arguments)))
                     elif isinstance(event, Finished):
                         stats = event.stats
+                        continue
+                    draft.grew()
         except SmoltuiError as error:
+            # What was said before the error stays in the history, marked cut off.
+            await _keep(draft, session_id, self.bus)
             self.bus.publish(ReplyFailed(session_id, str(error)))
             return None
+        except asyncio.CancelledError:
+            # The process is ending (a signal) or the front end went away: keep what was said.
+            cancel.cancel()
+            await _keep(draft, session_id, self.bus)
+            raise
         finally:
             self._cancel = None
+            if self._draft is draft:
+                self._draft = None
         if stats is None:  # a backend that ended without stats is a bug, but keep the text
             stats = GenerationStats(0, 0, 0, 0.0, 0.0, 0.0, 0, self.backend.context_size, 0.0, "cancelled")
         if stats.stop_reason == "cancelled":
             calls = []  # a call cut off by the user is not run
-        reply_text, reply_thinking = "".join(content), "".join(thinking)
+        reply_thinking = "".join(thinking)
         try:
-            stored = await self.store.add_message(
-                session_id,
-                "assistant",
-                reply_text,
-                reply_thinking or None,
-                {**stats.as_dict(), "think": params.think},  # the mode is stored with the message
+            stored = await draft.finish(
+                cut_off=stats.stop_reason == "cancelled",
+                stats={**stats.as_dict(), "think": params.think},  # the mode is stored with the message
                 tool_calls=[MessageToolCall(0, position, call.id, call.name, call.arguments, call.error)
                             for position, call in enumerate(calls)],
             )
@@ -277,6 +305,7 @@ class ChatService:
             # The streamed text is still on screen; say plainly that it is not in the history.
             self.bus.publish(ReplyFailed(session_id, f"the reply was not saved: {error}"))
             return None
+        assert stored is not None  # saved with its stats, so saved
         finished = ReplyFinished(session_id, stored.id, "".join(shown), reply_thinking, stats, tuple(calls))
         self.bus.publish(finished)
         return finished
@@ -310,6 +339,97 @@ class ChatService:
             )
         self.bus.publish(ContextTrimmed(session_id, dropped, context))
         return system + turns
+
+
+class _Draft:
+    """A reply saved while it streams: the first piece at once, then at most once every
+    ``every_s`` seconds (one UPDATE on the store's thread; the stream never waits for it), marked
+    cut off until :meth:`finish` says how it ended."""
+
+    def __init__(self, store: Store, session_id: int, content: list[str], thinking: list[str],
+                 every_s: float) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._content = content  # the reply's own lists: a save writes what they hold by then
+        self._thinking = thinking
+        self._every_s = every_s
+        self.message_id: int | None = None
+        self._lock = asyncio.Lock()  # one save at a time, so the row is inserted once
+        self._changed = asyncio.Event()
+        self._saver: asyncio.Task[None] | None = None
+        self._failed = False
+        self._final: StoredMessage | None = None
+
+    def grew(self) -> None:
+        """The reply has more to save; returns at once."""
+        if self._failed:
+            return
+        self._changed.set()
+        if self._saver is None:
+            self._saver = asyncio.ensure_future(self._keep_saving())
+
+    async def finish(self, *, cut_off: bool, stats: dict[str, Any] | None = None,
+                     tool_calls: Sequence[MessageToolCall] = ()) -> StoredMessage | None:
+        """The last save (StoreError if it fails): how the reply ended, with its stats and calls.
+        Without stats (the reply stopped before it could say how it ended), a reply that said
+        nothing yet is not saved: None."""
+        saver, self._saver = self._saver, None
+        if saver is not None:
+            saver.cancel()  # a save it has begun still completes: it is shielded, and holds the lock
+        self._failed = True  # no periodic save after this one
+        if stats is None and self.message_id is None and not (self._content or self._thinking):
+            return None
+        try:
+            return await self._save(cut_off=cut_off, stats=stats, tool_calls=tool_calls)
+        finally:
+            if self.message_id is not None:
+                self._store.writing.discard(self.message_id)
+
+    async def _keep_saving(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            started = loop.time()
+            save = asyncio.ensure_future(self._save(cut_off=True))
+            # Once cancelled (by finish), nobody awaits the save: its error must not be reported
+            # as never retrieved (finish's own save says what failed).
+            save.add_done_callback(lambda done: done.cancelled() or done.exception())
+            try:
+                await asyncio.shield(save)
+            except SmoltuiError as error:
+                # A full disk, say: the reply goes on on screen, and its last save says what failed.
+                log.warning("saving the reply as it streams failed: %s", error)
+                self._failed = True
+                return
+            await asyncio.sleep(max(0.0, self._every_s - (loop.time() - started)))
+
+    async def _save(self, *, cut_off: bool, stats: dict[str, Any] | None = None,
+                    tool_calls: Sequence[MessageToolCall] | None = None) -> StoredMessage:
+        async with self._lock:
+            if self._final is not None:
+                return self._final  # the reply has ended and says how: nothing after that
+            text, thinking = "".join(self._content), "".join(self._thinking) or None
+            if self.message_id is None:
+                stored = await self._store.add_message(self._session_id, "assistant", text, thinking, stats,
+                                                       tool_calls=tool_calls or (), cut_off=cut_off)
+                self.message_id = stored.id
+                if stats is None:
+                    self._store.writing.add(stored.id)
+            else:
+                stored = await self._store.update_message(self.message_id, text, thinking, stats,
+                                                          tool_calls=tool_calls, cut_off=cut_off)
+            if stats is not None:
+                self._final = stored
+            return stored
+
+
+async def _keep(draft: _Draft, session_id: int, bus: EventBus) -> None:
+    """Save a reply that ended early, as it stands, marked cut off."""
+    try:
+        await draft.finish(cut_off=True)
+    except SmoltuiError as error:
+        bus.publish(ReplyFailed(session_id, f"the reply so far was not saved: {error}"))
 
 
 def _loads(arguments: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def session_to_markdown(session: Session, entries: list[Entry], *, include_think
             parts.append(f"<details><summary>Thinking</summary>\n\n{entry.thinking.strip()}\n\n</details>")
         parts.append(entry.text.strip())
         if entry.role == "assistant" and entry.stats:
-            line = _stats_line(entry.stats)
+            line = _stats_line(entry.stats, cut_off=entry.cut_off)
             if line:
                 parts.append(line)
     return "\n\n".join(part for part in parts if part) + "\n"
@@ -77,7 +77,7 @@ def slugify(title: str, max_length: int = 60) -> str:
     return slug or "untitled"
 
 
-def _stats_line(stats: dict[str, Any]) -> str:
+def _stats_line(stats: dict[str, Any], *, cut_off: bool = False) -> str:
     bits = []
     if isinstance(stats.get("completion_tokens"), int | float):
         bits.append(f"{int(stats['completion_tokens'])} tokens")
@@ -85,6 +85,8 @@ def _stats_line(stats: dict[str, Any]) -> str:
         bits.append(f"{stats['decode_tok_s']:.1f} tok/s")
     if isinstance(stats.get("ttft_s"), int | float):
         bits.append(f"TTFT {stats['ttft_s']:.2f} s")
+    if cut_off or stats.get("stop_reason") == "cancelled":
+        bits.append("cut off")  # the reply stopped before its end: what follows was never said
     return f"*{' · '.join(bits)}*" if bits else ""
 
 

@@ -10,12 +10,18 @@ another terminal) go on while a writer commits.
 Schema changes are numbered migrations in ``MIGRATIONS`` (SQL scripts, and Python steps for data
 that SQL cannot move); the applied number lives in ``PRAGMA user_version``. They run once, when
 the file is opened, on a short-lived connection of their own.
+
+Nothing is written to a file before it is known to be smoltui's and sound: at open, a read-only
+look checks SQLite's header, ``PRAGMA application_id`` (:data:`APPLICATION_ID`; older smoltui files
+are known by their tables) and ``PRAGMA quick_check``. :func:`inspect_file` (``smoltui db check``)
+and :func:`backup` (``smoltui db backup``, SQLite's online backup API) work on the file the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import sqlite3
 import time
@@ -27,7 +33,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from smoltui.errors import StoreError
+from smoltui.errors import DatabaseRefused, StoreError
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -242,6 +248,23 @@ MIGRATIONS.append((
     );
     """,
 ))
+
+APPLICATION_ID = 0x736D6F6C  # "smol"
+"""``PRAGMA application_id`` of every smoltui database: how an open tells smoltui's file from
+another program's SQLite file at the same path."""
+
+MIGRATIONS.append((
+    8,
+    f"""
+    -- A reply is saved while it streams (at most a second behind), so a signal, a crash or kill -9
+    -- keeps what was said. cut_off is 1 until the reply ends normally: a row that still says 1 was
+    -- stopped (esc, a signal, an error) or its process died mid-reply.
+    ALTER TABLE messages ADD COLUMN cut_off INTEGER NOT NULL DEFAULT 0;
+    -- Marks the file as smoltui's (databases from before this migration are recognised by their
+    -- tables and user_version).
+    PRAGMA application_id = {APPLICATION_ID};
+    """,
+))
 MIGRATION_STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {6: _backfill_tool_calls}
 """Python that runs after a migration's SQL, in the same transaction."""
 
@@ -272,6 +295,9 @@ class StoredMessage:
     thinking: str | None
     stats: dict[str, Any] | None
     created_at: float
+    cut_off: bool = False
+    """An assistant reply that did not end normally (stopped, failed, or its process died): the
+    text is what had been said by then."""
 
 
 @dataclass(frozen=True)
@@ -346,7 +372,7 @@ _SESSION_COLUMNS = """
     s.id, s.title, s.model, s.created_at, s.updated_at,
     (SELECT COUNT(*) FROM messages m WHERE m.session_id = s.id)
 """
-_MESSAGE_COLUMNS = "id, session_id, role, content, thinking, stats, created_at"
+_MESSAGE_COLUMNS = "id, session_id, role, content, thinking, stats, created_at, cut_off"
 _CALL_INSERT_COLUMNS = ("message_id, position, call_id, name, arguments, error, ok, summary, decision, decided_by,"
                         " result_message_id")
 _CALL_COLUMNS = ", ".join(f"c.{c.strip()}" for c in _CALL_INSERT_COLUMNS.split(","))
@@ -401,12 +427,18 @@ class Store:
         self.path = path
         self._conn = conn
         self._closed = False
+        self.writing: set[int] = set()
+        """Replies this process is still writing (saved as they stream, see ChatService): its
+        front ends show them live, so a transcript read meanwhile leaves them out."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, path: Path) -> Store:
-        """Open (creating if needed) the store at ``path`` and bring its schema up to date."""
+        """Open (creating if needed) the store at ``path`` and bring its schema up to date.
+
+        The file is checked first, read-only (:func:`check_file`): one that is damaged, another
+        program's, or not a database is refused with :class:`DatabaseRefused` and left as it was."""
         path = Path(path).expanduser()
         await asyncio.to_thread(_prepare, path)
         try:
@@ -507,9 +539,10 @@ class Store:
         stats: dict[str, Any] | None = None,
         *,
         tool_calls: Sequence[MessageToolCall] = (),
+        cut_off: bool = False,
     ) -> StoredMessage:
         """Append a message to a session (with the tool calls an assistant turn made, as rows of
-        their own) and mark the session as just updated."""
+        their own) and mark the session as just updated. ``cut_off``: a reply saved before it ended."""
         _check_role(role)
         now = time.time()
         def add(conn: sqlite3.Connection) -> int:
@@ -518,16 +551,16 @@ class Store:
             if conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id)).rowcount == 0:
                 raise StoreError(f"no chat session {session_id}")
             cur = conn.execute(
-                "INSERT INTO messages (session_id, role, content, thinking, stats, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, role, content, thinking, _dump_stats(stats), now),
+                "INSERT INTO messages (session_id, role, content, thinking, stats, created_at, cut_off)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, role, content, thinking, _dump_stats(stats), now, int(cut_off)),
             )
             assert cur.lastrowid is not None
             _insert_calls(conn, cur.lastrowid, tool_calls)
             return cur.lastrowid
 
         message_id = await self.write(add)
-        return StoredMessage(message_id, session_id, role, content, thinking, stats, now)
+        return StoredMessage(message_id, session_id, role, content, thinking, stats, now, cut_off)
 
     async def update_message(
         self,
@@ -537,13 +570,14 @@ class Store:
         stats: dict[str, Any] | None = None,
         *,
         tool_calls: Sequence[MessageToolCall] | None = None,
+        cut_off: bool = False,
     ) -> StoredMessage:
-        """Replace a message's text, thinking and stats (all three, as given), and its calls when
-        ``tool_calls`` is given. Meant for a reply saved as it grows and finished later."""
+        """Replace a message's text, thinking, stats and cut-off mark (all four, as given), and its
+        calls when ``tool_calls`` is given. Meant for a reply saved as it grows and finished later."""
         def update(conn: sqlite3.Connection) -> tuple[Any, ...]:
             cur = conn.execute(
-                "UPDATE messages SET content = ?, thinking = ?, stats = ? WHERE id = ?",
-                (content, thinking, _dump_stats(stats), message_id),
+                "UPDATE messages SET content = ?, thinking = ?, stats = ?, cut_off = ? WHERE id = ?",
+                (content, thinking, _dump_stats(stats), int(cut_off), message_id),
             )
             if cur.rowcount == 0:
                 raise StoreError(f"no chat message {message_id}")
@@ -816,6 +850,7 @@ def _prepare(path: Path) -> None:
         ) from err
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a database file; use --home to point elsewhere")
+    check_file(path)
     try:
         # isolation_level=None: a migration script and its user_version bump commit together.
         conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
@@ -838,6 +873,154 @@ def _prepare(path: Path) -> None:
         raise _open_error(path, err) from err
     finally:
         conn.close()
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+_SMOLTUI_TABLES = {"sessions", "messages", "messages_fts"}  # what migration 1 made: a smoltui file before 8
+
+
+def check_file(path: Path) -> None:
+    """Refuse (:class:`DatabaseRefused`) a file at ``path`` that is not an SQLite database, is
+    another program's, or fails SQLite's quick check; a missing or empty file is a new database.
+
+    Reads only, on a read-only connection: a refused file is left byte for byte as it was.
+    """
+    problems = inspect_file(path)
+    if problems:
+        raise _refused(path, f"is damaged ({_one_line('; '.join(problems))})", damaged=True)
+
+
+def inspect_file(path: Path, *, thorough: bool = False, limit: int = 3) -> list[str]:
+    """What SQLite's quick check (``thorough``: its integrity check) finds wrong with smoltui's
+    database at ``path``, at most ``limit`` problems; empty when nothing is (or there is no file yet).
+
+    :class:`DatabaseRefused` when the file is not an SQLite database or is another program's.
+    Reads only; the ``-wal``/``-shm`` files a read-only look at a WAL database leaves behind are
+    removed again when the file is refused or damaged (never one that was there before).
+    """
+    try:
+        with path.open("rb") as file:
+            head = file.read(100)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise StoreError(f"cannot read {path}: {err.strerror or err}; fix its permissions or use --home "
+                         "to point elsewhere") from err
+    if not head:
+        return []  # what SQLite itself makes of an empty file: a new database
+    if not head.startswith(SQLITE_HEADER) or len(head) < 100:
+        raise _refused(path, "is not a database (not an SQLite file)")
+    existed = {suffix for suffix in _SIDE_FILES if Path(f"{path}{suffix}").exists()}
+    problems = ["unread"]
+    try:
+        try:
+            conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        except sqlite3.Error as err:
+            raise _open_error(path, err) from err
+        try:
+            problems = _inspect(conn, "integrity_check" if thorough else "quick_check", limit)
+        except sqlite3.OperationalError as err:
+            if not ("not a database" in str(err) or "malformed" in str(err)):
+                raise _open_error(path, err) from err
+            problems = [str(err)]
+        except sqlite3.DatabaseError as err:  # the header looked right, the rest is not readable
+            problems = [str(err)]
+        finally:
+            conn.close()
+        if problems == ["foreign"]:
+            raise _refused(path, "is another program's SQLite database, not smoltui's")
+        return problems
+    finally:
+        if problems:
+            _remove_side_files(path, existed)
+
+
+def _inspect(conn: sqlite3.Connection, pragma: str, limit: int) -> list[str]:
+    """``["foreign"]``, or the problems ``pragma`` found (empty: none)."""
+    conn.execute("PRAGMA busy_timeout = 5000")
+    application_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if application_id != APPLICATION_ID:
+        fresh = application_id == 0 and version == 0 and not tables
+        older_smoltui = application_id == 0 and version >= 1 and tables >= _SMOLTUI_TABLES
+        if not (fresh or older_smoltui):
+            return ["foreign"]
+    # quick_check reads every page (a few ms for a typical history, about 0.25 s for 120 MB) and
+    # finds what noise in a page does; integrity_check also compares each index with its table.
+    found = [_one_line(str(row[0])) for row in conn.execute(f"PRAGMA {pragma}({int(limit)})")]
+    return [] if found == ["ok"] else found
+
+
+def backup(path: Path, dest: Path, *, force: bool = False) -> None:
+    """Copy smoltui's database at ``path`` to ``dest`` with SQLite's online backup API: one
+    consistent snapshot even while another process writes. The copy is checked before it takes
+    the name ``dest``; an existing ``dest`` is only replaced when ``force``."""
+    if not path.exists():
+        raise StoreError(f"there is no database at {path} yet: nothing to back up")
+    if dest.is_dir():
+        raise StoreError(f"{dest} is a directory; give the backup a file name")
+    if dest.exists() and not force:
+        raise StoreError(f"{dest} already exists; choose another name or add --force to replace it")
+    if not dest.parent.is_dir():
+        raise StoreError(f"there is no folder {dest.parent} to write {dest.name} in")
+    check_file(path)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        source = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            target = sqlite3.connect(tmp)
+            try:
+                # pages=-1 (all at once): the whole copy is one read transaction, so it is one
+                # snapshot however much another process commits meanwhile.
+                source.backup(target, pages=-1)
+                # A single file to keep: the copy is in rollback-journal mode, with no -wal beside it.
+                target.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                target.close()
+        finally:
+            source.close()
+        check_file(tmp)
+        if force:
+            os.replace(tmp, dest)
+        else:
+            os.link(tmp, dest)  # fails if dest appeared meanwhile: never overwrites
+    except sqlite3.OperationalError as err:
+        raise _write_error(dest, err) if _is_write_failure(err) else StoreError(
+            f"cannot back up {path} to {dest}: {err}") from err
+    except FileExistsError as err:
+        raise StoreError(f"{dest} already exists; choose another name or add --force to replace it") from err
+    except OSError as err:
+        raise StoreError(f"cannot write {dest}: {err.strerror or err}; choose another place") from err
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _remove_side_files(path: Path, existed: set[str]) -> None:
+    # A read-only connection cannot checkpoint, so it leaves the -wal (empty: readers never write
+    # to it) and -shm it made. Only those are removed; a side file that was there stays.
+    for suffix in _SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        if suffix in existed or not side.exists():
+            continue
+        try:
+            if suffix != "-wal" or side.stat().st_size == 0:
+                side.unlink()
+        except OSError:
+            pass
+
+
+def _refused(path: Path, what: str, *, damaged: bool = False) -> DatabaseRefused:
+    remedy = ("run `smoltui db check` for details, then restore a backup or move it away" if damaged
+              else "move it away or use --home to point elsewhere")
+    return DatabaseRefused(f"{path} {what}; it was left untouched: {remedy}")
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.replace("*** in database main ***", "").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _damaged(path: Path, err: sqlite3.DatabaseError) -> StoreError:
@@ -924,9 +1107,10 @@ def _tool_call(row: tuple[Any, ...]) -> StoredToolCall:
 
 
 def _message(row: tuple[Any, ...]) -> StoredMessage:
-    mid, session_id, role, content, thinking, stats, created_at = row
+    mid, session_id, role, content, thinking, stats, created_at, cut_off = row
     return StoredMessage(
-        mid, session_id, role, content, thinking, None if stats is None else json.loads(stats), created_at
+        mid, session_id, role, content, thinking, None if stats is None else json.loads(stats), created_at,
+        bool(cut_off),
     )
 
 

@@ -20,7 +20,11 @@ from smoltui.orchestrator.store import HIGHLIGHT_CLOSE, HIGHLIGHT_OPEN, SearchHi
 
 @dataclass(frozen=True)
 class Said:
-    """A message as people read it (an assistant turn without its call markup)."""
+    """A message as people read it (an assistant turn without its call markup).
+
+    A reply that did not end normally (stopped, failed, or its process died mid-reply) is
+    ``cut_off``, and its ``stats`` say so too (``"cut_off": True``), so a view that shows the stats
+    line shows the mark."""
 
     id: int
     role: str
@@ -28,6 +32,7 @@ class Said:
     thinking: str | None
     stats: dict[str, Any] | None
     created_at: float
+    cut_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,9 @@ Entry = Said | Called
 
 
 async def load_transcript(store: Store, session_id: int) -> list[Entry]:
-    """A chat's messages and calls in order; tool results are folded into their calls."""
-    messages = await store.messages(session_id)
+    """A chat's messages and calls in order; tool results are folded into their calls. A reply
+    this process is still writing is left out: its front end shows it live, and whole once done."""
+    messages = [m for m in await store.messages(session_id) if m.id not in store.writing]
     calls = await store.message_tool_calls(session_id)
     by_message: dict[int, list[Called]] = {}
     answered: set[int] = set()
@@ -69,8 +75,9 @@ async def load_transcript(store: Store, session_id: int) -> list[Entry]:
             continue
         text = split_markup(m.content)[0] if m.role == "assistant" else m.content
         made = by_message.get(m.id, [])
-        if text or m.thinking or m.stats or not made:
-            entries.append(Said(m.id, m.role, text, m.thinking, m.stats, m.created_at))
+        stats = {**(m.stats or {}), "cut_off": True} if m.cut_off else m.stats
+        if text or m.thinking or stats or not made:
+            entries.append(Said(m.id, m.role, text, m.thinking, stats, m.created_at, m.cut_off))
         entries.extend(made)
     return entries
 

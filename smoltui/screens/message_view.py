@@ -36,7 +36,8 @@ def typed_text_parser() -> MarkdownIt:
 
 
 def format_stats(stats: Mapping[str, Any] | None) -> str:
-    """``42 tokens · 12.3 tok/s · TTFT 0.21 s``, plus why the reply stopped when it was cut short."""
+    """``42 tokens · 12.3 tok/s · TTFT 0.21 s``, plus ``cut off`` for a reply that did not end
+    (esc, a signal, an error, a process that died) or why it stopped early."""
     if not stats:
         return ""
     bits: list[str] = []
@@ -50,8 +51,8 @@ def format_stats(stats: Mapping[str, Any] | None) -> str:
     if isinstance(ttft, int | float):
         bits.append(f"TTFT {ttft:.2f} s")
     stop = stats.get("stop_reason")
-    if stop == "cancelled":
-        bits.append("stopped")
+    if stop == "cancelled" or stats.get("cut_off"):
+        bits.append("cut off")  # stopped (esc, a signal) or its process died mid-reply
     elif stop == "length":
         bits.append("cut at max_tokens")
     return " · ".join(bits)
