@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "logs": "smoltui.cli.workflows",
     "models": "smoltui.cli.models",
     "bench": "smoltui.cli.bench",
+    "serve": "smoltui.cli.serve",
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 
