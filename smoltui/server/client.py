@@ -314,12 +314,15 @@ class ServerClient:
                      on_state: Callable[[str, float], None] | None = None,
                      max_backoff_s: float = BACKOFF_MAX_S) -> AsyncIterator[ServerEvent]:
         """Follow the bus for as long as the caller iterates; a dropped connection is retried with
-        backoff (``on_state("reconnecting", delay_s)``, then ``on_state("connected", 0)``) and
-        resumed after the last event seen, so nothing is missed; if the server no longer holds
-        those events, a ``gap`` event says to fetch the state again. A refusal (401, 400) raises."""
+        backoff and resumed after the last event seen, so nothing is missed; if the server no
+        longer holds those events, a ``gap`` event says to fetch the state again. A refusal (401,
+        400) raises.
+
+        ``on_state("connected", 0)`` is called each time the stream is open (from then on every
+        event is in it), ``on_state("reconnecting", delay_s)`` before each retry.
+        """
         last = last_event_id
         delay = BACKOFF_FIRST_S
-        reconnecting = False
         params = {"kinds": ",".join(kinds) if kinds is not None else None, "session_id": session_id,
                   "run_id": run_id}
 
@@ -328,11 +331,10 @@ class ServerClient:
             last = event_id
 
         def opened() -> None:
-            nonlocal reconnecting, delay
-            if reconnecting:
-                reconnecting, delay = False, BACKOFF_FIRST_S
-                if on_state is not None:
-                    on_state("connected", 0.0)
+            nonlocal delay
+            delay = BACKOFF_FIRST_S
+            if on_state is not None:
+                on_state("connected", 0.0)
 
         while True:
             headers = {"Last-Event-ID": str(last)} if last is not None else {}
@@ -343,7 +345,6 @@ class ServerClient:
             except ServerUnavailable:
                 pass
             # Dropped, or ended by a server that is stopping: try again, less and less often.
-            reconnecting = True
             if on_state is not None:
                 on_state("reconnecting", delay)
             await asyncio.sleep(delay)
