@@ -39,3 +39,11 @@ def server(runtime_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
                            backend=scripted(ScriptedReply(REPLY, THINKING), delay_s=0.001))
     yield running
     running.stop()
+
+
+@pytest.fixture
+def env(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment of a ``smoltui`` process for this test's home, with a runtime folder of its own."""
+    runtime = private_runtime_dir()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # so this process finds the same socket
+    return {**cli_env, "XDG_RUNTIME_DIR": str(runtime)}

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -182,3 +184,16 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert set(body) == {"error"}, body
     assert isinstance(body["error"]["type"], str) and body["error"]["message"], body
     return body["error"]
+
+
+def smoltui(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m smoltui ARGS`` in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "smoltui", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's one line of error (never a traceback)."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]

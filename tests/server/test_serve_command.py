@@ -10,33 +10,13 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from server.harness import private_runtime_dir
+from server.harness import one_line, smoltui
 from smoltui.paths import Paths
 from smoltui.server.client import probe
 from smoltui.server.locations import socket_path
 from tests.conftest import PYTHON
 
 SERVE_EXIT = 9
-
-
-@pytest.fixture
-def env(cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    runtime = private_runtime_dir()
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))  # so this process finds the same socket
-    return {**cli_env, "XDG_RUNTIME_DIR": str(runtime)}
-
-
-def smoltui(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PYTHON, "-m", "smoltui", *args], env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def test_detach_status_second_server_and_stop(env: dict[str, str], home: Path) -> None:
