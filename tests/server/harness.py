@@ -28,6 +28,24 @@ from smoltui.paths import Paths
 from smoltui.server.client import SOCKET_BASE_URL
 from smoltui.server.lifecycle import Listen, Served, ServeOptions, ServerProcess
 
+APPENDING_WORKFLOW = """\
+workflow:
+  id: append-{name}
+  name: Append {name}
+  tasks:
+    - id: write
+      type: tool_call
+      tool: python
+      inputs:
+        code: |
+          with open("{name}.txt", "a") as out:
+              out.write("ran\\n")
+          print("wrote")
+      outputs: [result]
+"""
+"""A workflow whose one task, a python call (risk: execute, so a person is asked), appends "ran" to
+``NAME.txt`` in the run's workspace: how many times it ran is in that file."""
+
 START_TIMEOUT_S = 60.0
 READ_TIMEOUT_S = 20.0
 

@@ -10,23 +10,10 @@ import pytest
 from tui.harness import scripted
 
 from server.conftest import REPLY
-from server.harness import RunningServer, start_server
+from server.harness import APPENDING_WORKFLOW, RunningServer, start_server
 from smoltui.paths import Paths
 from smoltui.server.client import ServerClient, ServerEvent, ServerUnavailable
 from smoltui.server.errors import ApiError
-
-APPROVE_ME = """\
-workflow:
-  id: client-approval
-  name: Client approval
-  tasks:
-    - id: write
-      type: tool_call
-      tool: python
-      inputs:
-        code: |
-          open("client.txt", "a").write("ran\\n")
-"""
 
 
 async def test_the_client_finds_the_homes_server_and_drives_it(server: RunningServer) -> None:
@@ -42,7 +29,7 @@ async def test_the_client_finds_the_homes_server_and_drives_it(server: RunningSe
         assert waited["ok"] and [m["role"] for m in await client.messages(chat["id"])] == ["user", "assistant"] * 2
 
         workflow = server.project / "workflows" / "client.yaml"
-        workflow.write_text(APPROVE_ME, encoding="utf-8")
+        workflow.write_text(APPENDING_WORKFLOW.format(name="client"), encoding="utf-8")
         assert (await client.validate(path=workflow))["valid"]
         opened = asyncio.Event()
         follow = client.events(kinds=["approval_needed", "run_finished"], on_state=lambda state, _: opened.set())

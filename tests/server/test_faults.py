@@ -11,27 +11,13 @@ from pathlib import Path
 import httpx
 from tui.harness import scripted
 
-from server.harness import EventReader, RunningServer, events, smoltui, start_server
+from server.harness import APPENDING_WORKFLOW, EventReader, RunningServer, events, smoltui, start_server
 from smoltui.paths import Paths
 from smoltui.server.client import SOCKET_BASE_URL, probe
 from smoltui.server.locations import socket_path
 
 CALL = '<tool_call>\n{"name": "python", "arguments": {"code": "print(6 * 7)"}}\n</tool_call>'
 ANSWER = "The answer is 42."
-
-WAITS_FOR_APPROVAL = """\
-workflow:
-  id: killed
-  name: Killed
-  tasks:
-    - id: write
-      type: tool_call
-      tool: python
-      inputs:
-        code: |
-          open("resumed.txt", "a").write("ran\\n")
-"""
-
 
 def test_a_client_that_goes_away_does_not_stop_the_reply(runtime_dir: Path, tmp_path: Path) -> None:
     running: RunningServer = start_server(tmp_path, backend=scripted(CALL, ANSWER))
@@ -60,7 +46,7 @@ def test_a_client_that_goes_away_does_not_stop_the_reply(runtime_dir: Path, tmp_
 def test_a_run_of_a_killed_server_is_interrupted_and_the_next_server_resumes_it(
         env: dict[str, str], home: Path, tmp_path: Path) -> None:
     workflow = tmp_path / "killed.yaml"
-    workflow.write_text(WAITS_FOR_APPROVAL, encoding="utf-8")
+    workflow.write_text(APPENDING_WORKFLOW.format(name="resumed"), encoding="utf-8")
     sock = socket_path(Paths.resolve(home))
 
     def api() -> httpx.Client:

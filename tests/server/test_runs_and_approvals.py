@@ -9,28 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from server.harness import RunningServer, error_of, events
-
-APPEND = """\
-workflow:
-  id: append-{name}
-  name: Append {name}
-  tasks:
-    - id: write
-      type: tool_call
-      tool: python
-      inputs:
-        code: |
-          with open("{name}.txt", "a") as out:
-              out.write("ran\\n")
-          print("wrote")
-      outputs: [result]
-"""
+from server.harness import APPENDING_WORKFLOW, RunningServer, error_of, events
 
 
 def _workflow(server: RunningServer, name: str) -> Path:
     path = server.project / "workflows" / f"{name}.yaml"
-    path.write_text(APPEND.format(name=name), encoding="utf-8")
+    path.write_text(APPENDING_WORKFLOW.format(name=name), encoding="utf-8")
     return path
 
 
@@ -109,7 +93,7 @@ def test_cancelling_a_run_that_is_not_running_is_a_409(server: RunningServer) ->
 
 def test_launching_an_invalid_workflow_is_a_422_with_its_problems(server: RunningServer) -> None:
     broken = server.project / "workflows" / "broken.yaml"
-    broken.write_text(APPEND.format(name="broken").replace("tool: python", "tool: nope"), encoding="utf-8")
+    broken.write_text(APPENDING_WORKFLOW.format(name="broken").replace("tool: python", "tool: nope"), encoding="utf-8")
     with server.unix() as api:
         before = api.get("/api/runs").json()
         response = api.post("/api/runs", json={"workflow": str(broken)})
