@@ -195,6 +195,8 @@ class ServerProcess:
         try:
             for problem in await core.start_tools():
                 self.say(f"smoltui: warning: {problem}")
+            if not core.model.available:  # history, runs and approvals still work; replies say why not
+                self.say(f"smoltui: warning: no model to answer with: {core.model.load_error}")
             core.watcher.start()
             options = self.options
             self._app = create_app(core, token=token, socket_path=str(path), max_body_bytes=options.max_body_bytes,

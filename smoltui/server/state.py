@@ -144,14 +144,14 @@ class ServerState:
         """Settle a waiting call through the gate; 409 if it was answered already, 404 if unknown."""
         if not self.core.gate.answer(call_id, decision):
             self.refuse_settled(call_id)
-        self._remember(call_id, Answered(decision.kind, "api"))
+        self._remember(call_id, Answered(decision.kind, "user"))  # as the gate records it
 
     def refuse_settled(self, call_id: str) -> None:
         from smoltui.server.errors import not_found
 
         earlier = self.answered(call_id)
         if earlier is not None:
-            raise conflict(f"the call {call_id} was already answered ({earlier.decision}, by {earlier.decided_by})")
+            raise conflict(f"the call {call_id} was already answered ({earlier.decision}, decided by {earlier.decided_by})")
         raise not_found(f"no call {call_id} is waiting for approval")
 
     async def close(self) -> None:
