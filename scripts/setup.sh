@@ -35,7 +35,7 @@ fi
 # The transformers backend's tests run on the CPU: install the CPU torch build by its exact version
 # first (a plain `torch` would pull a multi-GB CUDA build), then transformers through the extra.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[cpu,data,dev,transformers]"
+.venv/bin/python -m pip install --quiet -e ".[cpu,data,dev,serve,transformers]"
 
 # The Python sandbox (issue 3) isolates with bubblewrap where the system has it.
 if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -55,6 +55,10 @@ def _external(name: str) -> set[str]:
     return {i.split(".")[0] for i in _imports(MODULES[name]) if not i.startswith("smoltui")}
 
 
+def _top_level_external(name: str) -> set[str]:
+    return {i.split(".")[0] for i in _top_level_imports(name) if not i.startswith("smoltui")}
+
+
 def _top_level_imports(name: str) -> set[str]:
     """What a module imports when it is imported (not what its functions import when called)."""
     names: set[str] = set()
@@ -108,10 +112,12 @@ def test_config_reaches_neither_the_orchestrator_nor_the_backends() -> None:
 
 @pytest.mark.parametrize(("layer", "forbidden"), [
     ("smoltui.backends", ("smoltui.orchestrator", "smoltui.core", "smoltui.cli", "smoltui.screens", "smoltui.app",
-                          "smoltui.tools")),
+                          "smoltui.tools", "smoltui.server")),
     ("smoltui.tools", ("smoltui.orchestrator", "smoltui.backends", "smoltui.core", "smoltui.cli", "smoltui.screens",
-                       "smoltui.app")),
-    ("smoltui.orchestrator", ("smoltui.core", "smoltui.cli", "smoltui.screens", "smoltui.app")),
+                       "smoltui.app", "smoltui.server")),
+    ("smoltui.orchestrator", ("smoltui.core", "smoltui.cli", "smoltui.screens", "smoltui.app", "smoltui.server")),
+    # The server is a front end: it reaches the core and what is below, never another front end.
+    ("smoltui.server", ("smoltui.cli", "smoltui.screens", "smoltui.app")),
 ])
 def test_arrows_point_one_way(layer: str, forbidden: tuple[str, ...]) -> None:
     wrong = {name: sorted(d for d in deps if d.startswith(forbidden))
@@ -122,8 +128,24 @@ def test_arrows_point_one_way(layer: str, forbidden: tuple[str, ...]) -> None:
 def test_only_the_core_and_the_front_ends_build_a_core() -> None:
     """One composition root: the orchestrator, backends and tools never reach core.py."""
     importers = {name for name, deps in GRAPH.items() if "smoltui.core" in deps}
-    assert importers and all(name.startswith(("smoltui.cli", "smoltui.app", "smoltui.screens")) for name in importers), \
-        importers
+    front_ends = ("smoltui.cli", "smoltui.app", "smoltui.screens", "smoltui.server")
+    assert importers and all(name.startswith(front_ends) for name in importers), importers
+
+
+def test_the_server_never_imports_textual() -> None:
+    offenders = {name for name in MODULES if name.startswith("smoltui.server") and _external(name) & {"textual"}}
+    assert not offenders, offenders
+
+
+@pytest.mark.parametrize("name", ["smoltui.server", "smoltui.server.client", "smoltui.server.locations",
+                                  "smoltui.server.errors", "smoltui.cli.serve"])
+def test_a_client_of_the_server_loads_neither_fastapi_nor_uvicorn(name: str) -> None:
+    """What a front end imports to talk to a server (or to ask whether one runs) stays light: the
+    web framework loads only in the process that serves."""
+    top_level = {m: {i for i in _top_level_imports(m) if i in MODULES and i != m} for m in MODULES}
+    reached = {name} | _reach(top_level, name)
+    heavy = {m: sorted(_top_level_external(m) & {"fastapi", "uvicorn", "starlette"}) for m in reached}
+    assert not {m: h for m, h in heavy.items() if h}, heavy
 
 
 def test_the_command_line_imports_only_the_standard_library_until_a_command_runs() -> None:

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "models": "smoltui.cli.models",
     "bench": "smoltui.cli.bench",
     "db": "smoltui.cli.db",
+    "serve": "smoltui.cli.serve",
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 

@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="copy the database to FILE, consistent even while smoltui runs")
     db_backup.add_argument("file", metavar="FILE", help="where to write the copy")
     db_backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    add_serve_command(sub, common)
 
     bench = sub.add_parser("bench", parents=[common],
                            help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
@@ -180,3 +181,21 @@ def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa
     logs.add_argument("--interval", type=_at_least(0.05, float), default=0.2, metavar="SECONDS", help=argparse.SUPPRESS)
 
 
+def add_serve_command(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
+    """``serve`` (foreground or ``--detach``), ``serve status``, ``serve stop``, ``serve token``."""
+    serve = sub.add_parser(
+        "serve", parents=[common], help="run one core for this home that terminals, scripts and browsers share",
+        description="Serve this home's core (the model loaded once, the store, runs, approvals) over HTTP: a Unix "
+                    "socket private to you, and TCP with a bearer token when --listen says so.")
+    serve.add_argument("--detach", action="store_true", help="start in the background; return once it answers")
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="also listen on TCP (e.g. 127.0.0.1:8765); every request then needs the bearer "
+                            "token (`smoltui serve token`)")
+    serve.add_argument("--cors-origin", action="append", metavar="ORIGIN", default=[],
+                       help="let a web page from ORIGIN call the API (repeatable; default: none)")
+    serve.add_argument("--workspace", metavar="DIR", help="folder chat tools work in (default: config or cwd)")
+    actions = serve.add_subparsers(dest="serve_command", metavar="ACTION")
+    status = actions.add_parser("status", parents=[common], help="is a server running for this home, and where")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    actions.add_parser("stop", parents=[common], help="stop this home's server (its runs can be resumed)")
+    actions.add_parser("token", parents=[common], help="print the bearer token TCP clients send (made if missing)")
