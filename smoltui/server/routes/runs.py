@@ -233,7 +233,8 @@ def _inside(path: Path, folder: Path) -> Path | None:
 async def cancel(request: Request, run_id: str) -> dict[str, Any]:
     core = core_of(request)
     record = await _record(core, run_id)
-    if not core.runs.cancel(run_id):
+    # A run that has ended is not running though its job may still be letting its lease go.
+    if run_state_now(record).finished or not core.runs.cancel(run_id):
         raise conflict(f"run {run_id} is not running on this server (state: {run_state_now(record).value})")
     return {"run_id": run_id, "cancelled": True}
 
