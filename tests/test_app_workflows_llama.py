@@ -56,6 +56,7 @@ async def test_example_workflow_runs_on_the_bundled_model_through_the_tui(store:
                                  "an approval or the end of the run", timeout=240)
                 if run.cards:
                     card = next(iter(run.cards.values()))
+                    await pilot.press("ctrl+g")  # a card never takes the focus by itself
                     await wait_until(pilot, lambda c=card: c.has_focus, "the card's focus", timeout=60)
                     await pilot.press("y")
                     approved += 1

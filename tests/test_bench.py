@@ -116,7 +116,7 @@ def test_bench_command_on_the_scripted_model(cli_env: dict[str, str]) -> None:
 
 def test_bench_argument_errors_are_one_line(cli_env: dict[str, str]) -> None:
     assert_one_line_error(
-        run(cli_env, "bench", "-m", "scripted", "--runs", "0"), 1, "--runs must be at least 1"
+        run(cli_env, "bench", "-m", "scripted", "--runs", "0"), 2, "--runs: 0 is too small"
     )
     assert_one_line_error(
         run(cli_env, "bench", "--backend", "openai", "--synthetic"), 3, "--synthetic builds a local model"

@@ -18,7 +18,7 @@ def test_unknown_tool_is_one_line_with_the_known_ones(cli_env: dict[str, str]) -
 
 def test_bad_step_limit_is_refused(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "chat", "--model", "scripted", "--tools", "read_file", "--max-steps", "0", "-p", "hi")
-    assert_one_line_error(result, 1, "--max-steps")
+    assert_one_line_error(result, 2, "--max-steps: 0 is too small")
 
 
 @pytest.mark.llama

@@ -28,10 +28,17 @@ def _at_least(minimum: float, kind: type = int):
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, like every other error (argparse prints the whole usage first)."""
+
+    def error(self, message: str):  # noqa: ANN201 (argparse's signature: it never returns)
+        self.exit(2, f"smoltui: {message} (see `{self.prog} --help`)\n")
+
+
 def _common_options() -> argparse.ArgumentParser:
     # SUPPRESS lets the same option appear before or after the subcommand without the later
     # parser resetting what the earlier one set.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS,
                         help="keep config, history and caches under DIR (or set SMOLTUI_HOME)")
     common.add_argument("--model", "-m", metavar="PATH_OR_NAME", default=argparse.SUPPRESS,
@@ -61,7 +68,7 @@ def add_approve_option(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smoltui",
         description="Chat with SmolLM3 (or any GGUF model) on your own machine, in the terminal.",
         parents=[common],
