@@ -184,7 +184,8 @@ class ChatService:
         if not text:
             raise SmoltuiError("nothing to send: the message is empty")
         async with self._reply_lock:
-            await self.model.wait_settled()
+            # Starts the load if no front end has (a server, a script); joins it if one has.
+            await self.model.load()
             if self.load_error:
                 raise BackendError(f"the model is not loaded: {self.load_error}")
             user = await self.store.add_message(session_id, "user", text)

@@ -93,10 +93,6 @@ class Model:
             raise self.load_exception or BackendError("the model is not loaded")
         return self.backend
 
-    async def wait_settled(self) -> None:
-        """Until a load started elsewhere has either succeeded or failed."""
-        await self._settled.wait()
-
     @contextlib.asynccontextmanager
     async def turn(self, holder: str) -> AsyncIterator[Backend]:
         """Hold the model for one generation; ``holder`` names who (a chat, a task, the planner)."""
