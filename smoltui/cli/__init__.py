@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "bench": "smoltui.cli.bench",
     "db": "smoltui.cli.db",
     "serve": "smoltui.cli.serve",
+    "web": "smoltui.cli.web",
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 

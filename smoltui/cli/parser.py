@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_backup.add_argument("file", metavar="FILE", help="where to write the copy")
     db_backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     add_serve_command(sub, common)
+    add_web_command(sub, common)
 
     bench = sub.add_parser("bench", parents=[common],
                            help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
@@ -201,8 +202,26 @@ def add_serve_command(sub, common: argparse.ArgumentParser) -> None:  # noqa: AN
     serve.add_argument("--cors-origin", action="append", metavar="ORIGIN", default=[],
                        help="let a web page from ORIGIN call the API (repeatable; default: none)")
     serve.add_argument("--workspace", metavar="DIR", help="folder chat tools work in (default: config or cwd)")
+    serve.add_argument("--install-unit", action="store_true",
+                       help="write a systemd user unit that runs this server (~/.config/systemd/user/smoltui.service)")
+    serve.add_argument("--force", action="store_true", help="with --install-unit: replace an existing unit")
     actions = serve.add_subparsers(dest="serve_command", metavar="ACTION")
     status = actions.add_parser("status", parents=[common], help="is a server running for this home, and where")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     actions.add_parser("stop", parents=[common], help="stop this home's server (its runs can be resumed)")
     actions.add_parser("token", parents=[common], help="print the bearer token TCP clients send (made if missing)")
+
+
+def add_web_command(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
+    """``web``: the TUI in a browser (textual-serve), one ``smoltui`` process per tab."""
+    web = sub.add_parser(
+        "web", parents=[common], help="serve the TUI in a browser (each tab runs smoltui; loopback only)",
+        description="Serve the TUI to browsers through textual-serve: each tab runs its own `smoltui` for this "
+                    "home, which attaches to `smoltui serve` when one runs. textual-serve has no authentication, "
+                    "so it listens on loopback; from another machine use `ssh -L 8000:127.0.0.1:8000 HOST`.")
+    web.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    web.add_argument("--port", type=_at_least(1), default=8000, help="port to listen on (default 8000)")
+    web.add_argument("--public", action="store_true",
+                     help="allow a --host beyond loopback (anyone who reaches it gets a TUI running as you)")
+    web.add_argument("--public-url", metavar="URL", default=None,
+                     help="the URL browsers use, when it differs from http://HOST:PORT (a proxy)")

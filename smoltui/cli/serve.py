@@ -2,7 +2,8 @@
 
 - ``smoltui serve``: in the foreground until Ctrl+C or SIGTERM;
 - ``smoltui serve --detach``: in the background, returning once it answers;
-- ``smoltui serve status`` (exit 1 when none runs), ``smoltui serve stop``, ``smoltui serve token``.
+- ``smoltui serve status`` (exit 1 when none runs), ``smoltui serve stop``, ``smoltui serve token``;
+- ``smoltui serve --install-unit [--force]``: a systemd user unit that runs it in the foreground.
 
 The server's approvals are answered by its clients (the TUI, ``smoltui approve``, the API), so it
 builds its core as a front end with people to ask, like the TUI.
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(ensure_token(paths_of(args)))
         return 0
+    if args.install_unit:
+        return _install_unit(args)
     _check_installed()
     from smoltui.server.lifecycle import Listen, ServeOptions
 
@@ -55,6 +58,85 @@ def _check_installed() -> None:
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         raise SmoltuiError(f"`smoltui serve` needs {' and '.join(missing)}: pip install 'smoltui[serve]'")
+
+
+UNIT_NAME = "smoltui.service"
+UNIT_TEMPLATE = """\
+# Written by `smoltui serve --install-unit`; `smoltui serve --install-unit --force` rewrites it.
+[Unit]
+Description=smoltui server: one core (model, store, runs, approvals) that terminals, scripts and browsers share
+
+[Service]
+Type=exec
+ExecStart={exec_start}
+# SIGTERM: the server stops taking requests, marks its runs interrupted (`smoltui resume` picks
+# them up) and exits 0; a crash is restarted, a `systemctl --user stop` is not.
+KillSignal=SIGTERM
+TimeoutStopSec=30
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def unit_text(args: argparse.Namespace) -> str:
+    """The unit for this install: this interpreter's ``smoltui serve`` with this command line's home,
+    model and listen options, in the foreground (systemd keeps it, so never ``--detach``)."""
+    import os
+    import sys
+
+    from smoltui.paths import HOME_ENV
+
+    argv = [sys.executable, "-m", "smoltui", "serve"]
+    home = getattr(args, "home", None) or os.environ.get(HOME_ENV)
+    if home:
+        argv += ["--home", str(Path(home).expanduser().resolve())]
+    for option, value in (("--model", getattr(args, "model", None)), ("--backend", getattr(args, "backend", None)),
+                          ("--threads", getattr(args, "threads", None)), ("--n-ctx", getattr(args, "n_ctx", None)),
+                          ("--listen", args.listen), ("--workspace", args.workspace)):
+        if value is not None:
+            argv += [option, str(Path(value).expanduser().resolve()) if option == "--workspace" else str(value)]
+    for origin in args.cors_origin:
+        argv += ["--cors-origin", origin]
+    return UNIT_TEMPLATE.format(exec_start=" ".join(_systemd_word(word) for word in argv))
+
+
+def _systemd_word(word: str) -> str:
+    """One ExecStart word as systemd reads it: ``%`` (a specifier) and ``$`` (a variable) doubled;
+    quoted when it holds a space, a quote or a backslash."""
+    word = word.replace("%", "%%").replace("$", "$$")
+    if word and not any(c in word for c in " \t\"'\\;"):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def unit_path() -> Path:
+    import os
+
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "systemd" / "user" / UNIT_NAME
+
+
+def _install_unit(args: argparse.Namespace) -> int:
+    from smoltui.server.errors import ServeError
+
+    if args.detach:
+        raise ServeError("--install-unit writes a unit that runs the server in the foreground; drop --detach")
+    path = unit_path()
+    text = unit_text(args)
+    if path.exists() and path.read_text(encoding="utf-8", errors="replace") != text and not args.force:
+        raise ServeError(f"{path} exists and differs; --force replaces it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)  # never a half-written unit
+    print(f"smoltui: wrote {path}")
+    print("start it now and at every login:  systemctl --user daemon-reload && systemctl --user enable --now smoltui")
+    print("keep it running after you log out:  loginctl enable-linger $USER")
+    print("follow its log:  journalctl --user -u smoltui -f")
+    return 0
 
 
 def _detach(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +28,20 @@ from typing import Any
 
 import httpx
 
-from smoltui.errors import NetworkError
+from smoltui.errors import ConfigError, NetworkError
 from smoltui.paths import Paths
 from smoltui.server.errors import ApiError
 from smoltui.server.locations import read_token, running_pid, socket_path
 
 SOCKET_BASE_URL = "http://smoltui"
 """The URL requests over the Unix socket are written against (the host is not used)."""
+
+SERVER_ENV = "SMOLTUI_SERVER"
+"""Which server the front ends use instead of this home's own: ``unix:/path/to.sock`` (or a bare
+path) for a socket forwarded with ``ssh -L``, or ``http://127.0.0.1:8765`` for a forwarded port."""
+TOKEN_ENV = "SMOLTUI_TOKEN"
+"""The bearer token for a ``SMOLTUI_SERVER`` URL (the remote's ``smoltui serve token``); without
+it, this home's own token file."""
 
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
@@ -87,11 +95,29 @@ class ServerClient:
 
     @classmethod
     def for_home(cls, paths: Paths, *, timeout_s: float = 30.0) -> ServerClient | None:
-        """A client of the server running for this home (over its socket), or None when none runs."""
+        """A client of the server running for this home (over its socket), or None when none runs.
+
+        ``SMOLTUI_SERVER`` names another server (a socket or port forwarded from a remote machine):
+        then always a client of that one, never None, so a server that cannot be reached is an
+        error rather than a quiet fall-back to a local core with another history."""
+        named = os.environ.get(SERVER_ENV, "").strip()
+        if named:
+            return cls.named(named, paths, timeout_s=timeout_s)
         if running_pid(paths) is None:
             return None
         path = socket_path(paths)
         return cls(socket=path, timeout_s=timeout_s) if path.exists() else None
+
+    @classmethod
+    def named(cls, where: str, paths: Paths, *, timeout_s: float = 30.0) -> ServerClient:
+        """A client of ``where`` as ``SMOLTUI_SERVER`` spells it: ``unix:PATH``, a path, or an http(s) URL."""
+        if where.startswith(("http://", "https://")):
+            token = os.environ.get(TOKEN_ENV, "").strip() or read_token(paths)
+            return cls(base_url=where.rstrip("/"), token=token, timeout_s=timeout_s)
+        path = where.removeprefix("unix:")
+        if not path.startswith(("/", "~", ".")):
+            raise ConfigError(f"{SERVER_ENV}={where!r} is neither unix:/path/to.sock nor an http:// URL")
+        return cls(socket=Path(path).expanduser(), timeout_s=timeout_s)
 
     @classmethod
     def over_tcp(cls, url: str, paths: Paths, *, timeout_s: float = 30.0) -> ServerClient:
