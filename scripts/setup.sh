@@ -35,11 +35,16 @@ fi
 # The transformers backend's tests run on the CPU: install the CPU torch build by its exact version
 # first (a plain `torch` would pull a multi-GB CUDA build), then transformers through the extra.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[cpu,data,dev,serve,transformers]"
+.venv/bin/python -m pip install --quiet -e ".[cpu,data,dev,serve,transformers,web]"
 
 # The Python sandbox (issue 3) isolates with bubblewrap where the system has it.
 if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
         || echo "setup: could not install bubblewrap; the code sandbox will run with resource limits only" >&2
+fi
+# The browser test opens `smoltui web` in Debian's headless Chromium; without it that test is skipped.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+        || echo "setup: could not install chromium; the browser test will be skipped" >&2
 fi
 echo "setup: ready (.venv)" >&2
