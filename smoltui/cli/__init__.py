@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "bench": "smoltui.cli.bench",
     "db": "smoltui.cli.db",
     "serve": "smoltui.cli.serve",
+    "show": "smoltui.cli.show",
+    "approvals": "smoltui.cli.approvals",
+    "approve": "smoltui.cli.approvals",
+    "deny": "smoltui.cli.approvals",
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 
