@@ -195,3 +195,24 @@ def test_without_a_server_approvals_says_so_and_commands_run_in_process(cli_env:
     run_id = ran.stdout.strip().splitlines()[-1].split()[1]
     shown = smoltui(cli_env, "show", run_id)
     assert shown.returncode == 0 and "north" in shown.stdout
+
+
+def test_chat_streams_the_servers_reply_with_the_same_json_shape(env: dict[str, str]) -> None:
+    plain = smoltui(env, "chat", "-p", "hello")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == NOTE + "\n"  # the server's model answered (its scripted note)
+    served = json.loads(smoltui(env, "chat", "-p", "hello", "--json").stdout)
+    local = json.loads(smoltui(env, "chat", "-p", "hello", "--json", "--local", "--model", "scripted").stdout)
+    assert set(served) == set(local) and set(served["stats"]) == set(local["stats"])
+    assert served["reply"] == NOTE and served["session_id"] != local["session_id"]
+    refused = smoltui(env, "chat", "-p", "hello", "--system", "be brief")
+    assert refused.returncode == 1 and "add --local" in one_line(refused)
+
+
+def test_plan_drafts_with_the_servers_model(env: dict[str, str]) -> None:
+    served = smoltui(env, "plan", "count the words", "--no-save")
+    local = smoltui(env, "plan", "count the words", "--no-save", "--local", "--model", "scripted")
+    # The scripted note is no JSON workflow: both say so the same way, and exit 2.
+    assert (served.returncode, served.stderr) == (local.returncode, local.stderr)
+    assert served.returncode == 2 and "not a JSON workflow" in served.stderr
+    assert served.stdout.strip() == NOTE
