@@ -40,7 +40,10 @@ def client_for(args: argparse.Namespace) -> ServerClient | None:
         return None
     from smoltui.server.client import ServerClient
 
-    return ServerClient.for_home(paths_of(args))
+    try:
+        return ServerClient.for_home(paths_of(args))
+    except OSError:  # no data folder to hold a server's lock: none runs; in-process says what is wrong
+        return None
 
 
 def through_server(args: argparse.Namespace, work: Callable[[ServerClient], Awaitable[int]]) -> int | None:
