@@ -36,6 +36,10 @@ COMMANDS: dict[str, str] = {
     "db": "smoltui.cli.db",
     "serve": "smoltui.cli.serve",
     "web": "smoltui.cli.web",
+    "show": "smoltui.cli.show",
+    "approvals": "smoltui.cli.approvals",
+    "approve": "smoltui.cli.approvals",
+    "deny": "smoltui.cli.approvals",
 }
 """Command name -> the module that runs it (without a command: the TUI)."""
 

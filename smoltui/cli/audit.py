@@ -5,18 +5,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from types import SimpleNamespace
+from typing import Any
 
 from smoltui.cli.common import paths_of, table, when
+from smoltui.cli.remote import through_server
 from smoltui.errors import SmoltuiError
 
 
 def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise SmoltuiError("--limit must be at least 1")
+    served = through_server(args, lambda client: _served(args, client))
+    if served is not None:
+        return served
     paths = paths_of(args)
     rows = asyncio.run(_rows(args)) if paths.database.exists() else []  # never create a database to say so
+    return _print(args, [row.as_dict() for row in rows] if args.json else rows)
+
+
+async def _served(args: argparse.Namespace, client: Any) -> int:
+    rows = await client.audit(run_id=args.run, session_id=args.session, limit=args.limit)
+    return _print(args, rows if args.json else [SimpleNamespace(**row) for row in rows])
+
+
+def _print(args: argparse.Namespace, rows: list) -> int:
     if args.json:
-        print(json.dumps([row.as_dict() for row in rows], ensure_ascii=False, indent=2))
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     if not rows:
         print("no tool calls recorded")

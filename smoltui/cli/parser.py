@@ -50,6 +50,9 @@ def _common_options() -> argparse.ArgumentParser:
                         help="CPU threads for generation (default: physical cores)")
     common.add_argument("--n-ctx", type=_at_least(256), metavar="TOKENS", default=argparse.SUPPRESS,
                         help="context size in tokens (default 4096)")
+    common.add_argument("--local", action="store_true", default=argparse.SUPPRESS,
+                        help="build the core in this process even when `smoltui serve` runs for this home "
+                             "(or set SMOLTUI_LOCAL=1); without a server every command runs in-process anyway")
     return common
 
 
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     add_serve_command(sub, common)
     add_web_command(sub, common)
+    add_approval_commands(sub, common)
 
     bench = sub.add_parser("bench", parents=[common],
                            help="measure the backend and model: load time, TTFT, prefill/decode tok/s, memory")
@@ -175,6 +179,9 @@ def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa
     """``run``, ``resume``, ``runs`` and ``logs`` (implemented in :mod:`smoltui.workflow_cli`)."""
     run = sub.add_parser("run", parents=[common], help="run a workflow headless (validates it first)")
     run.add_argument("file", metavar="FILE", help="the workflow YAML file")
+    run.add_argument("--detach", "-d", action="store_true",
+                     help="start the run on the server (`smoltui serve`), print its id and return; "
+                          "follow it with `smoltui logs -f ID`")
     _run_options(run)
     resume = sub.add_parser("resume", parents=[common], help="resume a run; finished tasks are not re-run")
     resume.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
@@ -187,6 +194,26 @@ def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")
     logs.add_argument("--json", action="store_true", help="print the events as JSON lines")
     logs.add_argument("--interval", type=_at_least(0.05, float), default=0.2, metavar="SECONDS", help=argparse.SUPPRESS)
+    show = sub.add_parser("show", parents=[common], help="print a run's outputs: text, tables, artifact paths")
+    show.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
+    show.add_argument("task_id", metavar="TASK", nargs="?", help="only this task (default: every task with outputs)")
+    show.add_argument("--json", action="store_true", help="print the outputs as JSON (artifacts as references)")
+
+
+def add_approval_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001
+    """``approvals``, ``approve ID`` and ``deny ID``: the calls waiting on a server, and the answers."""
+    approvals = sub.add_parser("approvals", parents=[common],
+                               help="list the tool calls waiting for a person on the server (`smoltui serve`)")
+    approvals.add_argument("--json", action="store_true", help="print the waiting calls as a JSON list")
+    approvals.add_argument("--run", metavar="ID", help="only the calls of this run")
+    approve = sub.add_parser("approve", parents=[common], help="approve a waiting tool call (see `smoltui approvals`)")
+    approve.add_argument("call_id", metavar="ID", help="the call's id")
+    approve.add_argument("--always", action="store_true",
+                         help="also approve this tool's later calls in the same chat or run")
+    deny = sub.add_parser("deny", parents=[common], help="deny a waiting tool call (see `smoltui approvals`)")
+    deny.add_argument("call_id", metavar="ID", help="the call's id")
+    deny.add_argument("--reason", metavar="TEXT", help="why: the model (or the run's log) is told")
+    deny.add_argument("--always", action="store_true", help="also deny this tool's later calls in the same chat or run")
 
 
 def add_serve_command(sub, common: argparse.ArgumentParser) -> None:  # noqa: ANN001

@@ -19,9 +19,12 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from smoltui.cli.common import settings_of
+from smoltui.cli.remote import client_for, run_with
 from smoltui.core import open_core
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.planner import (
@@ -42,7 +45,20 @@ def run(args: argparse.Namespace) -> int:
         raise SmoltuiError("--max-tokens must be at least 64")
     settings = settings_of(args)
     folder = Path(args.out).expanduser() if args.out else settings.paths.workflows_dir
-    draft, tools = asyncio.run(_draft(args, settings, goal, max_tokens))
+    client = client_for(args)
+    checker: Callable[[str], list[Problem]]
+    if client is not None:
+        found: list[Draft] = []
+
+        async def ask(served: Any) -> int:
+            found.append(await _draft_served(args, served, goal, max_tokens))
+            return 0
+
+        run_with(client, ask)
+        draft, checker = found[0], _ServedChecker(args)
+    else:
+        draft, tools = asyncio.run(_draft(args, settings, goal, max_tokens))
+        checker = _Checker(tools)
     text, problems = draft.yaml, draft.problems
     path: Path | None = None
     interactive = not args.json and args.save is not False and not args.yes and _can_ask()
@@ -54,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if interactive and draft.yaml:
         if problems:
             _print_problems(problems)
-        text, problems, path = _review(text, problems, folder, _Checker(tools))
+        text, problems, path = _review(text, problems, folder, checker)
         shown = True
     elif not problems and (args.yes or args.save):
         path = save_workflow(text, folder)
@@ -105,6 +121,45 @@ async def _draft(args: argparse.Namespace, settings, goal: str, max_tokens: int)
         await core.close()
 
 
+async def _draft_served(args: argparse.Namespace, client: Any, goal: str, max_tokens: int) -> Draft:
+    """The server's model drafts (with the server's tools); the same notes as in-process."""
+    async for event in client.plan(goal, max_tokens=max_tokens):
+        if event.kind == "started" and not args.json:
+            print(f"smoltui: drafting a workflow with {event.data.get('model')} …", file=sys.stderr, flush=True)
+        elif event.kind == "repair":
+            count = len(event.data.get("problems") or [])
+            print(f"smoltui: the draft has {count} problem{'s' if count != 1 else ''}; "
+                  "asking the model to fix them …", file=sys.stderr, flush=True)
+        elif event.kind == "error":
+            raise SmoltuiError(str(event.data.get("message") or "the draft failed"))
+        elif event.kind == "done":
+            data = event.data
+            return Draft(data["goal"], data["yaml"], [Problem(**p) for p in data["problems"]], data["attempts"],
+                         data["reply"], cancelled=data["cancelled"])
+    raise SmoltuiError("the server ended the draft without an answer")
+
+
+class _ServedChecker:
+    """Validation of an edited draft by the server (its tools, MCP included)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+
+    def __call__(self, text: str) -> list[Problem]:
+        found: list[Problem] = []
+
+        async def check(client: Any) -> int:
+            answer = await client.validate(text=text, name="draft.yaml")
+            found.extend(Problem(**p) for p in answer["problems"])
+            return 0
+
+        client = client_for(self.args)
+        if client is None:
+            raise SmoltuiError("the server stopped; check the draft with `smoltui validate` after saving it")
+        run_with(client, check)
+        return found
+
+
 class _Checker:
     """Validation of an edited draft, against the same tools (no model needed)."""
 
@@ -121,7 +176,7 @@ def _can_ask() -> bool:
     return bool(sys.stdin and sys.stdin.isatty() and sys.stderr.isatty())
 
 
-def _review(text: str, problems: list[Problem], folder: Path, check: _Checker) -> tuple[str, list[Problem], Path | None]:
+def _review(text: str, problems: list[Problem], folder: Path, check: Callable[[str], list[Problem]]) -> tuple[str, list[Problem], Path | None]:
     """Ask until the user saves, declines or gives up; edits are checked again."""
     while True:
         if problems:

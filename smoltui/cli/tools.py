@@ -7,8 +7,11 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from smoltui.cli.common import settings_of
+from smoltui.cli.remote import through_server
 from smoltui.core import Core, open_core
 from smoltui.errors import SmoltuiError
 
@@ -25,7 +28,32 @@ def run(args: argparse.Namespace) -> int:
         if not isinstance(arguments, dict):
             raise SmoltuiError(f"--args must be a JSON object, not {type(arguments).__name__}")
     workspace = Path(args.workspace).expanduser().resolve() if getattr(args, "workspace", None) else None
+    served = through_server(args, lambda client: _served(args, client, arguments, workspace))
+    if served is not None:
+        return served
     return asyncio.run(_tools(args, arguments, settings_of(args, workspace=workspace)))
+
+
+async def _served(args: argparse.Namespace, client: Any, arguments: Any, workspace: Path | None) -> int:
+    """The server's tools; one call through its gate, its ask answered as ``--approve`` says
+    (the server answers it: default ``none``, as in-process)."""
+    if args.tools_command == "list":
+        _print_list(args, [SimpleNamespace(**t) for t in await client.tools()])
+        return 0
+    # A workspace given here is this machine's folder: the server is on the same machine (its socket).
+    finished = await client.call_tool(args.name, arguments, workspace=workspace or Path.cwd(),
+                                      approve=args.approve or "none")
+    result = SimpleNamespace(ok=finished["ok"], content=finished["content"], error=finished["error"],
+                             duration_s=finished["duration_s"],
+                             artifacts=[SimpleNamespace(path=a["path"], summary=a["summary"])
+                                        for a in finished["artifacts"]])
+    # What ToolResult.for_model() gives in-process
+    body: dict[str, Any] = {"error": finished["error"], "kind": finished["error_kind"]}
+    if finished["ok"]:
+        body = {"result": finished["content"]}
+        if finished["artifacts"]:
+            body["artifacts"] = finished["artifacts"]
+    return _print_result(args, result, body, finished["notices"])
 
 
 async def _tools(args: argparse.Namespace, arguments: object, settings) -> int:  # noqa: ANN001
@@ -42,7 +70,10 @@ async def _tools(args: argparse.Namespace, arguments: object, settings) -> int: 
 
 
 def _list(args: argparse.Namespace, core: Core) -> None:
-    tools = core.tools.tools
+    _print_list(args, core.tools.tools)
+
+
+def _print_list(args: argparse.Namespace, tools: list[Any]) -> None:
     if args.json:
         rows = [{"name": t.name, "risk": t.risk, "origin": t.origin, "description": t.description,
                  "parameters": t.parameters} for t in tools]
@@ -59,10 +90,14 @@ async def _run_one(args: argparse.Namespace, core: Core, arguments: object) -> i
 
     ctx = ToolContext(workspace=core.chat.workspace, artifacts_dir=core.paths.data_dir / "artifacts" / "cli")
     result = await core.gate.run(ToolCall.new(args.name, arguments), ctx)  # type: ignore[arg-type]
-    for notice in ctx.notices:
+    return _print_result(args, result, result.for_model(), ctx.notices)
+
+
+def _print_result(args: argparse.Namespace, result: Any, body: dict[str, Any], notices: list[str]) -> int:
+    for notice in notices:
         print(f"smoltui: note: {notice}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"ok": result.ok, **result.for_model(), "duration_s": round(result.duration_s, 4)},
+        print(json.dumps({"ok": result.ok, **body, "duration_s": round(result.duration_s, 4)},
                          indent=2, ensure_ascii=False, default=str))
     elif result.ok:
         content = result.content

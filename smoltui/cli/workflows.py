@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -22,20 +23,24 @@ from pathlib import Path
 from typing import Any
 
 from smoltui.cli.common import paths_of, settings_of, table, when
+from smoltui.cli.remote import require_server, run_with, through_server
 from smoltui.core import Core, open_core
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.events import RunStateChanged, TaskLog, TaskStateChanged
 from smoltui.orchestrator.run_log import format_line
 from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, RunStore
+from smoltui.orchestrator.scheduler import RunResult
 from smoltui.orchestrator.states import RunState, TaskState
 from smoltui.orchestrator.store import Store
 from smoltui.orchestrator.workflow_spec import (
+    Problem,
     WorkflowError,
     coerce_variables,
     load_workflow,
     parse_var_assignments,
 )
+from smoltui.run_outputs import final_tasks
 from smoltui.safe_text import printable
 from smoltui.screens.state_icons import STATE_STYLES
 
@@ -51,6 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if args.concurrency is not None and args.concurrency < 1:
         raise SmoltuiError("--concurrency must be at least 1")
     workspace = Path(args.workspace).expanduser().resolve() if args.workspace else None
+    if getattr(args, "detach", False):  # a run that outlives this command needs a process that outlives it
+        client = require_server(args, "--detach")
+        return run_with(client, lambda c: _execute_served(args, c, workspace))
+    served = through_server(args, lambda client: _execute_served(args, client, workspace))
+    if served is not None:
+        return served
     return asyncio.run(_execute(args, workspace))
 
 
@@ -108,23 +119,8 @@ async def _drive(args: argparse.Namespace, core: Core, task_ids: list[str], file
         run_id = await core.runs.launch(file, overrides, concurrency=args.concurrency, workspace=workspace)
     assert run_id is not None
 
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-
-    def on_sigint() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            print("smoltui: cancelling (press Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
-            core.runs.cancel(run_id)
-        else:
-            printer.close()
-            sys.stderr.write("smoltui: interrupted\n")
-            sys.stderr.flush()
-            os._exit(CANCELLED_EXIT)
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
+    final_id = run_id
+    _cancel_on_sigint(lambda: core.runs.cancel(final_id), printer)
     printer.start()
     result = await core.runs.wait(run_id)
     # The SIGINT handler stays until the loop closes: a graceful exit may still wait for a tool's
@@ -133,8 +129,135 @@ async def _drive(args: argparse.Namespace, core: Core, task_ids: list[str], file
         printer.close()
         return CANCELLED_EXIT
     printer.finish(result)
+    if not args.json:
+        from smoltui.cli.show import local_outputs
+
+        records = await core.run_store.task_records(run_id)
+        final = [t for t in final_tasks(file, list(result.tasks)) if result.tasks[t] == TaskState.SUCCEEDED]
+        printer.outputs(run_id, {t: await local_outputs(core.run_store, run_id, records[t]) for t in final if t in records})
     printer.summary(result)
     return 0 if result.ok else TASK_FAILED_EXIT
+
+
+# -- run / resume through a server -----------------------------------------------------------------
+
+FOLLOWED_KINDS = ("task_state", "run_state", "task_log", "run_finished", "approval_needed")
+
+
+async def _execute_served(args: argparse.Namespace, client: Any, workspace: Path | None) -> int:
+    """``run`` / ``resume`` on the server: the same checks, lines and exit codes as in-process; the
+    run is the server's (closing this terminal never stops it; Ctrl+C cancels it, as in-process)."""
+    record = await client.run(args.run_id) if args.command == "resume" else None
+    if record is not None and not record["file"]:
+        raise SmoltuiError(f"run {record['id']} does not record its workflow file; it cannot be resumed")
+    file = record["file"] if record is not None else str(Path(args.file).expanduser().resolve())
+    if record is None and not Path(file).is_file():
+        raise WorkflowError(f"{args.file}: no such file")
+    checked = await client.validate(path=file)
+    if checked["problems"]:
+        problems = [Problem(**p) for p in checked["problems"]]
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        count = len(problems)
+        print(f"{args.file if record is None else file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
+        return WorkflowError.exit_code
+    options = {"assignments": args.var or [], "concurrency": args.concurrency, "workspace": workspace,
+               "approve": args.approve}
+    if getattr(args, "detach", False):
+        print((await client.launch(file, **options))["id"])
+        return 0
+    task_ids = [task.id for task in load_workflow(file).spec.tasks]
+    if not args.json and sys.stdout.isatty():
+        states = {t["task_id"]: t["state"] for t in record["tasks"]} if record is not None else {}
+        printer: _Printer = _LivePrinter(task_ids, run_id=record["id"] if record else None, states=states)
+    else:
+        printer = _Printer(json_lines=args.json)
+    events: asyncio.Queue[Any] = asyncio.Queue()
+    connected = asyncio.Event()
+
+    def on_state(state: str, delay: float) -> None:
+        if state == "connected":
+            connected.set()
+        else:
+            printer.note(f"reconnecting to the server in {delay:.1f}s …")
+
+    async def pump() -> None:
+        async for event in client.events(kinds=FOLLOWED_KINDS, on_state=on_state):
+            events.put_nowait(event)
+
+    follower = asyncio.create_task(pump(), name="follow the run")
+    try:
+        await connected.wait()  # from now on every event is in the stream: none of the run's is missed
+        if record is not None:
+            run_id = (await client.resume(record["id"], **options))["id"]
+        else:
+            run_id = (await client.launch(file, **options))["id"]
+        cancelled = _cancel_on_sigint(lambda: asyncio.ensure_future(_cancel_quietly(client, run_id)), printer)
+        printer.start()
+        await _follow(run_id, events, printer, args.approve is None)
+        found = await client.run(run_id)
+    finally:
+        follower.cancel()
+    tasks = {t["task_id"]: t["state"] for t in found["tasks"]}
+    errors = {t["task_id"]: t["error"] for t in found["tasks"] if t["state"] == TaskState.FAILED and t["error"]}
+    result = RunResult(run_id, found["state"], tasks, errors=errors)
+    if cancelled() and found["state"] == RunState.CANCELLED:
+        printer.close()
+        return CANCELLED_EXIT
+    printer.finish(result)
+    if not args.json:
+        final = [t for t in found["final_tasks"] if tasks.get(t) == TaskState.SUCCEEDED]
+        printer.outputs(run_id, {t: (await client.task_outputs(run_id, t))["outputs"] for t in final})
+    printer.summary(result)
+    return 0 if result.ok else TASK_FAILED_EXIT
+
+
+async def _follow(run_id: str, events: asyncio.Queue[Any], printer: _Printer, waits_for_people: bool) -> None:
+    """Print the run's events until it finishes; name each call that waits for a person."""
+    for_us = {RunStateChanged: "run_state", TaskStateChanged: "task_state", TaskLog: "task_log"}
+    while True:
+        event = await events.get()
+        if event.kind == "approval_needed":
+            asked = event.data.get("request") or {}
+            if asked.get("run_id") == run_id and waits_for_people:
+                printer.note(f"[{run_id}] {asked.get('task_id') or 'run'}: {asked.get('tool')} waits for approval "
+                             f"(call {asked.get('call_id')}): answer with `smoltui approve {asked.get('call_id')}` "
+                             f"or `smoltui deny {asked.get('call_id')}`")
+            continue
+        if event.data.get("run_id") != run_id:
+            continue
+        if event.kind == "run_finished":
+            return
+        for kind_class, kind in for_us.items():
+            if event.kind == kind:
+                names = {f.name for f in dataclasses.fields(kind_class) if f.name != "kind"}
+                printer(kind_class(**{k: v for k, v in event.data.items() if k in names}))
+
+
+async def _cancel_quietly(client: Any, run_id: str) -> None:
+    with contextlib.suppress(SmoltuiError):  # it ended meanwhile: nothing to cancel
+        await client.cancel_run(run_id)
+
+
+def _cancel_on_sigint(cancel: Any, printer: _Printer) -> Any:
+    """First Ctrl+C: cancel the run (as in-process); second: quit at once. Returns whether it was pressed."""
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            print("smoltui: cancelling (press Ctrl+C again to quit at once)", file=sys.stderr, flush=True)
+            cancel()
+        else:
+            printer.close()
+            sys.stderr.write("smoltui: interrupted\n")
+            sys.stderr.flush()
+            os._exit(CANCELLED_EXIT)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread, or no signals
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
+    return lambda: interrupts > 0
 
 
 def _has_llm_tasks(file: str) -> bool:
@@ -189,6 +312,20 @@ class _Printer:
 
     def close(self) -> None:
         """Stop showing progress (idempotent)."""
+
+    def outputs(self, run_id: str, outputs: dict[str, Any]) -> None:
+        """The final tasks' outputs, short (``smoltui show`` prints them whole)."""
+        if self.reader_gone or self.json_lines:
+            return
+        from smoltui.cli.show import final_outputs
+
+        try:
+            final_outputs(run_id, outputs)
+        except BrokenPipeError:
+            from smoltui.cli import discard_stdout
+
+            self.reader_gone = True
+            discard_stdout()
 
     def summary(self, result: Any) -> None:
         if self.json_lines:
@@ -337,6 +474,9 @@ async def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
 
 
 def runs_command(args: argparse.Namespace) -> int:
+    served = through_server(args, lambda client: _runs_served(args, client))
+    if served is not None:
+        return served
     paths = paths_of(args)
 
     async def rows_of() -> list[dict[str, Any]]:
@@ -345,6 +485,21 @@ def runs_command(args: argparse.Namespace) -> int:
             return [await _run_row(run_store, record) for record in await run_store.list_runs(limit=args.limit)]
 
     rows = asyncio.run(rows_of()) if paths.database.exists() else []  # never create a database to say so
+    return _print_runs(args, rows)
+
+
+async def _runs_served(args: argparse.Namespace, client: Any) -> int:
+    rows = []
+    for run in await client.runs(limit=args.limit):
+        states = run.get("task_states") or {}
+        rows.append({"id": run["id"], "workflow": run["workflow_id"], "name": run["name"], "file": run["file"],
+                     "state": run["state"], "created_at": run["created_at"], "updated_at": run["updated_at"],
+                     "tasks_done": sum(1 for s in states.values() if TaskState(s).done),
+                     "tasks_total": len(states), "task_states": states})
+    return _print_runs(args, rows)
+
+
+def _print_runs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
@@ -358,6 +513,12 @@ def runs_command(args: argparse.Namespace) -> int:
 
 
 def logs_command(args: argparse.Namespace) -> int:
+    try:
+        served = through_server(args, lambda client: _logs_served(args, client))
+    except KeyboardInterrupt:
+        return CANCELLED_EXIT
+    if served is not None:
+        return served
     paths = paths_of(args)
     if not paths.database.exists():
         raise SmoltuiError(f"no workflow run {args.run_id}")
@@ -388,6 +549,58 @@ async def _logs(args: argparse.Namespace, database: Path) -> int:
         if run_state_now(current) is RunState.INTERRUPTED:
             # Nothing will be written to this log until someone resumes the run: say so, not wait.
             print(f"smoltui: {interrupted_note(current)}", file=sys.stderr, flush=True)
+    return 0
+
+
+async def _logs_served(args: argparse.Namespace, client: Any) -> int:
+    """``logs`` through the server; ``--follow`` follows the live events (and says when it
+    reconnects), reading the log lines after the last one printed each time something happens."""
+    from smoltui.orchestrator.run_store import RunEventRecord
+
+    found = await client.run(args.run_id)
+    run_id = found["id"]
+    last = 0
+
+    async def more() -> None:
+        nonlocal last
+        for row in await client.logs(run_id, after=last):
+            last = row["id"]
+            _print_event(RunEventRecord(**{k: row[k] for k in ("id", "run_id", "task_id", "kind", "message",
+                                                               "created_at")}), args.json)
+
+    if args.follow and not RunState(found["state"]).finished:
+        connected = asyncio.Event()
+        reconnected: list[bool] = []
+
+        def on_state(state: str, delay: float) -> None:
+            if state == "connected":
+                connected.set()
+            else:
+                reconnected.append(True)
+                print(f"smoltui: reconnecting to the server in {delay:.1f}s …", file=sys.stderr, flush=True)
+
+        stream = client.events(run_id=run_id, kinds=FOLLOWED_KINDS, on_state=on_state)
+        first = asyncio.ensure_future(anext(stream))
+        try:
+            await asyncio.wait([first, asyncio.ensure_future(connected.wait())], return_when=asyncio.FIRST_COMPLETED)
+            await more()  # everything up to now; what follows comes as events
+            found = await client.run(run_id)
+            pending: asyncio.Future[Any] | None = first
+            while not RunState(found["state"]).finished:
+                event = await pending if pending is not None else await anext(stream)
+                pending = None
+                await more()
+                if event.kind in ("run_finished", "gap") or (event.kind == "run_state" and
+                                                           RunState(event.data.get("state", "pending")).finished):
+                    found = await client.run(run_id)
+        finally:
+            first.cancel()
+            await stream.aclose()
+    await more()
+    if found["state"] == RunState.INTERRUPTED:
+        driver = f"pid {found['pid']}" if found.get("pid") else "its process"
+        print(f"smoltui: run {run_id} was interrupted: {driver} stopped driving it (killed or crashed); "
+              f"resume it with `smoltui resume {run_id}`", file=sys.stderr, flush=True)
     return 0
 
 

@@ -10,18 +10,13 @@ of what still runs moving; it reads nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.markdown import Markdown
-from rich.syntax import Syntax
-from rich.table import Table
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -48,6 +43,7 @@ from smoltui.orchestrator.run_manager import run_state_now
 from smoltui.orchestrator.run_store import RunRecord, TaskRecord
 from smoltui.orchestrator.states import TASK_STATES, RunState, TaskState
 from smoltui.orchestrator.workflow_spec import Task, WorkflowError, load_workflow
+from smoltui.run_outputs import json_view, output_view
 from smoltui.screens.approval_card import ApprovalCard, card_for, one_line
 from smoltui.screens.dialogs import ConfirmDialog
 from smoltui.screens.log_pane import LogPane
@@ -325,11 +321,11 @@ class RunScreen(Screen[None]):
             # What ran, not what the workflow wrote: a person edited the call before approving it.
             ran, written = edited
             parts.append(_section("Inputs (edited before they ran)"))
-            parts.append(_json(ran))
+            parts.append(json_view(ran))
             parts.append(Text(f"the workflow's: {one_line(written)}", "dim"))
         elif rendered and rendered.get("inputs"):
             parts.append(_section("Inputs"))
-            parts.append(_json(rendered["inputs"]))
+            parts.append(json_view(rendered["inputs"]))
         if rendered and rendered.get("system"):
             parts.append(_section("System"))
             parts.append(Text(str(rendered["system"])))
@@ -564,32 +560,3 @@ def edited_calls(rows: list[AuditEntry], tasks: dict[str, TaskRecord]) -> dict[s
 def _section(title: str) -> Text:
     return Text(f"\n{title}", "bold underline")
 
-
-def _json(value: Any) -> Syntax:
-    text = json.dumps(value, ensure_ascii=False, indent=2, default=str)
-    return Syntax(text, "json", theme="ansi_dark", word_wrap=True, background_color="default")
-
-
-def output_view(value: Any) -> RenderableType:
-    """An output as the user wants to read it: Markdown text, JSON, a table, or an artifact's path."""
-    kind = type(value)
-    if kind.__name__ == "DataFrame" and kind.__module__.startswith("pandas"):
-        return _frame(value)
-    if isinstance(value, Path):
-        return Text.assemble(("artifact  ", "dim"), (str(value), "underline"))
-    if isinstance(value, str):
-        return Markdown(value) if value.strip() else Text("(empty)", "dim italic")
-    if isinstance(value, dict | list):
-        return _json(value)
-    return Text(repr(value))
-
-
-def _frame(frame: Any, rows: int = 20) -> RenderableType:
-    table = Table(show_edge=False, header_style="bold", pad_edge=False)
-    for column in frame.columns:
-        table.add_column(str(column), overflow="ellipsis", max_width=24)
-    for row in frame.head(rows).itertuples(index=False):
-        table.add_row(*(str(cell) for cell in row))
-    more = len(frame) - rows
-    caption = f"{len(frame)} rows × {len(frame.columns)} columns" + (f" (first {rows} shown)" if more > 0 else "")
-    return Group(table, Text(caption, "dim"))

@@ -78,8 +78,9 @@ def create_app(core: Core, *, token: str | None, socket_path: str | None = None,
     _add_error_handlers(app)
     from smoltui.server import openai_compat
     from smoltui.server.routes import approvals, audit, chats, events, health, models, runs, tools, workflows
+    from smoltui.server.routes import plan as planning
 
-    for module in (health, chats, workflows, runs, approvals, tools, models, audit, events):
+    for module in (health, chats, workflows, planning, runs, approvals, tools, models, audit, events):
         app.include_router(module.router)
     app.include_router(openai_compat.router)
     # Added last = outermost: the token is checked before the body is even read.

@@ -257,11 +257,14 @@ class ServerClient:
 
     async def launch(self, workflow: str | Path, *, variables: Mapping[str, Any] | None = None,
                      assignments: Iterable[str] = (), concurrency: int | None = None,
-                     workspace: str | Path | None = None) -> dict[str, Any]:
+                     workspace: str | Path | None = None, approve: str | None = None) -> dict[str, Any]:
         """Start a run of a workflow file on the server (or a workflow id of its folders); the run.
-        ``assignments`` are ``--var`` style ``NAME=VALUE`` strings (values read as YAML)."""
+        ``assignments`` are ``--var`` style ``NAME=VALUE`` strings (values read as YAML).
+        ``approve`` (``none``, ``all``, ``read``, ``TOOL,...``): the server answers the run's
+        approvals as ``--approve`` would; without it they wait for a person."""
         body = {"workflow": str(workflow), "variables": dict(variables or {}), "assignments": list(assignments),
-                "concurrency": concurrency, "workspace": str(workspace) if workspace is not None else None}
+                "concurrency": concurrency, "workspace": str(workspace) if workspace is not None else None,
+                "approve": approve}
         return await self.request("POST", "/api/runs", json_body=body)
 
     async def cancel_run(self, run_id: str) -> None:
@@ -269,10 +272,11 @@ class ServerClient:
 
     async def resume(self, run_id: str, *, retry: Iterable[str] | None = None,
                      variables: Mapping[str, Any] | None = None, assignments: Iterable[str] = (),
-                     concurrency: int | None = None, workspace: str | Path | None = None) -> dict[str, Any]:
+                     concurrency: int | None = None, workspace: str | Path | None = None,
+                     approve: str | None = None) -> dict[str, Any]:
         body = {"retry": list(retry) if retry is not None else None, "variables": dict(variables or {}),
                 "assignments": list(assignments), "concurrency": concurrency,
-                "workspace": str(workspace) if workspace is not None else None}
+                "workspace": str(workspace) if workspace is not None else None, "approve": approve}
         return await self.request("POST", f"/api/runs/{run_id}/resume", json_body=body)
 
     async def retry_task(self, run_id: str, task_id: str) -> dict[str, Any]:
@@ -299,6 +303,13 @@ class ServerClient:
             raise api_error(response)
         return response.content
 
+    def plan(self, goal: str, *, max_tokens: int | None = None) -> AsyncIterator[ServerEvent]:
+        """Draft a workflow for ``goal``: ``started``, ``text`` deltas, ``repair`` (with the first
+        draft's problems), then ``done`` (``{yaml, problems, valid, reply, ...}``) or ``error``.
+        Dropping the stream stops the draft."""
+        body = {"goal": goal, "max_tokens": max_tokens, "stream": True}
+        return self._stream("POST", "/api/plan", json_body=body, read_timeout_s=EVENTS_READ_TIMEOUT_S * 4)
+
     # -- approvals -------------------------------------------------------------------------------
 
     async def approvals(self, *, run_id: str | None = None, session_id: int | None = None) -> list[dict[str, Any]]:
@@ -324,8 +335,10 @@ class ServerClient:
         return await self.request("GET", "/api/tools")
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None, *,
-                        workspace: str | Path | None = None) -> dict[str, Any]:
-        body = {"arguments": dict(arguments or {}), "workspace": str(workspace) if workspace is not None else None}
+                        workspace: str | Path | None = None, approve: str | None = None) -> dict[str, Any]:
+        """One call through the server's gate; ``approve`` answers its ask as ``--approve`` would."""
+        body = {"arguments": dict(arguments or {}), "workspace": str(workspace) if workspace is not None else None,
+                "approve": approve}
         return await self.request("POST", f"/api/tools/{name}/call", json_body=body)
 
     async def audit(self, *, run_id: str | None = None, session_id: int | None = None,

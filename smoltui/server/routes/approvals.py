@@ -6,15 +6,17 @@ first answer stands.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from smoltui.server.errors import not_found
+from smoltui.server.errors import ApiError, not_found
 from smoltui.server.routes import core_of, server_state
 from smoltui.server.wire import approval
-from smoltui.tools.calls import Decision
+from smoltui.tools.calls import ApproveFlag, Decision, ToolCall
 
 router = APIRouter(prefix="/api/approvals", tags=["approvals"])
 
@@ -79,3 +81,61 @@ async def deny(request: Request, call_id: str, body: Deny | None = None) -> dict
 def _settle(request: Request, call_id: str, decision: Decision) -> dict[str, Any]:
     server_state(request).answer(call_id, decision)
     return {"call_id": call_id, "decision": decision.kind, "reason": decision.reason}
+
+
+APPROVE_HELP = ("like the command line's --approve (none, all, read or TOOL[,TOOL...]): the server answers the "
+                "calls of this request itself, approving what the value allows and denying the rest; without "
+                "it, they wait for a person (/api/approvals)")
+
+
+class FlagAnswers:
+    """Answers the calls of one run (or one tool call) as a headless command's ``--approve`` would:
+    approved when the value allows the call, denied otherwise. Listening starts before the work
+    does, so no ask is missed; an ask heard before :meth:`watch_run` names the run waits for it.
+    A person may still answer first (through ``/api/approvals``): their answer stands."""
+
+    def __init__(self, request: Request, approve: str | None) -> None:
+        self.state = server_state(request)
+        core = core_of(request)
+        self.approve = approve
+        self.flag = ApproveFlag.parse(approve, known_tools=core.tools.names()) if approve is not None else None
+        self.match: Callable[[ToolCall], bool] | None = None
+        self.run_id: str | None = None
+        self.early: list[Any] = []
+        self._unsubscribe = core.bus.subscribe(self._hear) if self.flag is not None else None
+
+    def watch(self, match: Callable[[ToolCall], bool]) -> None:
+        self.match = match
+        early, self.early = self.early, []
+        for request in early:
+            if match(request.call):
+                self._settle(request)
+
+    def watch_run(self, run_id: str) -> None:
+        """Answer this run's calls until it finishes."""
+        self.run_id = run_id
+        self.watch(lambda call: call.run_id == run_id)
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _hear(self, event: Any) -> None:
+        if event.kind == "approval_needed":
+            if self.match is None:
+                self.early.append(event.request)
+            elif self.match(event.request.call):
+                self._settle(event.request)
+        elif event.kind == "run_finished" and self.run_id is not None and event.run_id == self.run_id:
+            self.close()
+
+    def _settle(self, request: Any) -> None:
+        assert self.flag is not None
+        call = request.call
+        if self.flag.allows(call.tool, request.risk):
+            decision = Decision("once")
+        else:
+            decision = Decision("deny", reason=f"--approve {self.approve} does not allow {call.tool} (risk {request.risk})")
+        with contextlib.suppress(ApiError):  # answered meanwhile by a person: theirs stands
+            self.state.answer(call.id, decision)

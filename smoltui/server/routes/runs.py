@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
@@ -20,15 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from smoltui.core import Core
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.run_manager import run_state_now
-from smoltui.orchestrator.run_store import ARTIFACT_KEY, RunRecord
+from smoltui.orchestrator.run_store import RunRecord
+from smoltui.run_outputs import describe, final_tasks, inside
 from smoltui.server.errors import ApiError, conflict, not_found
 from smoltui.server.routes import core_of
+from smoltui.server.routes.approvals import APPROVE_HELP, FlagAnswers
 from smoltui.server.wire import approval, jsonable
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
-
-PREVIEW_ROWS = 50
-
 
 class Launch(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -37,6 +35,7 @@ class Launch(BaseModel):
     assignments: list[str] = Field(default_factory=list, description="NAME=VALUE pairs read as YAML, like --var")
     concurrency: int | None = Field(None, ge=1)
     workspace: str | None = Field(None, description="folder tool calls may touch (default: the file's folder)")
+    approve: str | None = Field(None, max_length=2000, description=APPROVE_HELP)
 
 
 class Resume(BaseModel):
@@ -46,6 +45,7 @@ class Resume(BaseModel):
     assignments: list[str] = Field(default_factory=list)
     concurrency: int | None = Field(None, ge=1)
     workspace: str | None = None
+    approve: str | None = Field(None, max_length=2000, description=APPROVE_HELP)
 
 
 def run_json(core: Core, record: RunRecord) -> dict[str, Any]:
@@ -74,7 +74,8 @@ async def _record(core: Core, run_id: str) -> RunRecord:
 @router.get("", summary="Runs, newest first")
 async def list_runs(request: Request, limit: int | None = Query(None, ge=1, le=10_000)) -> list[dict[str, Any]]:
     core = core_of(request)
-    return [run_json(core, record) for record in await core.run_store.list_runs(limit)]
+    return [{**run_json(core, record), "task_states": await core.run_store.task_states(record.id)}
+            for record in await core.run_store.list_runs(limit)]
 
 
 @router.post("", status_code=201, summary="Start a run of a workflow (validated first)")
@@ -82,7 +83,14 @@ async def launch(request: Request, body: Launch) -> dict[str, Any]:
     core = core_of(request)
     file = await _workflow_file(request, body.workflow)
     variables = await _variables(file, body.variables, body.assignments)
-    run_id = await core.runs.launch(file, variables, concurrency=body.concurrency, workspace=_folder(body.workspace))
+    answers = FlagAnswers(request, body.approve)
+    try:
+        run_id = await core.runs.launch(file, variables, concurrency=body.concurrency,
+                                        workspace=_folder(body.workspace))
+    except BaseException:
+        answers.close()
+        raise
+    answers.watch_run(run_id)
     return run_json(core, await _record(core, run_id))
 
 
@@ -120,9 +128,11 @@ async def get_run(request: Request, run_id: str) -> dict[str, Any]:
     core = core_of(request)
     record = await _record(core, run_id)
     tasks = await core.run_store.task_records(run_id)
+    final = await asyncio.to_thread(final_tasks, record.file, list(tasks))
     return {
         **run_json(core, record),
         "tasks": [_task_json(run_id, task) for task in tasks.values()],
+        "final_tasks": final,
         "approvals": [approval(r) for r in core.gate.waiting(run_id=run_id)],
     }
 
@@ -135,7 +145,7 @@ def _task_json(run_id: str, task: Any) -> dict[str, Any]:
         "error": task.error,
         "started_at": task.started_at,
         "finished_at": task.finished_at,
-        "outputs": _describe(run_id, task.outputs) if task.outputs is not None else None,
+        "outputs": describe(run_id, task.outputs) if task.outputs is not None else None,
         "rendered": task.rendered,
     }
 
@@ -158,43 +168,8 @@ async def task_outputs(request: Request, run_id: str, task_id: str) -> dict[str,
     task = (await core.run_store.task_records(run_id)).get(task_id)
     if task is None:
         raise not_found(f"run {run_id} has no task {task_id!r}")
-    outputs = await asyncio.to_thread(_describe, run_id, task.outputs or {}, core.run_store.runs_dir, True)
+    outputs = await asyncio.to_thread(describe, run_id, task.outputs or {}, core.run_store.runs_dir, True)
     return {"run_id": run_id, "task_id": task_id, "state": task.state, "outputs": outputs}
-
-
-def _describe(run_id: str, value: Any, runs_dir: Path | None = None, preview: bool = False) -> Any:
-    """Stored outputs for a client: an artifact reference gets its download link (when the file is
-    in the run's folder) and, with ``preview``, a table its first rows."""
-    if isinstance(value, dict):
-        kind = value.get(ARTIFACT_KEY)
-        if kind is None:
-            return {k: _describe(run_id, v, runs_dir, preview) for k, v in value.items()}
-        described = dict(value)
-        path = value.get("path")
-        if isinstance(path, str) and kind != "path":
-            described["download"] = f"/api/runs/{quote(run_id)}/files?path={quote(path)}"
-        if preview and kind == "dataframe" and isinstance(path, str) and runs_dir is not None:
-            described["preview"] = _table_preview(Path(path), runs_dir / run_id)
-        return described
-    if isinstance(value, list):
-        return [_describe(run_id, v, runs_dir, preview) for v in value]
-    return value
-
-
-def _table_preview(path: Path, folder: Path) -> dict[str, Any] | None:
-    if _inside(path, folder) is None:
-        return None
-    try:
-        import pandas as pd
-
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else None
-    except Exception:  # no pandas, or a file it cannot read: the link is still there
-        return None
-    if frame is None:
-        return None
-    head = frame.head(PREVIEW_ROWS)
-    return {"columns": [str(c) for c in frame.columns], "rows": jsonable(head.astype(object).values.tolist()),
-            "shape": list(frame.shape)}
 
 
 @router.get("/{run_id}/logs", summary="A run's log lines after an id, oldest first")
@@ -211,22 +186,12 @@ async def run_file(request: Request, run_id: str, path: str = Query(min_length=1
     await _record(core, run_id)
     folder = core.run_store.runs_dir / run_id
     candidate = Path(path)
-    target = _inside(candidate if candidate.is_absolute() else folder / candidate, folder)
+    target = inside(candidate if candidate.is_absolute() else folder / candidate, folder)
     if target is None:
         raise ApiError(403, f"{path} is not a file in the folder of run {run_id}; only those are served", "forbidden")
     if not target.is_file():
         raise not_found(f"run {run_id} has no file {path}")
     return FileResponse(target, filename=target.name)
-
-
-def _inside(path: Path, folder: Path) -> Path | None:
-    """``path`` with every link and ``..`` resolved, if that lies inside ``folder``; else None.
-    (Judged without asking whether the file exists, so a refusal says nothing about other files.)"""
-    try:
-        resolved, root = path.resolve(), folder.resolve()
-    except (OSError, RuntimeError):  # a link loop
-        return None
-    return resolved if resolved.is_relative_to(root) and resolved != root else None
 
 
 @router.post("/{run_id}/cancel", summary="Cancel a run the server is driving (it can be resumed)")
@@ -248,8 +213,14 @@ async def resume(request: Request, run_id: str, body: Resume | None = None) -> d
         raise conflict(f"run {run_id} does not record its workflow file; it cannot be resumed")
     variables = await _variables(record.file, body.variables, body.assignments)
     try:
-        await core.runs.resume(run_id, retry=body.retry, variables=variables, concurrency=body.concurrency,
-                               workspace=_folder(body.workspace))
+        answers = FlagAnswers(request, body.approve)
+        answers.watch_run(run_id)
+        try:
+            await core.runs.resume(run_id, retry=body.retry, variables=variables, concurrency=body.concurrency,
+                                   workspace=_folder(body.workspace))
+        except BaseException:
+            answers.close()
+            raise
     except SmoltuiError as error:
         if type(error) is SmoltuiError:  # already running, already succeeded: the run's state says no
             raise conflict(str(error)) from None

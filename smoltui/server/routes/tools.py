@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smoltui.server.errors import not_found
 from smoltui.server.routes import core_of
+from smoltui.server.routes.approvals import APPROVE_HELP, FlagAnswers
 from smoltui.server.wire import tool_result
 
 router = APIRouter(prefix="/api/tools", tags=["tools"])
@@ -21,6 +22,7 @@ class ToolCallBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     arguments: dict[str, Any] = Field(default_factory=dict)
     workspace: str | None = Field(None, description="folder the tool may touch (default: the server's)")
+    approve: str | None = Field(None, max_length=2000, description=APPROVE_HELP)
 
 
 @router.get("", summary="Every tool, its risk and the approval mode the policy gives it")
@@ -42,6 +44,12 @@ async def call_tool(request: Request, name: str, body: ToolCallBody) -> dict[str
     if not workspace.is_dir():
         raise not_found(f"no folder {workspace} on the server (workspace)")
     ctx = ToolContext(workspace=workspace, artifacts_dir=core.paths.data_dir / "artifacts" / "api")
-    finished = await core.gate.settle(ToolCall.new(name, body.arguments), ctx)
+    call = ToolCall.new(name, body.arguments)
+    answers = FlagAnswers(request, body.approve)
+    answers.watch(lambda asked: asked.id == call.id)
+    try:
+        finished = await core.gate.settle(call, ctx)
+    finally:
+        answers.close()
     return {"call_id": finished.call.id, "decision": finished.decision, "decided_by": finished.decided_by,
             "audit_id": finished.audit_id, "notices": list(ctx.notices), **tool_result(finished.result)}
