@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON
+from tests.fixtures.tally import Tally
 from tests.test_cli import SCRIPTED_REPLY_START, run, run_with_stdout_closed
 
 PIPELINE = """\
@@ -425,26 +426,20 @@ def test_run_on_a_terminal_shows_a_live_table(cli_env: dict[str, str], tmp_path:
     assert f"[{row['id']}] first:" not in plain and f"[{row['id']}] run:" not in plain, plain
 
 
-def test_logs_follow_streams_a_live_run_and_exits_when_it_ends(cli_env: dict[str, str], tmp_path: Path) -> None:
-    path = _live_workflow(tmp_path)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "smoltui", "run", str(path), "--approve", "write_file,python", "--var", "sleep=4"],
-        env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )
+def test_logs_follow_streams_a_live_run_and_exits_when_it_ends(cli_env: dict[str, str], home: Path,
+                                                               tmp_path: Path) -> None:
+    # The run's second task holds until the test opens its gate, so `logs --follow` is shown to
+    # stream a run that is still going however slowly the follower starts.
+    tally = Tally(tmp_path, cli_env, home)
+    proc = tally.smoltui("run", str(tally.workflow), "--approve", "tally")
     follower: subprocess.Popen | None = None
     try:
         deadline = time.monotonic() + 60
-        rows = _runs(cli_env)
-        while not rows:
+        while (run_id := tally.states()[0]) is None:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
-            time.sleep(0.1)
-            rows = _runs(cli_env)
-        run_id = rows[0]["id"]
-        follower = subprocess.Popen(
-            [PYTHON, "-m", "smoltui", "logs", run_id, "--follow"],
-            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        )
+            time.sleep(0.05)
+        follower = tally.smoltui("logs", run_id, "--follow")
         lines: queue.Queue[str | None] = queue.Queue()
 
         def pump(stream: Any) -> None:
@@ -458,14 +453,15 @@ def test_logs_follow_streams_a_live_run_and_exits_when_it_ends(cli_env: dict[str
             line = lines.get(timeout=30)
             assert line is not None, "".join(seen)
             seen.append(line)
-        assert proc.poll() is None, "the run finished before `logs --follow` showed its first task"
+        assert proc.poll() is None and follower.poll() is None, "the run is held: both still going"
+        tally.gate.touch()
 
         assert follower.wait(timeout=60) == 0, follower.stderr.read() if follower.stderr else ""
         while (line := lines.get(timeout=10)) is not None:
             seen.append(line)
         output = "".join(seen)
         assert proc.wait(timeout=30) == 0
-        assert "second: task_state: succeeded" in output
+        assert "third: task_state: succeeded" in output
         assert "run: run_state: succeeded" in output
     finally:
         for child in (proc, follower):

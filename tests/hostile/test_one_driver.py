@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -27,82 +26,9 @@ from smoltui.orchestrator.events import EventBus, RunFinished
 from smoltui.orchestrator.run_manager import LeaseLost, RunManager, run_state_now
 from smoltui.orchestrator.run_store import HOST, STALE_AFTER_S, RunBusy, RunStore
 from smoltui.orchestrator.store import Store
-from smoltui.paths import Paths
 from smoltui.screens.run_view import RunScreen
 from smoltui.tools.registry import ToolRegistry
-from tests.conftest import PYTHON
-
-TALLY_PLUGIN = '''
-import asyncio, os, time
-from smoltui.tools.base import tool
-
-@tool(risk="read")
-async def tally(name: str, hold: bool = False) -> str:
-    """Count one execution; with hold, wait for the gate file before returning.
-
-    Args:
-        name: What ran.
-        hold: Wait for the gate.
-    """
-    with open(os.environ["TALLY_FILE"], "a") as out:
-        out.write(f"{name} {os.getpid()}\\n")
-    deadline = time.monotonic() + 60
-    while hold and not os.path.exists(os.environ["TALLY_GATE"]) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    return name
-'''
-
-TALLY_WORKFLOW = """\
-workflow:
-  id: tally
-  tasks:
-    - {id: first, type: tool_call, tool: tally, inputs: {name: first}}
-    - {id: second, type: tool_call, tool: tally, depends_on: [first], inputs: {name: second, hold: true}}
-    - {id: third, type: tool_call, tool: tally, depends_on: [second], inputs: {name: third}}
-"""
-
-
-class Tally:
-    """The plugin's environment: where it counts and which file opens its gate."""
-
-    def __init__(self, tmp_path: Path, cli_env: dict[str, str], home: Path) -> None:
-        site = tmp_path / "site"
-        (site / "tally_tool").mkdir(parents=True)
-        (site / "tally_tool" / "__init__.py").write_text(TALLY_PLUGIN, encoding="utf-8")
-        dist = site / "tally_tool-1.0.dist-info"
-        dist.mkdir()
-        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tally-tool\nVersion: 1.0\n", encoding="utf-8")
-        (dist / "entry_points.txt").write_text("[smoltui.tools]\ntally = tally_tool:tally\n", encoding="utf-8")
-        self.file = tmp_path / "tally.txt"
-        self.gate = tmp_path / "gate"
-        self.env = dict(cli_env, PYTHONPATH=f"{site}{os.pathsep}{cli_env['PYTHONPATH']}",
-                        TALLY_FILE=str(self.file), TALLY_GATE=str(self.gate))
-        self.database = Paths.resolve(str(home)).database
-        folder = tmp_path / "wf"
-        folder.mkdir()
-        self.workflow = folder / "tally.yaml"
-        self.workflow.write_text(TALLY_WORKFLOW, encoding="utf-8")
-
-    def calls(self) -> list[tuple[str, int]]:
-        """(task name, pid) per execution, in order."""
-        if not self.file.exists():
-            return []
-        return [(name, int(pid)) for name, pid in (line.split() for line in self.file.read_text().splitlines())]
-
-    def smoltui(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([PYTHON, "-m", "smoltui", *args], env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-
-    def states(self) -> tuple[str | None, dict[str, str]]:
-        """(the run's id, task id -> stored state), straight from the file."""
-        if not self.database.exists():
-            return None, {}
-        try:
-            with sqlite3.connect(self.database, timeout=5) as conn:
-                run = conn.execute("SELECT id FROM runs").fetchone()
-                return (run[0] if run else None), dict(conn.execute("SELECT task_id, state FROM task_runs"))
-        except sqlite3.OperationalError:  # not migrated yet
-            return None, {}
+from tests.fixtures.tally import Tally
 
 
 def _until(condition: Callable[[], object], what: str, *procs: subprocess.Popen[str], timeout: float = 30) -> None:
