@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -443,7 +444,7 @@ async def attach_to_server(settings: Settings, problems: list[str]) -> Any | Non
             return None
     except OSError:  # a data folder that cannot be used: no server could run there either
         return None
-    from smoltui.attach import open_attached
+    from smoltui.server.attached import open_attached
     from smoltui.server.client import ServerClient
 
     client = ServerClient.for_home(settings.paths)
@@ -478,24 +479,53 @@ async def run_app(settings: Settings, *, startup_errors: Sequence[str] = ()) -> 
         core = await open_core(settings, store=store)
     received: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
+    before_hup: Any = None
     try:
         app = SmolApp(core, startup_errors=problems,
                       theme_dirs=[*bundled_theme_dirs(), settings.paths.config_dir / "themes"])
         # SIGTERM, SIGHUP (the terminal closed) and SIGINT quit like the quit key: the terminal is
         # restored, and core.close() keeps what a streaming reply has said, marked cut off (attached:
         # the reply and the runs are the server's, and go on).
-        for sig in STOP_SIGNALS:
+        for sig in LOOP_SIGNALS:
             loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), app.exit()))
+
+        def hung_up(signum: int, frame: object) -> None:
+            # A plain handler, not the loop's: it runs even while the loop is stuck writing to
+            # the terminal that just went away.
+            received.append(signal.SIGHUP)
+            _terminal_gone()
+            loop.call_soon_threadsafe(app.exit)
+
+        before_hup = signal.signal(signal.SIGHUP, hung_up)
         await app.run_async()
     finally:
         try:
             await core.close()
         finally:
-            for sig in STOP_SIGNALS:
+            for sig in LOOP_SIGNALS:
                 loop.remove_signal_handler(sig)
+            if before_hup is not None:
+                signal.signal(signal.SIGHUP, before_hup)
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
     return 128 + received[0] if received else 0
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+LOOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""Handled by the loop; SIGHUP has a plain handler (see run_app)."""
+
+
+HANGUP_GRACE_S = 5.0
+"""After SIGHUP, the process ends within this long even if the app cannot finish on its own."""
+
+
+def _terminal_gone() -> None:
+    """SIGHUP: the terminal is closing, or gone. Gone, a write to it fails, Textual's writer
+    thread ends, and the app would wait for it forever (its queue full) instead of exiting: so the
+    process ends after a grace period whatever happens. What it drives is safe by then: a reply is
+    saved as it streams, a run's lease lapses and the run is resumable; attached, both are the
+    server's and go on."""
+    timer = threading.Timer(HANGUP_GRACE_S, os._exit, (128 + signal.SIGHUP,))
+    timer.daemon = True
+    timer.start()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,7 +28,6 @@ from tui.harness import WIDE, ready, send, wait_until
 
 from server.harness import APPENDING_WORKFLOW, private_runtime_dir, smoltui
 from smoltui.app import SmolApp, attach_to_server
-from smoltui.attach import AttachedCore
 from smoltui.config import Config
 from smoltui.core import Settings
 from smoltui.orchestrator.events import TokenDelta
@@ -35,6 +35,7 @@ from smoltui.paths import Paths
 from smoltui.screens.approval_card import ApprovalCard
 from smoltui.screens.run_view import RunScreen
 from smoltui.screens.themes import bundled_theme_dirs
+from smoltui.server.attached import AttachedCore
 from smoltui.server.client import ServerClient, probe
 from smoltui.server.locations import socket_path
 from tests.conftest import PYTHON, REPO
@@ -45,11 +46,20 @@ REPLY = " ".join(f"w{i}" for i in range(WORDS))
 """The server's model writes this, a word every 10 ms: about 3 s, long enough to close a terminal
 in the middle of it."""
 
+LONG_WORDS = 1000
+LONG_REPLY = " ".join(f"w{i}" for i in range(LONG_WORDS))
+"""About 10 s: still being written when a closed terminal's TUI has gone (it may take seconds)."""
+
 SITECUSTOMIZE = f"""
+import faulthandler, os, signal
+if os.environ.get("SMOLTUI_TEST_STACKS"):
+    faulthandler.register(signal.SIGUSR1, file=open(os.environ["SMOLTUI_TEST_STACKS"] + f".{{os.getpid()}}", "w"))
 import smoltui.core
 from smoltui.backends.scripted import ScriptedBackend
 
-smoltui.core.build_backend = lambda ref, config, paths: ScriptedBackend([{REPLY!r}], delay_s={TOKEN_DELAY_S})
+words = int(os.environ.get("SMOLTUI_TEST_WORDS", "{WORDS}"))
+reply = " ".join(f"w{{i}}" for i in range(words))
+smoltui.core.build_backend = lambda ref, config, paths: ScriptedBackend([reply], delay_s={TOKEN_DELAY_S})
 """
 
 TMUX = shutil.which("tmux")
@@ -75,6 +85,16 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     """``smoltui serve --detach`` for a new home, with a workflow whose one task asks for approval."""
+    yield from serve(tmp_path, monkeypatch, WORDS)
+
+
+@pytest.fixture
+def served_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
+    """The same, its model writing :data:`LONG_REPLY`."""
+    yield from serve(tmp_path, monkeypatch, LONG_WORDS)
+
+
+def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, words: int) -> Iterator[Served]:
     home, project, site = tmp_path / "home", tmp_path / "project", tmp_path / "site"
     for folder in (home, project / "workflows", site):
         folder.mkdir(parents=True)
@@ -83,7 +103,7 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     runtime = private_runtime_dir()
     env = {**os.environ, "SMOLTUI_HOME": str(home), "HF_HOME": str(tmp_path / "hf"),
            "HF_ENDPOINT": "http://127.0.0.1:9", "XDG_RUNTIME_DIR": str(runtime),
-           "PYTHONPATH": f"{site}{os.pathsep}{REPO}"}
+           "PYTHONPATH": f"{site}{os.pathsep}{REPO}", "SMOLTUI_TEST_WORDS": str(words)}
     env.pop("SMOLTUI_LOCAL", None)
     for name in ("SMOLTUI_HOME", "XDG_RUNTIME_DIR"):  # this process finds the same server
         monkeypatch.setenv(name, env[name])
@@ -161,6 +181,44 @@ async def test_with_smoltui_local_the_tui_builds_its_core_in_process(served: Ser
     assert await attach_to_server(settings, []) is None
 
 
+async def test_quitting_an_attached_tui_asks_nothing_and_its_server_keeps_the_run(
+        served: Served, client: ServerClient) -> None:
+    run = await client.launch(served.workflow())
+    await eventually(lambda: client.approvals(run_id=run["id"]), "the run's call to ask")
+    app = await attached_app(served)
+    try:
+        async with app.run_test(size=WIDE) as pilot:
+            await ready(pilot)
+            assert app.pending_approvals == 1
+            await pilot.press("ctrl+q")  # in-process this would ask to cancel the run: not here
+            await wait_until(pilot, lambda: not app.is_running, "the app to quit")
+    finally:
+        await app.core.close()
+    run = await client.run(run["id"])
+    assert run["state"] == "running" and len(run["approvals"]) == 1
+
+
+async def test_the_status_bar_says_reconnecting_while_the_server_is_away_and_names_the_new_one(
+        served: Served) -> None:
+    app = await attached_app(served)
+    try:
+        async with app.run_test(size=WIDE) as pilot:
+            screen = await ready(pilot)
+            assert screen.status.server == f"attached to smoltui serve (pid {served.pid})"
+            assert smoltui(served.env, "serve", "stop").returncode == 0
+            await wait_until(pilot, lambda: "reconnecting" in screen.status.server, "the bar to say so", timeout=10)
+            assert screen.status.has_class("-server-down")
+            started = smoltui(served.env, "serve", "--detach", "--model", "scripted")
+            assert started.returncode == 0, started.stderr
+            pid = probe(socket_path(Paths.resolve(served.home)))["pid"]  # type: ignore[index]
+            await wait_until(pilot, lambda: screen.status.server == f"attached to smoltui serve (pid {pid})",
+                             "the bar to name the new server", timeout=15)
+            reply = await send(pilot, "again", timeout=15)  # and the new server answers
+            assert reply.markdown == REPLY
+    finally:
+        await app.core.close()
+
+
 # -- it outlives the terminal ------------------------------------------------------------------------
 
 
@@ -171,13 +229,13 @@ class Terminal:
         assert TMUX is not None
         self.name = name
         self.socket = tmp_path / f"tmux-{name}"
-        self.env = {**served.env, "TERM": "xterm-256color"}
+        self.env = {**served.env, "TERM": "xterm-256color", "SMOLTUI_TEST_STACKS": str(tmp_path / "stacks")}
         self.tmux("new-session", "-d", "-s", name, "-x", "150", "-y", "45", "-c", str(served.project),
                   PYTHON, "-m", "smoltui")
         self.pid = int(self.tmux("list-panes", "-t", name, "-F", "#{pane_pid}").strip())
 
     def tmux(self, *args: str) -> str:
-        done = subprocess.run([TMUX or "tmux", "-S", str(self.socket), *args], env=self.env, capture_output=True,
+        done = subprocess.run([TMUX or "tmux", "-S", str(self.socket), "-f", os.devnull, *args], env=self.env, capture_output=True,
                               text=True, timeout=10)
         assert done.returncode == 0, done.stderr
         return done.stdout
@@ -212,7 +270,11 @@ class Terminal:
         self.tmux("kill-session", "-t", self.name)
         deadline = time.monotonic() + 15
         while _alive(self.pid):
-            assert time.monotonic() < deadline, "the TUI outlived its terminal"
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGUSR1)
+                time.sleep(1)
+                stacks = Path(f"{self.env['SMOLTUI_TEST_STACKS']}.{self.pid}").read_text()
+                raise AssertionError(f"the TUI outlived its terminal:\n{stacks}")
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -230,14 +292,16 @@ def _alive(pid: int) -> bool:
 
 @needs_tmux
 async def test_a_reply_and_a_run_started_in_the_tui_outlive_its_terminal_and_are_answered_when_it_opens_again(
-        served: Served, client: ServerClient, tmp_path: Path) -> None:
+        served_long: Served, tmp_path: Path) -> None:
+    served = served_long
+    client = served.client()
     terminal = Terminal(served, tmp_path, "outlive")
     try:
         terminal.shows("attached to smoltui serve", "the TUI to attach")
         # A run from the workflow tree (F3, n on the workflow, ctrl+s in the launch dialog) ...
-        terminal.shows("Append append", "the workflow in the tree")
         terminal.keys("F3")
         terminal.shows("n Run…", "the tree to take the keys")
+        terminal.shows("Append append", "the workflow in the tree")
         terminal.keys("n")
         terminal.shows("This workflow has no variables", "the launch dialog")
         terminal.keys("C-s")
@@ -256,7 +320,7 @@ async def test_a_reply_and_a_run_started_in_the_tui_outlive_its_terminal_and_are
 
         terminal.kill()
 
-        # Both go on without it.
+        # Both go on without it: the reply is still being written when the TUI has gone.
         assert (await client.chat(chat["id"]))["replying"], "the reply stopped with the terminal"
         run = await client.run(run_id)
         assert run["state"] == "running" and [a["call_id"] for a in run["approvals"]] == [waiting["call_id"]]
@@ -271,7 +335,7 @@ async def test_a_reply_and_a_run_started_in_the_tui_outlive_its_terminal_and_are
             screen = await ready(pilot)
             assert app.pending_approvals == 1
             screen.open_session(chat["id"])
-            await wait_until(pilot, lambda: [v.markdown for v in screen.message_views()] == ["count for me", REPLY],
+            await wait_until(pilot, lambda: [v.markdown for v in screen.message_views()] == ["count for me", LONG_REPLY],
                              "the finished reply")
             await pilot.press("ctrl+g")
             await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run view")
@@ -284,6 +348,7 @@ async def test_a_reply_and_a_run_started_in_the_tui_outlive_its_terminal_and_are
             assert not run_view.cards and app.pending_approvals == 0
     finally:
         await app.core.close()
+        await client.aclose()
     assert (served.project / "workflows" / "append.txt").read_text() == "ran\n"
 
 
@@ -296,7 +361,7 @@ async def _finished(client: ServerClient, session_id: int) -> bool:
     if (await client.chat(session_id))["replying"]:
         return False
     reply = [m for m in await client.messages(session_id) if m["role"] == "assistant"]
-    assert [(m["content"], m["cut_off"]) for m in reply] == [(REPLY, False)]
+    assert [(m["content"], m["cut_off"]) for m in reply] == [(LONG_REPLY, False)]
     return True
 
 

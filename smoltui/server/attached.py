@@ -132,6 +132,8 @@ class Attachment:
         self.on_state: Callable[[str], None] | None = None
         self.on_problem: Callable[[str], None] | None = None
         """Told when a command sent in the background was refused (the app notifies)."""
+        self.server_pid: int | None = None
+        """The server's pid, as its last answer says (a restarted server has a new one)."""
         self.model_info: dict[str, Any] = {}
         self.model_ready = asyncio.Event()
         self.last_published: int = 0
@@ -173,8 +175,11 @@ class Attachment:
             self._connected.set()
         if state != self.state:
             self.state = state
-            if self.on_state is not None:
-                self.on_state(state)
+            self._tell_state()
+
+    def _tell_state(self) -> None:
+        if self.on_state is not None:
+            self.on_state(self.state)
 
     async def _follow(self) -> None:
         async for item in self.client.events(on_state=self._state):
@@ -250,6 +255,8 @@ class Attachment:
         self.model_info.update(info)
         if info.get("ready"):
             self.model_ready.set()
+        elif "ready" in info:  # a restarted server loads its model again, on first need
+            self.model_ready.clear()
 
     def _forget_call(self, call_id: str) -> None:
         self.waiting.pop(call_id, None)
@@ -266,6 +273,7 @@ class Attachment:
         except SmoltuiError as error:
             log.info("refreshing from the server failed: %s", error)
             return
+        self.server_pid = health.get("pid")
         self.set_model(health.get("model") or {})
         self.running = set(health.get("runs_active") or ())
         fresh = {r.call.id: r for r in map(request_from_wire, answer) if r.call.id not in self._finished}
@@ -274,6 +282,7 @@ class Attachment:
                 fresh.setdefault(call_id, self.waiting[call_id])
         gone = {r.call.run_id for i, r in self.waiting.items() if i not in fresh and r.call.run_id}
         self.waiting = fresh
+        self._tell_state()  # the status bar names the server it now reaches
         if gone:  # run views read again and drop the cards of calls no longer waiting
             self.bus.publish(ev.RunsChanged(tuple(sorted(gone))))
 
@@ -558,7 +567,6 @@ class AttachedCore:
     runs: AttachedRuns
     catalog: WorkflowCatalog
     watcher: Watcher
-    server_pid: int | None
     problems: list[str] = field(default_factory=list)
     attached: bool = True
 
@@ -579,9 +587,14 @@ class AttachedCore:
         return False
 
     @property
+    def server_pid(self) -> int | None:
+        return self.attachment.server_pid
+
+    @property
     def where(self) -> str:
         """What the status bar names: the server this TUI is attached to."""
-        return f"attached to smoltui serve (pid {self.server_pid})" if self.server_pid else "attached to smoltui serve"
+        pid = self.server_pid
+        return f"attached to smoltui serve (pid {pid})" if pid else "attached to smoltui serve"
 
     async def start_tools(self) -> list[str]:
         """MCP servers are the server's; nothing starts here."""
@@ -613,6 +626,7 @@ async def open_attached(settings: Settings, client: ServerClient) -> AttachedCor
         config = settings.config
         bus = EventBus()
         attachment = Attachment(client, bus)
+        attachment.server_pid = health.get("pid")
         attachment.set_model(health.get("model") or {})
         attachment.running = set(health.get("runs_active") or ())
         await attachment.start()
@@ -627,7 +641,7 @@ async def open_attached(settings: Settings, client: ServerClient) -> AttachedCor
         catalog = WorkflowCatalog(folders, tools, run_store)
         watcher = Watcher(run_store, catalog, bus)
         return AttachedCore(settings, client, attachment, store, shared, bus, model, tools, gate, chat,
-                            AttachedRuns(attachment, run_store), catalog, watcher, health.get("pid"), problems)
+                            AttachedRuns(attachment, run_store), catalog, watcher, problems)
     except BaseException:
         if attachment is not None:
             await attachment.stop()
