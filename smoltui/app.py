@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,12 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen, Screen
 
 from smoltui.config import Config, key_clashes
-from smoltui.core import Core, Settings, open_core
+from smoltui.core import Core, Settings, open_core, setup_logging
 from smoltui.errors import SmoltuiError, StoreError
 from smoltui.orchestrator.events import (
     ApprovalNeeded,
     RunFinished,
+    RunsChanged,
     RunStateChanged,
     ToolCallFinished,
 )
@@ -76,6 +79,10 @@ class SmolApp(App[int]):
 
     pending_approvals: reactive[int] = reactive(0)
     """Tool calls waiting for the user, across every run (the status bar shows the count)."""
+
+    server_status: reactive[str] = reactive("")
+    """Attached to a server: which one, or that its event stream is reconnecting (the status bar
+    shows it); empty when the core is this process's own."""
 
     def __init__(
         self,
@@ -138,6 +145,8 @@ class SmolApp(App[int]):
         # Pushed rather than returned from get_default_screen, which skips the screen's CSS_PATH.
         self.push_screen(ChatScreen(self.core, initial_session=self._initial_session))
         self._bus_unsubscribe = self.core.bus.subscribe(self._core_event)
+        self._follow_server()
+        self.recount_approvals()  # attached, calls may be waiting already (the server's)
         unknown = sorted(set(self.config.keymap) - known_binding_ids())
         if unknown:
             self.notify(
@@ -162,6 +171,29 @@ class SmolApp(App[int]):
         self.call_after_refresh(self._start_tools)
         self.core.watcher.start()
         self._tell_interrupted()
+
+    @property
+    def attached(self) -> bool:
+        """The core is a running server's (``smoltui serve``), not this process's own."""
+        return bool(getattr(self.core, "attached", False))
+
+    def _follow_server(self) -> None:
+        """Attached: the status bar names the server and says when its stream is reconnecting; a
+        command the server refused in the background (an answer, a cancel) is told."""
+        if not self.attached:
+            return
+        core: Any = self.core
+        attachment = core.attachment
+
+        def state(now: str) -> None:
+            self.server_status = core.where if now == "connected" else "server unreachable: reconnecting…"
+
+        def problem(text: str) -> None:
+            self.notify(text, title="smoltui serve", severity="error", timeout=10)
+
+        attachment.on_state = state
+        attachment.on_problem = problem
+        state(attachment.state)
 
     @work(group="model", exclusive=True)
     async def _load_model(self) -> None:
@@ -233,7 +265,7 @@ class SmolApp(App[int]):
     def _core_event(self, event: object) -> None:
         if isinstance(event, ApprovalNeeded | ToolCallFinished):
             self.call_later(self._approval_event, event)
-        elif isinstance(event, RunStateChanged | RunFinished):
+        elif isinstance(event, RunStateChanged | RunFinished | RunsChanged):
             # A cancelled run takes its waiting calls with it, with no answer to announce it.
             self.call_later(self.recount_approvals)
 
@@ -343,7 +375,8 @@ class SmolApp(App[int]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "plan_workflow":
-            return self.core.model.available
+            # Attached, the model is the server's: the planner does not drive it from here (yet).
+            return self.core.model.available and not self.attached
         return True
 
     def action_plan_workflow(self) -> None:
@@ -398,32 +431,101 @@ async def open_store(paths: Paths) -> tuple[Store, Path | None, str | None]:
         raise
 
 
+async def attach_to_server(settings: Settings, problems: list[str]) -> Any | None:
+    """The core of the server running for this home (``smoltui serve``), or None: no server runs,
+    ``SMOLTUI_LOCAL=1`` (``--local``) asks for this process's own core, or the server does not
+    answer (said in ``problems``; the app then runs in-process as it does without a server)."""
+    if os.environ.get("SMOLTUI_LOCAL", "").strip() not in ("", "0"):
+        return None
+    from smoltui.server.locations import running_pid
+
+    try:
+        if running_pid(settings.paths) is None:  # the cheap check first: no HTTP client is imported
+            return None
+    except OSError:  # a data folder that cannot be used: no server could run there either
+        return None
+    from smoltui.server.attached import open_attached
+    from smoltui.server.client import ServerClient
+
+    client = ServerClient.for_home(settings.paths)
+    if client is None:
+        return None
+    try:
+        core = await open_attached(settings, client)
+    except (SmoltuiError, TimeoutError) as error:
+        await client.aclose()
+        problems.append(f"a smoltui server runs for this home but did not answer ({error}); "
+                        "running in this process instead")
+        return None
+    if settings.model_spec and settings.model_spec not in (core.model.label, getattr(core.model.backend, "model_name", None)):
+        problems.append(f"--model {settings.model_spec} is not used: attached to smoltui serve, which answers with "
+                        f"{core.model.label} (SMOLTUI_LOCAL=1 runs smoltui in this process)")
+    if settings.log_to_file:
+        setup_logging(settings.paths)
+    return core
+
+
 async def run_app(settings: Settings, *, startup_errors: Sequence[str] = ()) -> int:
-    """Build the core in this process, run the app over it, close the core; returns the exit status."""
-    store, scratch, store_problem = await open_store(settings.paths)
+    """Run the app over the home's server when one runs (attached: its replies and runs go on
+    when the app closes), else over a core built in this process; close the core; returns the exit
+    status."""
     problems = list(startup_errors)
-    if store_problem:
-        problems.append(f"history will not be saved: {store_problem}")
-    core = await open_core(settings, store=store)
+    scratch: Path | None = None
+    core: Any = await attach_to_server(settings, problems)
+    if core is None:
+        store, scratch, store_problem = await open_store(settings.paths)
+        if store_problem:
+            problems.append(f"history will not be saved: {store_problem}")
+        core = await open_core(settings, store=store)
     received: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
+    before_hup: Any = None
     try:
         app = SmolApp(core, startup_errors=problems,
                       theme_dirs=[*bundled_theme_dirs(), settings.paths.config_dir / "themes"])
         # SIGTERM, SIGHUP (the terminal closed) and SIGINT quit like the quit key: the terminal is
-        # restored, and core.close() keeps what a streaming reply has said, marked cut off.
-        for sig in STOP_SIGNALS:
+        # restored, and core.close() keeps what a streaming reply has said, marked cut off (attached:
+        # the reply and the runs are the server's, and go on).
+        for sig in LOOP_SIGNALS:
             loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), app.exit()))
+
+        def hung_up(signum: int, frame: object) -> None:
+            # A plain handler, not the loop's: it runs even while the loop is stuck writing to
+            # the terminal that just went away.
+            received.append(signal.SIGHUP)
+            _terminal_gone()
+            loop.call_soon_threadsafe(app.exit)
+
+        before_hup = signal.signal(signal.SIGHUP, hung_up)
         await app.run_async()
     finally:
         try:
             await core.close()
         finally:
-            for sig in STOP_SIGNALS:
+            for sig in LOOP_SIGNALS:
                 loop.remove_signal_handler(sig)
+            if before_hup is not None:
+                signal.signal(signal.SIGHUP, before_hup)
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
     return 128 + received[0] if received else 0
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+LOOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+"""Handled by the loop; SIGHUP has a plain handler (see run_app)."""
+
+
+HANGUP_GRACE_S = 5.0
+"""After SIGHUP, the process ends within this long even if the app cannot finish on its own."""
+
+
+def _terminal_gone() -> None:
+    """SIGHUP: the terminal is closing, or gone. Gone, a write to it fails, Textual's writer
+    thread ends, and the app would wait for it forever (its queue full) instead of exiting: so the
+    process ends after a grace period whatever happens. What it drives is safe by then: a reply is
+    saved as it streams, a run's lease lapses and the run is resumable; attached, both are the
+    server's and go on."""
+    timer = threading.Timer(HANGUP_GRACE_S, os._exit, (128 + signal.SIGHUP,))
+    timer.daemon = True
+    timer.start()

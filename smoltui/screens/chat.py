@@ -227,6 +227,9 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         self._mount_panes()
         if hasattr(self.app, "pending_approvals"):
             self.watch(self.app, "pending_approvals", lambda count: setattr(self.status, "approvals", count))
+        if hasattr(self.app, "server_status"):
+            # Attached to smoltui serve: the bar names it, and says when it is reconnecting.
+            self.watch(self.app, "server_status", lambda text: setattr(self.status, "server", text))
             status.approvals_key = self._key("approvals.next", "ctrl+g")
         self._show_welcome()
         self._refresh_sessions()

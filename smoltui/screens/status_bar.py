@@ -95,6 +95,19 @@ class StatusBar(Horizontal):
         &.-approvals > #sb-approvals {
             display: block;
         }
+        & > #sb-server {
+            display: none;
+            color: $text-accent;
+            margin: 0 1 0 0;
+            text-wrap: nowrap;
+        }
+        &.-server > #sb-server {
+            display: block;
+        }
+        &.-server-down > #sb-server {
+            color: $warning;
+            text-style: bold;
+        }
     }
     """
 
@@ -110,6 +123,8 @@ class StatusBar(Horizontal):
     context_size: reactive[int | None] = reactive(None)
     approvals: reactive[int] = reactive(0)
     """Tool calls waiting for the user's answer."""
+    server: reactive[str] = reactive("")
+    """Attached to ``smoltui serve``: which one, or that it is reconnecting (empty in-process)."""
     approvals_key: reactive[str] = reactive("")
     """The key that selects the call that has waited longest (ctrl+g), shown beside the count: a
     card never takes the focus by itself, so the bar says how to reach it."""
@@ -124,12 +139,14 @@ class StatusBar(Horizontal):
         self._speed_label = Label(id="sb-speed")
         self._context_label = Label(id="sb-context")
         self._approvals_label = Label(id="sb-approvals")
+        self._server_label = Label(id="sb-server", markup=False)
 
     def compose(self) -> ComposeResult:
         yield self._model_label
         yield self._state_label
         yield self.progress
         yield Label(id="sb-fill")
+        yield self._server_label
         yield self._approvals_label
         yield self._think_label
         yield Label(" │ ", classes="sep")
@@ -146,7 +163,7 @@ class StatusBar(Horizontal):
 
     watch_model_name = watch_backend_name = watch_state = watch_message = _watch_any
     watch_load_fraction = watch_think = watch_tok_s = watch_context_used = watch_context_size = _watch_any
-    watch_approvals = watch_approvals_key = _watch_any
+    watch_approvals = watch_approvals_key = watch_server = _watch_any
 
     @property
     def state_text(self) -> str:
@@ -174,6 +191,9 @@ class StatusBar(Horizontal):
         self._think_label.set_class(self.think, "-on")
         self._speed_label.update("— tok/s" if self.tok_s is None else f"{self.tok_s:.1f} tok/s")
         self._context_label.update(self._context_text())
+        self.set_class(bool(self.server), "-server")
+        self.set_class("reconnecting" in self.server, "-server-down")
+        self._server_label.update(f"⇄ {self.server}" if self.server else "")
         self.set_class(self.approvals > 0, "-approvals")
         key = f" · {self.approvals_key}" if self.approvals_key else ""
         self._approvals_label.update(f"⚑ {self.approvals} waiting{key}" if self.approvals else "")
