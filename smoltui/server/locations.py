@@ -176,7 +176,7 @@ def running_pid(paths: Paths) -> int | None:
     path = lock_path(paths)
     try:
         fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # no lock file, or a data path that cannot hold one: no server
         return None
     try:
         try:
