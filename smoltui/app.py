@@ -46,10 +46,12 @@ from smoltui.screens.edit_arguments import EditArgumentsDialog
 from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.log_pane import LogPane
 from smoltui.screens.plan_dialog import PlanDialog
+from smoltui.screens.preview import PreviewScreen
 from smoltui.screens.prompt_input import PromptInput
 from smoltui.screens.run_view import RunScreen
 from smoltui.screens.search import SearchScreen
 from smoltui.screens.themes import FALLBACK_THEME, bundled_theme_dirs, load_themes
+from smoltui.screens.tool_call_view import ToolCallView
 from smoltui.screens.tool_picker import ToolPickerDialog
 from smoltui.screens.workflow_tree import WorkflowTree
 
@@ -400,8 +402,9 @@ class SmolApp(App[int]):
 
 def binding_table() -> dict[str, tuple[str, str]]:
     """Every binding id a user can remap in ``[keymap]`` -> (where it is active, its default keys)."""
-    owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog, RunScreen,
-              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog, ToolPickerDialog, PlanDialog)
+    owners = (SmolApp, ChatScreen, PromptInput, SearchScreen, TextPromptDialog, ConfirmDialog, RunScreen, PreviewScreen,
+              LaunchDialog, WorkflowTree, LogPane, ApprovalCard, EditArgumentsDialog, ToolPickerDialog, PlanDialog,
+              ToolCallView)
     return {b.id: (owner.__name__, b.key) for owner in owners for b in owner.BINDINGS
             if isinstance(b, Binding) and b.id}
 

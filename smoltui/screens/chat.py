@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
@@ -438,7 +439,8 @@ class ChatScreen(WorkflowPanes, Screen[None]):
                 if live is not None:
                     live.set_status("thinking…" if think else "generating…")
             case ToolCallRequested(session_id=sid) if sid == self.session_id:
-                view = ToolCallView(event.call_id, event.name, event.arguments, error=event.error)
+                view = ToolCallView(event.call_id, event.name, event.arguments, error=event.error,
+                                    roots=self._tool_file_roots())
                 self._call_views[event.call_id] = view
                 await self.log_view.mount(view)
             case ToolCallDone(session_id=sid) if sid == self.session_id:
@@ -799,7 +801,8 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         calls: list[ToolCallView] = []
         for entry in shown:
             if isinstance(entry, Called):
-                view = ToolCallView(entry.call_id, entry.name, entry.arguments, error=entry.error)
+                view = ToolCallView(entry.call_id, entry.name, entry.arguments, error=entry.error,
+                                    roots=self._tool_file_roots())
                 if entry.ok is not None:
                     view.finish(entry.ok, entry.summary or "")
                 calls.append(view)
@@ -826,6 +829,12 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         else:
             self.log_view.anchor()
         self._restore_cards(calls, focus_call)
+
+    def _tool_file_roots(self) -> tuple[Path, ...]:
+        """Where a tool's result may name files: this chat's artifacts (a chart's PNG; the folder
+        ChatService._call gives its tools), then the workspace."""
+        chat = self.core.chat
+        return (Path(chat.store.path).parent / "chat-artifacts" / str(self.session_id), Path(chat.workspace))
 
     def _restore_cards(self, calls: list[ToolCallView], focus_call: str | None = None) -> None:
         """A call of this chat that still waits for its answer (the user left the chat while it

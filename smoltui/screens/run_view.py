@@ -47,6 +47,7 @@ from smoltui.run_outputs import json_view, output_view
 from smoltui.screens.approval_card import ApprovalCard, card_for, one_line
 from smoltui.screens.dialogs import ConfirmDialog
 from smoltui.screens.log_pane import LogPane
+from smoltui.screens.preview import Previewable, PreviewScreen, key_hint, open_item, previewable
 from smoltui.screens.state_icons import STATE_STYLES
 from smoltui.screens.throttle import REPAINTS_PER_SECOND
 from smoltui.screens.workflow_tree import RUN_ICONS, duration_text
@@ -87,6 +88,8 @@ class RunScreen(Screen[None]):
         Binding("u", "resume_run", "Resume", id="run.resume"),
         Binding("a", "next_approval", "Approval", id="run.approval"),
         Binding("f4", "toggle_logs", "Log", id="run.logs"),
+        Binding("o", "preview_output", "Preview", id="run.preview"),
+        Binding("O", "open_output", "Open", id="run.open"),
     ]
 
     class BusEvent(Message):
@@ -338,6 +341,9 @@ class RunScreen(Screen[None]):
         if record is not None and record.state == TaskState.SUCCEEDED:
             parts.append(_section("Output"))
             parts.append(self._outputs(task_id, record))
+            if self.selected_output() is not None and task_id == self.selected:
+                parts.append(Text(key_hint(self.app, self.BINDINGS, (("run.preview", "preview"), ("run.open", "open"))),
+                                  "dim"))
         return Group(*parts)
 
     def edited_inputs(self, task_id: str) -> tuple[Any, Any] | None:
@@ -488,6 +494,8 @@ class RunScreen(Screen[None]):
             return not self.core.runs.is_running(self.run_id) and state is not None and state.resumable
         if action == "next_approval":
             return bool(self.cards)
+        if action in ("preview_output", "open_output"):
+            return self.selected_output() is not None
         return True
 
     def action_back(self) -> None:
@@ -539,6 +547,31 @@ class RunScreen(Screen[None]):
 
     def action_toggle_logs(self) -> None:
         self.log_pane.display = not self.log_pane.display
+
+    def selected_output(self) -> Previewable | None:
+        """The selected task's first output worth previewing (a file, a table, text, JSON)."""
+        record = self.loaded.tasks.get(self.selected) if self.loaded and self.selected else None
+        if record is None or record.state != TaskState.SUCCEEDED:
+            return None
+        values = self._outputs_read.get((record.task_id, record.attempt, record.finished_at))
+        if not isinstance(values, dict):
+            return None
+        return next((item for name, value in values.items()
+                     if (item := previewable(f"{record.task_id}.{name}", value)) is not None), None)
+
+    def action_preview_output(self) -> None:
+        item = self.selected_output()
+        if item is not None:
+            self.app.push_screen(PreviewScreen(item, export_dir=self.core.run_store.artifacts_dir(self.run_id)))
+
+    def action_open_output(self) -> None:
+        self._open_output()
+
+    @work(group="run-open", exclusive=True)
+    async def _open_output(self) -> None:
+        item = self.selected_output()
+        if item is not None:
+            await open_item(self.app, item, self.core.run_store.artifacts_dir(self.run_id))
 
 
 def edited_calls(rows: list[AuditEntry], tasks: dict[str, TaskRecord]) -> dict[str, tuple[Any, Any]]:
