@@ -37,14 +37,18 @@ fi
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[cpu,data,dev,serve,transformers,web]"
 
-# The Python sandbox (issue 3) isolates with bubblewrap where the system has it.
-if ! command -v bwrap >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }) \
-        || echo "setup: could not install bubblewrap; the code sandbox will run with resource limits only" >&2
-fi
-# The browser test opens `smoltui web` in Debian's headless Chromium; without it that test is skipped.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
-        || echo "setup: could not install chromium; the browser test will be skipped" >&2
+# System packages, where this is a Debian/Ubuntu machine set up as root (CI): bubblewrap isolates the
+# Python sandbox; tmux and Chromium let the tests close a real terminal under the TUI and open
+# `smoltui web` in a real browser (without them those tests are skipped, and the sandbox runs with
+# resource limits only).
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    for package in "${missing[@]}"; do
+        (apt-get install -y -qq "$package" >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "$package" >/dev/null 2>&1; }) \
+            || echo "setup: could not install $package (see the comment above for what goes without it)" >&2
+    done
 fi
 echo "setup: ready (.venv)" >&2
