@@ -2,6 +2,8 @@
 with the same variables; `D` deletes a run with its artifacts; the detail pane follows a streaming
 reply with one scrollbar; a cancelled run's unstarted tasks read as cancelled.
 
+The launch form: keys typed in a burst after ``ctrl+u`` are all kept, path values are trimmed.
+
 The real app over a real core and store, a scripted model; waits are on what the screen shows."""
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import io
 from pathlib import Path
 
 from rich.console import Console
+from test_app_workflows import move_to, open_tree
+from test_app_workflows import setup as setup_copy
+from textual import events
 from textual.containers import VerticalScroll
 from textual.widget import Widget
+from textual.widgets import Input
 from tui.harness import SIZE, build_app, build_core, ready, store_fixture, wait_until  # noqa: F401
 
 from smoltui.app import SmolApp
@@ -21,6 +27,7 @@ from smoltui.core import Core
 from smoltui.orchestrator.approval import Policy
 from smoltui.orchestrator.store import Store
 from smoltui.screens.dialogs import ConfirmDialog
+from smoltui.screens.launch_dialog import LaunchDialog
 from smoltui.screens.run_view import RunScreen
 
 ASK = """\
@@ -177,3 +184,40 @@ async def test_a_cancelled_runs_unstarted_tasks_show_as_cancelled(store: Store, 
         await wait_until(pilot, lambda: screen.task_state("save") == "cancelled", "the unstarted task")
         assert screen.task_state("answer") == "cancelled"
         assert "cancelled" in str(screen.table.get_row("save")[2])
+
+
+# -- the launch form -------------------------------------------------------------------------------
+
+
+async def open_form(pilot, app: SmolApp) -> LaunchDialog:
+    _, tree = await open_tree(pilot, app)
+    await move_to(pilot, tree, "Copy a note")
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: isinstance(app.screen, LaunchDialog), "the launch form")
+    return app.screen  # type: ignore[return-value]
+
+
+async def test_form_fields_never_drop_keys_typed_right_after_ctrl_u(store: Store, tmp_path: Path) -> None:
+    app, _, _ = setup_copy(tmp_path, store)
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot, app)
+        field = form.query_one("#var-source", Input)
+        assert app.focused is field and field.value == "in.txt"
+        # A burst, as a terminal delivers it in one read: nothing waits between the keys.
+        for key in ["ctrl+u", *"other.txt", "ctrl+w", *"notes.md"]:
+            app.post_message(events.Key(key, key if len(key) == 1 else None))
+        await wait_until(pilot, lambda: field.value == "other.notes.md", "every key typed")
+
+
+async def test_a_path_value_is_trimmed(store: Store, tmp_path: Path) -> None:
+    app, core, folder = setup_copy(tmp_path, store, ask=False)
+    async with app.run_test(size=SIZE) as pilot:
+        form = await open_form(pilot, app)
+        form.query_one("#var-source", Input).value = " in.txt "  # a slip at both ends
+        form.query_one("#var-target", Input).value = "copy.txt  "
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunScreen), "the run view")
+        screen = app.screen
+        await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "succeeded", "the run", timeout=10)
+        assert screen.loaded.record.variables["source"] == "in.txt"
+        assert (folder / "copy.txt").read_text() == "hello "

@@ -39,6 +39,7 @@ from smoltui.orchestrator.planner import (
 )
 from smoltui.orchestrator.workflow_spec import Problem
 from smoltui.orchestrator.workflow_validate import validate_text
+from smoltui.screens.form_input import FormInput
 from smoltui.screens.workflow_tree import short_path
 
 if TYPE_CHECKING:
@@ -90,8 +91,8 @@ class PlanDialog(ModalScreen[Path | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label("Plan a workflow", classes="dialog-title")
-            yield Input(self.initial_goal, placeholder="What should the workflow do? (enter drafts it)",
-                        id="plan-goal", compact=True, select_on_focus=False)
+            yield FormInput(self.initial_goal, placeholder="What should the workflow do? (enter drafts it)",
+                            id="plan-goal", compact=True, select_on_focus=False)
             yield Label("Describe a goal and press enter.", id="plan-status", markup=False)
             editor = TextArea("", id="plan-yaml", read_only=True, show_line_numbers=True, soft_wrap=False)
             if "yaml" in editor.available_languages:
