@@ -9,8 +9,10 @@ The real app over a real core and store, a scripted model; waits are on what the
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from test_app_workflows import move_to, open_tree
 from test_app_workflows import setup as setup_copy
@@ -18,7 +20,7 @@ from textual import events
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 from textual.widgets import Input
-from tui.harness import SIZE, build_app, build_core, ready, store_fixture, wait_until  # noqa: F401
+from tui.harness import SIZE, build_app, build_core, notifications, ready, store_fixture, wait_until  # noqa: F401
 
 from smoltui.app import SmolApp
 from smoltui.backends.scripted import ScriptedBackend
@@ -221,3 +223,27 @@ async def test_a_path_value_is_trimmed(store: Store, tmp_path: Path) -> None:
         await wait_until(pilot, lambda: screen.loaded and screen.loaded.state == "succeeded", "the run", timeout=10)
         assert screen.loaded.record.variables["source"] == "in.txt"
         assert (folder / "copy.txt").read_text() == "hello "
+
+
+# -- editing a workflow --------------------------------------------------------------------------
+
+
+async def test_e_edits_the_workflow_in_the_editor_and_the_tree_checks_it_again(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, _, folder = setup_copy(tmp_path, store)
+    editor = tmp_path / "editor.py"  # a real program in $EDITOR's place: it swaps one word in the file
+    editor.write_text("import pathlib, sys\np = pathlib.Path(sys.argv[-1])\n"
+                      "p.write_text(p.read_text().replace(sys.argv[1], sys.argv[2]))\n")
+    async with app.run_test(size=SIZE) as pilot:
+        _, tree = await open_tree(pilot, app)
+        await move_to(pilot, tree, "Copy a note")
+        monkeypatch.setenv("EDITOR", f"{sys.executable} {editor} read_file raed_file")
+        await pilot.press("e")
+        await wait_until(pilot, lambda: any("1 problem" in n for n in notifications(app)), "the check's verdict")
+        assert "raed_file" in (folder / "copy.yaml").read_text()
+        assert any("unknown tool `raed_file`" in n for n in notifications(app))
+        await wait_until(pilot, lambda: any("✗" in label and "Copy a note" in label for label in tree.labels()),
+                         "the tree to mark it invalid")
+        monkeypatch.setenv("EDITOR", f"{sys.executable} {editor} raed_file read_file")
+        await pilot.press("e")
+        await wait_until(pilot, lambda: any("copy.yaml is valid" in n for n in notifications(app)), "valid again")
