@@ -3,6 +3,7 @@ core's model, as in the app)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -70,6 +71,13 @@ class FailsOnce(ScriptedBackend):
             yield event
 
 
+async def planner_shown(pilot: Pilot) -> PlanDialog:
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, PlanDialog), "the planner")
+    dialog = pilot.app.screen
+    assert isinstance(dialog, PlanDialog)
+    return dialog
+
+
 def problems_text(dialog: PlanDialog) -> str:
     return str(dialog.query_one("#plan-problems", Static).render())
 
@@ -79,9 +87,7 @@ async def test_goal_draft_break_fix_save(store: Store, tmp_path: Path) -> None:
     folder = tmp_path / "mine"
     app = Host(build_core(store, backend, tmp_path), folder)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_until(pilot, lambda: isinstance(app.screen, PlanDialog), "the planner")
-        dialog = app.screen
-        assert isinstance(dialog, PlanDialog)
+        dialog = await planner_shown(pilot)
         assert dialog.active_bindings["ctrl+s"].binding.id == "plan.save"  # not the editor's, not the app's
         await pilot.press(*"summarise my notes", "enter")
         await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
@@ -162,3 +168,91 @@ async def test_redraft_after_a_failure_and_a_reply_that_is_not_json(store: Store
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: app.answers, "the dialog's answer")
     assert app.answers == [tmp_path / "notes-digest.yaml"]
+
+
+class ReadsSlowly(ScriptedBackend):
+    """A model that takes its time over the prompt: nothing streams until ``go`` is set (a real
+    model reading the planner's long prompt can take most of a minute)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.go = asyncio.Event()
+
+    async def stream(self, messages: Any, params: Any, cancel: Any) -> AsyncIterator[Any]:
+        await self.go.wait()
+        async for event in super().stream(messages, params, cancel):
+            yield event
+
+
+def status_text(dialog: PlanDialog) -> str:
+    return str(dialog.query_one("#plan-status").render())
+
+
+async def test_drafting_shows_its_progress_and_the_focus_lands_in_the_draft(store: Store, tmp_path: Path) -> None:
+    backend = ReadsSlowly([json.dumps(DRAFT)], delay_s=0.005)
+    app = Host(build_core(store, backend, tmp_path), tmp_path / "mine")
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await planner_shown(pilot)
+        await pilot.press(*"summarise my notes", "enter")
+        # While the model reads the prompt: the phase, and a clock that ticks with nothing streamed.
+        await wait_until(pilot, lambda: "reading the prompt" in status_text(dialog), "the reading phase")
+        await wait_until(pilot, lambda: "· 1 s" in status_text(dialog), "the clock to tick", timeout=10)
+        assert app.focused is dialog.editor  # the focus is in the draft from the start
+        await pilot.press("ctrl+s")  # too early: it says so
+        assert "still drafting" in status_text(dialog)
+        backend.go.set()
+        await wait_until(pilot, lambda: "tokens" in status_text(dialog) and "tok/s" in status_text(dialog),
+                         "tokens and tok/s")
+        await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
+        # Arrows move the cursor in the draft straight away (no shift+tab first).
+        assert app.focused is dialog.editor
+        await pilot.press("down", "down", "right")
+        assert dialog.editor.cursor_location == (2, 1)
+        assert "ctrl+s saves to" in status_text(dialog)
+
+
+async def test_ctrl_s_on_a_draft_with_problems_says_why(store: Store, tmp_path: Path) -> None:
+    bad = json.dumps(dict(DRAFT, tasks=[dict(DRAFT["tasks"][0], tool="delete_everything")]))
+    backend = ScriptedBackend([bad], delay_s=0.001)  # the repair writes the same again
+    folder = tmp_path / "mine"
+    app = Host(build_core(store, backend, tmp_path), folder)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await planner_shown(pilot)
+        await pilot.press("ctrl+s")
+        assert "no draft yet" in status_text(dialog)
+        await pilot.press(*"clean up", "enter")
+        await wait_until(pilot, lambda: not dialog.drafting and dialog.problems, "the draft with problems")
+        await pilot.press("ctrl+s")
+        status = status_text(dialog)
+        assert status.startswith("Not saved: line ") and "unknown tool `delete_everything`" in status
+        assert app.screen is dialog and not folder.exists()
+
+
+async def test_a_draft_saves_in_the_projects_workflows_so_its_relative_paths_work(
+        store: Store, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "workflows").mkdir(parents=True)
+    (project / "workflows" / "notes.md").write_text("- buy milk\n- call Ann\n")
+    backend = ScriptedBackend([json.dumps(DRAFT), "Milk and Ann."], delay_s=0.001)
+    core = build_core(store, backend, tmp_path, project_dir=project)
+    user = tmp_path / "mine"
+    app = Host(core, user)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await planner_shown(pilot)
+        folder_line = lambda: str(dialog.query_one("#plan-folder").render())  # noqa: E731
+        assert "the project's workflows/" in folder_line()
+        await pilot.press("ctrl+o")  # the other folder, and back
+        assert "your workflow folder" in folder_line() and "mine" in folder_line()
+        await pilot.press("ctrl+o")
+        assert "the project's workflows/" in folder_line()
+        await pilot.press(*"summarise my notes", "enter")
+        await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.answers, "the dialog's answer")
+    saved = (project / "workflows" / "notes-digest.yaml").resolve()
+    assert app.answers == [saved] and not user.exists()
+    # The saved draft's relative path (notes.md) reaches the project's file when it runs.
+    run_id = await core.runs.launch(saved)
+    await asyncio.wait_for(core.runs.active[run_id], 20)
+    assert await core.runs.run_store.task_states(run_id) == {"read_notes": "succeeded", "summarise": "succeeded"}
+    assert "buy milk" in json.dumps(await core.runs.run_store.task_outputs(run_id, "read_notes"))

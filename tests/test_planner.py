@@ -21,11 +21,13 @@ from smoltui.backends.scripted import ScriptedBackend
 from smoltui.config import Config
 from smoltui.core import build_tool_registry
 from smoltui.orchestrator.planner import (
+    DraftProgress,
     Planner,
     next_free_path,
     parse_reply,
     plan_schema,
     render_yaml,
+    save_folders,
     save_workflow,
     to_document,
     workflow_stem,
@@ -139,6 +141,37 @@ async def test_a_valid_draft_is_yaml_in_the_seed_shape() -> None:
     assert "      prompt: |-\n        Summarise these notes:\n        ${notes}\n" in draft.yaml
     assert "      depends_on: [read_notes]\n" in draft.yaml
     assert draft.stem == "notes-digest"
+
+
+async def test_drafting_reports_its_progress_through_every_try() -> None:
+    broken = with_task(1, prompt="Summarise ${notez}")
+    plan, _ = planner(reply(broken), reply(VALID))
+    seen: list[DraftProgress] = []
+    draft = await plan.draft("summarise my notes", on_progress=seen.append)
+    assert draft.valid and draft.attempts == 2
+    for attempt in (1, 2):
+        mine = [p for p in seen if p.attempt == attempt]
+        phases = [p.phase for p in mine]
+        # reading the prompt first, then one report per token, then the check
+        assert phases[0] == "reading" and phases[-1] == "checking" and set(phases[1:-1]) == {"writing"}
+        tokens = [p.tokens for p in mine[1:-1]]
+        assert tokens == list(range(1, len(tokens) + 1))
+        assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(mine, mine[1:], strict=False))
+    assert "try 2 (repair)" in seen[-1].describe()
+    line = DraftProgress(1, "writing", 120, 15.2, 12.0).describe()
+    assert line == "120 tokens · 10.0 tok/s · 15 s"
+    assert DraftProgress(1, "reading", 0, 41.0).describe() == "reading the prompt · 41 s"
+
+
+def test_drafts_save_in_the_projects_workflows_when_it_has_one(tmp_path: Path) -> None:
+    user = tmp_path / "data" / "workflows"
+    project = tmp_path / "project"
+    project.mkdir()
+    assert save_folders(project, user) == [user]  # no workflows/ in the project: the user's folder
+    (project / "workflows").mkdir()
+    assert save_folders(project, user) == [(project / "workflows").resolve(), user]
+    user.mkdir(parents=True)
+    assert save_folders(user.parent, user) == [user.resolve()]  # the same folder is offered once
 
 
 async def test_an_invalid_draft_is_repaired_with_its_problems_fed_back() -> None:

@@ -19,13 +19,13 @@ import pytest_asyncio
 
 from smoltui.backends.base import Backend
 from smoltui.backends.scripted import ScriptedBackend
-from smoltui.errors import ModelError
+from smoltui.errors import ModelError, SmoltuiError
 from smoltui.orchestrator.approval import ApprovalGate, ApprovalNeeded, Decision, Policy
 from smoltui.orchestrator.audit import AuditLog
 from smoltui.orchestrator.events import EventBus, TaskStateChanged
 from smoltui.orchestrator.model import Model
 from smoltui.orchestrator.run_manager import RunFinished, RunManager, run_state_now
-from smoltui.orchestrator.run_store import RunStore
+from smoltui.orchestrator.run_store import RunInUse, RunStore
 from smoltui.orchestrator.store import Store
 from smoltui.orchestrator.workflow_catalog import WorkflowCatalog, default_folders
 from smoltui.orchestrator.workflow_spec import WorkflowError
@@ -354,3 +354,65 @@ async def test_time_waiting_for_approval_does_not_count_against_the_timeout(tmp_
         assert (tmp_path / "out.txt").read_text() == "copied: hi"
     finally:
         await h.close()
+
+
+# -- runs you can manage --------------------------------------------------------------------------
+
+
+async def test_an_llm_task_keeps_its_tokens_speed_and_time(tmp_path: Path) -> None:
+    h = await Harness.open(tmp_path, backend=ScriptedBackend(["Hello there, how are you"], delay_s=0.001))
+    try:
+        run_id = await h.manager.launch(h.write("ask.yaml", LLM))
+        assert (await h.finished(run_id)).state == "succeeded"
+        stats = (await h.runs.task_records(run_id))["answer"].rendered["stats"]
+        assert stats["completion_tokens"] == 5 and stats["prompt_tokens"] > 0
+        assert stats["decode_tok_s"] > 0 and stats["total_s"] > 0 and stats["stop_reason"] == "stop"
+    finally:
+        await h.close()
+
+
+async def test_rerun_starts_a_new_run_with_the_same_variables(h: Harness) -> None:
+    (h.folder / "in.txt").write_text("hello")
+    path = h.write("copy.yaml", READ_THEN_WRITE)
+    first = await h.manager.launch(path, {"target": "first.txt"})
+    assert (await h.finished(first)).state == "succeeded"
+    (h.folder / "first.txt").unlink()
+    second = await h.manager.rerun(first)
+    assert second != first
+    assert (await h.finished(second)).state == "succeeded"
+    assert (await h.runs.get_run(second)).variables == {"source": "in.txt", "target": "first.txt"}
+    assert (h.folder / "first.txt").read_text() == "copied: hello"
+
+
+async def test_a_run_is_deleted_with_its_artifacts_and_a_running_one_is_refused(h: Harness) -> None:
+    slow = h.write("slow.yaml", SLOW)
+    running = await h.manager.launch(slow)
+    with pytest.raises(SmoltuiError, match="cancel it first"):
+        await h.manager.delete(running)
+    with pytest.raises(RunInUse, match="cancel it"):  # the store refuses it too
+        await h.runs.delete_run(running)
+    h.manager.cancel(running)
+    assert (await h.finished(running)).state == "cancelled"
+    artifacts = h.runs.artifacts_dir(running)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "table.parquet").write_bytes(b"x")
+    await h.manager.delete(running)
+    assert await h.runs.find_run(running) is None
+    assert await h.runs.task_states(running) == {} and await h.runs.events(running) == []
+    assert not (h.runs.runs_dir / running).exists()
+    with pytest.raises(SmoltuiError, match="no workflow run"):
+        await h.manager.delete(running)
+
+
+async def test_prune_deletes_the_runs_that_ended_before_the_cutoff(h: Harness) -> None:
+    (h.folder / "in.txt").write_text("hello")
+    path = h.write("copy.yaml", READ_THEN_WRITE)
+    old, new = await h.manager.launch(path), None
+    assert (await h.finished(old)).state == "succeeded"
+    new = await h.manager.launch(path, {"target": "again.txt"})
+    assert (await h.finished(new)).state == "succeeded"
+    ten_days_ago = time.time() - 10 * 86400
+    await h.store.write(lambda conn: conn.execute("UPDATE runs SET created_at = ?, updated_at = ? WHERE id = ?",
+                                                  (ten_days_ago, ten_days_ago, old)))
+    assert await h.runs.prune_runs(7 * 86400) == ([old], [])
+    assert [r.id for r in await h.runs.list_runs()] == [new]

@@ -258,7 +258,7 @@ async def test_resume_reruns_only_unfinished_tasks_and_restores_artifacts(runs: 
     assert [r.id for r in await runs.list_runs()] == ["r1"]
 
 
-async def test_cancelling_the_run_marks_running_tasks_cancelled(runs: RunStore) -> None:
+async def test_cancelling_the_run_marks_running_and_unstarted_tasks_cancelled(runs: RunStore) -> None:
     started = asyncio.Event()
 
     async def hang(attempt: int) -> None:
@@ -272,7 +272,11 @@ async def test_cancelling_the_run_marks_running_tasks_cancelled(runs: RunStore) 
     with pytest.raises(asyncio.CancelledError):
         await job
     assert (await runs.get_run("r2")).state == "cancelled"
-    assert await runs.task_states("r2") == {"a": "cancelled", "b": "pending"}
+    # Not "pending": nothing will run b unless the run is resumed.
+    assert await runs.task_states("r2") == {"a": "cancelled", "b": "cancelled"}
+    assert (await runs.task_records("r2"))["b"].error == "not started: the run was cancelled"
+    result = await run(spec, runs, Fake(), run_id="r2")  # a resume runs both
+    assert result.ok and result.tasks == {"a": "succeeded", "b": "succeeded"}
 
 
 async def test_events_are_published_after_the_row_is_committed(store: Store, runs: RunStore) -> None:

@@ -189,6 +189,10 @@ def add_workflow_commands(sub, common: argparse.ArgumentParser) -> None:  # noqa
     runs = sub.add_parser("runs", parents=[common], help="list workflow runs, newest first")
     runs.add_argument("--json", action="store_true", help="print the runs as a JSON list")
     runs.add_argument("--limit", type=_at_least(1), metavar="N", default=None, help="at most N runs")
+    runs.add_argument("--delete", nargs="+", metavar="RUN_ID",
+                      help="delete these runs and their artifacts (not one that a process drives)")
+    runs.add_argument("--prune", type=_at_least(0, float), metavar="DAYS",
+                      help="delete the runs that ended more than DAYS days ago, with their artifacts")
     logs = sub.add_parser("logs", parents=[common], help="print a run's events from the store")
     logs.add_argument("run_id", metavar="RUN_ID", help="the run's id (see `smoltui runs`)")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the run ends")

@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.planner import (
     MAX_TOKENS,
     Draft,
+    DraftProgress,
     next_free_path,
     save_workflow,
     workflow_stem,
@@ -113,9 +115,15 @@ async def _draft(args: argparse.Namespace, settings, goal: str, max_tokens: int)
             print(f"smoltui: the draft has {len(problems)} problem{'s' if len(problems) != 1 else ''}; "
                   "asking the model to fix them …", file=sys.stderr, flush=True)
 
-        async with core.model.turn("the planner") as backend:
-            planner = core.planner(backend, max_tokens=max_tokens)
-            draft = await planner.draft(goal, on_repair=repairing)
+        progress = _ProgressLine() if not args.json and sys.stderr.isatty() else None
+        try:
+            async with core.model.turn("the planner") as backend:
+                planner = core.planner(backend, max_tokens=max_tokens)
+                draft = await planner.draft(goal, on_repair=repairing,
+                                            on_progress=progress.update if progress else None)
+        finally:
+            if progress is not None:
+                progress.close()
         return draft, dict(planner.tools)
     finally:
         await core.close()
@@ -158,6 +166,41 @@ class _ServedChecker:
             raise SmoltuiError("the server stopped; check the draft with `smoltui validate` after saving it")
         run_with(client, check)
         return found
+
+
+class _ProgressLine:
+    """The draft's progress on one terminal line (tokens, tok/s, seconds), redrawn at most twice a
+    second and every second while the model reads the prompt (it can take most of a minute)."""
+
+    def __init__(self) -> None:
+        self.progress: DraftProgress | None = None
+        self.drawn = 0.0
+        self.started = time.monotonic()
+        self.clock = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    def update(self, progress: DraftProgress) -> None:
+        phase_changed = self.progress is None or self.progress.phase != progress.phase
+        self.progress = progress
+        if phase_changed or time.monotonic() - self.drawn >= 0.5:
+            self._draw()
+
+    def _tick(self) -> None:
+        self._draw()
+        self.clock = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    def _draw(self) -> None:
+        if self.progress is None:
+            return
+        self.drawn = time.monotonic()
+        line = self.progress.describe(self.drawn - self.started)
+        sys.stderr.write(f"\r\x1b[Ksmoltui: drafting… {line}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        self.clock.cancel()
+        if self.progress is not None:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
 
 
 class _Checker:

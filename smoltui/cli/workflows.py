@@ -474,6 +474,8 @@ async def _run_row(run_store: RunStore, record: RunRecord) -> dict[str, Any]:
 
 
 def runs_command(args: argparse.Namespace) -> int:
+    if getattr(args, "delete", None) or getattr(args, "prune", None) is not None:
+        return delete_runs_command(args)
     served = through_server(args, lambda client: _runs_served(args, client))
     if served is not None:
         return served
@@ -510,6 +512,55 @@ def _print_runs(args: argparse.Namespace, rows: list[dict[str, Any]]) -> int:
              for r in rows]
     print(table(("RUN", "WORKFLOW", "STATE", "CREATED", "TASKS"), lines))
     return 0
+
+
+def delete_runs_command(args: argparse.Namespace) -> int:
+    """``runs --delete RUN_ID…`` and ``runs --prune DAYS``: delete runs with their artifacts.
+
+    A run that a live process drives is refused (one line naming it; the others still go), as is
+    an unknown id. Exit 0 when everything asked for was deleted, 1 otherwise.
+    """
+    paths = paths_of(args)
+    ids: list[str] = list(getattr(args, "delete", None) or [])
+    days = getattr(args, "prune", None)
+    if days is not None and (not isinstance(days, int | float) or days < 0):
+        raise SmoltuiError(f"--prune takes a number of days (0 or more), not {days!r}")
+    if not paths.database.exists():  # never create a database to delete nothing from it
+        if ids:
+            raise SmoltuiError(f"no workflow run {ids[0]}")
+        print("smoltui: no runs to prune")
+        return 0
+
+    async def delete() -> tuple[list[str], list[str]]:
+        deleted: list[str] = []
+        refused: list[str] = []
+        async with await Store.open(paths.database) as store:
+            run_store = RunStore(store)
+            for run_id in ids:
+                try:
+                    await run_store.delete_run(run_id)
+                except SmoltuiError as error:
+                    print(f"smoltui: {error}", file=sys.stderr)
+                    refused.append(run_id)
+                else:
+                    deleted.append(run_id)
+            if days is not None:
+                pruned, busy = await run_store.prune_runs(days * 86400)
+                deleted += pruned
+                for run_id in busy:
+                    print(f"smoltui: kept run {run_id}: a live process drives it", file=sys.stderr)
+                refused += busy
+        return deleted, refused
+
+    deleted, refused = asyncio.run(delete())
+    if getattr(args, "json", False):
+        print(json.dumps({"deleted": deleted, "refused": refused}, indent=2))
+    else:
+        for run_id in deleted:
+            print(f"deleted run {run_id}")
+        if not deleted and not refused:
+            print("no runs to delete")
+    return 0 if not refused else 1
 
 
 def logs_command(args: argparse.Namespace) -> int:
@@ -620,4 +671,4 @@ def _print_event(event: Any, as_json: bool) -> None:
     print(format_line(event), flush=True)  # the TUI log pane shows the same line
 
 
-__all__ = ["interrupted_note", "logs_command", "run", "runs_command"]
+__all__ = ["delete_runs_command", "interrupted_note", "logs_command", "run", "runs_command"]

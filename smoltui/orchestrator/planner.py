@@ -24,6 +24,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +45,14 @@ from smoltui.tools.base import Tool
 __all__ = [
     "DRAFT_FILE",
     "Draft",
+    "DraftProgress",
     "Planner",
     "build_messages",
     "next_free_path",
     "parse_reply",
     "plan_schema",
     "render_yaml",
+    "save_folders",
     "save_workflow",
     "slugify",
     "to_document",
@@ -438,6 +441,41 @@ class Draft:
         return workflow_stem(self.yaml)
 
 
+@dataclass(frozen=True)
+class DraftProgress:
+    """How far a draft has come, for a front end to show while the model works (it can take a minute).
+
+    ``phase`` is ``reading`` (the model reads the prompt; nothing written yet), ``writing`` (tokens
+    arrive) or ``checking`` (the reply is parsed and validated). ``elapsed_s`` counts from the start
+    of this try; ``writing_s`` from its first token.
+    """
+
+    attempt: int
+    phase: str
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    writing_s: float = 0.0
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.writing_s if self.tokens > 1 and self.writing_s > 0 else 0.0
+
+    def describe(self, elapsed_s: float | None = None) -> str:
+        """One line: ``try 2 · 120 tokens · 8.3 tok/s · 15 s`` (``elapsed_s`` overrides the clock)."""
+        seconds = self.elapsed_s if elapsed_s is None else elapsed_s
+        parts = [] if self.attempt == 1 else [f"try {self.attempt} (repair)"]
+        if self.phase == "reading":
+            parts.append("reading the prompt")
+        elif self.phase == "checking":
+            parts.append(f"{self.tokens} tokens, checking the draft")
+        else:
+            parts.append(f"{self.tokens} token{'s' if self.tokens != 1 else ''}")
+            if self.tok_s:
+                parts.append(f"{self.tok_s:.1f} tok/s")
+        parts.append(f"{seconds:.0f} s")
+        return " · ".join(parts)
+
+
 class Planner:
     """Drafts workflows with ``backend``, offering only ``tools``."""
 
@@ -469,18 +507,21 @@ class Planner:
         *,
         on_text: Callable[[str], None] | None = None,
         on_repair: Callable[[list[Problem]], None] | None = None,
+        on_progress: Callable[[DraftProgress], None] | None = None,
     ) -> Draft:
         """Ask the model for a workflow for ``goal``; ask once more with the problems if it has any.
 
         ``on_text`` gets the reply as it streams (JSON), ``on_repair`` the problems of the first
-        draft when a second one is asked for. :meth:`cancel` stops it (the draft says ``cancelled``).
+        draft when a second one is asked for, ``on_progress`` a :class:`DraftProgress` when a try
+        starts, on every token and when the reply is checked. :meth:`cancel` stops it (the draft
+        says ``cancelled``).
         """
         goal = goal.strip()
         if not goal:
             raise ValueError("the goal is empty")
         self._cancelled = False
         messages = build_messages(goal, self.tools)
-        draft = await self._attempt(goal, messages, 1, on_text)
+        draft = await self._attempt(goal, messages, 1, on_text, on_progress)
         if draft.valid or draft.cancelled or not self.repair:
             return draft
         if on_repair is not None:
@@ -490,7 +531,7 @@ class Planner:
             problems=problems))]
         if await self._room(retry) < MIN_REPLY_TOKENS:  # no room to show it its reply: just the problems
             retry = [*messages, ChatMessage("user", REPAIR_PROMPT.format(problems=problems))]
-        second = await self._attempt(goal, retry, 2, on_text)
+        second = await self._attempt(goal, retry, 2, on_text, on_progress)
         if not second.yaml and draft.yaml:  # the second reply was not even JSON: keep the first draft
             second.yaml = draft.yaml
         return second
@@ -503,21 +544,35 @@ class Planner:
         return self.backend.context_size - used - 8
 
     async def _attempt(self, goal: str, messages: list[ChatMessage], attempt: int,
-                       on_text: Callable[[str], None] | None) -> Draft:
+                       on_text: Callable[[str], None] | None,
+                       on_progress: Callable[[DraftProgress], None] | None = None) -> Draft:
         # A token per attempt: a backend may set the one it was given when its stream ends.
         self._token = cancel = CancelToken()
         if self._cancelled:
             return Draft(goal, "", [], attempt, "", cancelled=True)
+        started = time.monotonic()
+        first: float | None = None
+
+        def report(phase: str) -> None:
+            if on_progress is not None:
+                now = time.monotonic()
+                on_progress(DraftProgress(attempt, phase, len(pieces), now - started,
+                                          0.0 if first is None else now - first))
+
+        pieces: list[str] = []
+        report("reading")
         room = await self._room(messages)
         params = dataclasses.replace(self.params, max_tokens=max(16, min(self.params.max_tokens, room)))
-        pieces: list[str] = []
         stop = "stop"
         try:
             async for event in self.backend.stream(messages, params, cancel):
                 if isinstance(event, TextDelta):
+                    if first is None:
+                        first = time.monotonic()
                     pieces.append(event.text)
                     if on_text is not None:
                         on_text(event.text)
+                    report("writing")
                 elif isinstance(event, Finished):
                     stop = event.stats.stop_reason
         except BaseException:
@@ -526,6 +581,7 @@ class Planner:
         reply = "".join(pieces)
         if stop == "cancelled" or self._cancelled:
             return Draft(goal, "", [], attempt, reply, cancelled=True)
+        report("checking")
         try:
             document = to_document(parse_reply(reply))
         except ValueError as error:
@@ -565,6 +621,19 @@ def workflow_stem(text: str) -> str:
             if isinstance(value, str) and slugify(value, fallback=""):
                 return slugify(value)
     return "workflow"
+
+
+def save_folders(project_dir: Path | None, user_dir: Path) -> list[Path]:
+    """Where a draft may be saved, the default first: the project's ``workflows/`` when the project
+    has one (a draft's relative paths then reach the project's files, as its other workflows' do),
+    then the user's own workflow folder."""
+    folders: list[Path] = []
+    if project_dir is not None and (Path(project_dir) / "workflows").is_dir():
+        folders.append((Path(project_dir) / "workflows").resolve())
+    user = Path(user_dir).expanduser()
+    if all(user.resolve() != f for f in folders):
+        folders.append(user)
+    return folders
 
 
 def _candidates(folder: Path, stem: str) -> Any:

@@ -126,6 +126,27 @@ class RunManager:
         await self._start(run_id, workflow, record.file, variables=values, retry=retry,
                           concurrency=concurrency, workspace=workspace, lease=lease)
 
+    async def rerun(self, run_id: str, *, workspace: Path | None = None) -> str:
+        """A new run of an earlier run's workflow file with the same variables; returns its id.
+
+        Variables the file no longer declares are left out (the rest are checked as at launch)."""
+        record = await self.run_store.get_run(run_id)
+        if not record.file:
+            raise SmoltuiError(f"run {run_id} does not record its workflow file; it cannot be run again")
+        workflow = await asyncio.to_thread(self._checked, record.file)
+        declared = workflow.spec.variables
+        variables = {name: value for name, value in record.variables.items() if name in declared}
+        return await self.launch(record.file, variables, workspace=workspace)
+
+    async def delete(self, run_id: str) -> None:
+        """Delete a run and its artifacts (see :meth:`RunStore.delete_run`); refused while it runs."""
+        job = self.active.get(run_id)
+        if job is not None and not job.done():
+            if RunState(run_state_now(await self.run_store.get_run(run_id))).active:
+                raise SmoltuiError(f"run {run_id} is running in this smoltui; cancel it first")
+            await asyncio.wait({job})  # it has ended and is letting its lease go
+        await self.run_store.delete_run(run_id)
+
     async def check_free(self, run_id: str) -> None:
         """Raise :class:`RunBusy` if another process drives the run now (a cheap early answer for a
         front end about to load a model for it; :meth:`resume` decides for good)."""

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import time
@@ -102,6 +103,15 @@ class RunBusy(SmoltuiError):
                          "there (Ctrl+C) and resume it afterwards")
         self.run_id = run_id
         self.owner = owner
+
+
+class RunInUse(RunBusy):
+    """A run cannot be deleted: a live process drives it."""
+
+    def __init__(self, run_id: str, owner: str) -> None:
+        super().__init__(run_id, owner)
+        SmoltuiError.__init__(self, f"run {run_id} is being driven by {owner}; cancel it (or let it end) "
+                                    "before deleting it")
 
 
 class LeaseLost(SmoltuiError):
@@ -292,6 +302,54 @@ class RunStore:
             params = (limit,)
         return [await _run(row) for row in await self.store.fetch(sql, params)]
 
+    async def delete_run(self, run_id: str) -> RunRecord:
+        """Delete a run that nothing drives: its row, its tasks and log lines (they cascade), and
+        its folder under the runs dir (artifacts). Refused with :class:`RunBusy` while a live
+        process drives it (this one included): cancel it first. Returns what was deleted.
+
+        The approvals its tasks asked for stay in the audit log: that is a record of what people
+        allowed, not a part of the run.
+        """
+        def delete(conn: sqlite3.Connection) -> RunRecord:
+            row = conn.execute(f"{_RUN_SELECT} WHERE r.id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no workflow run {run_id}")
+            raw = json.loads(row[4]) if row[4] else {}
+            record = RunRecord(row[0], row[1], row[2], row[3], raw, row[5], row[6], row[7], row[8], _lease(row[9:]))
+            if run_id in self._driving or run_state_now(record).active:
+                owner = record.lease.owner if record.lease is not None else f"pid {record.pid} on {HOST}"
+                raise RunInUse(run_id, owner)
+            conn.execute("DELETE FROM run_leases WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM run_events WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM task_runs WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            return record
+
+        record = await self.store.write(delete)
+        folder = self.runs_dir / run_id
+        # Only ever a folder right under the runs dir (a run id is a name, never a path).
+        if folder.resolve().parent == self.runs_dir.resolve() and folder.is_dir():
+            await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
+        return record
+
+    async def prune_runs(self, older_than_s: float) -> tuple[list[str], list[str]]:
+        """Delete every run that ended more than ``older_than_s`` seconds ago (by its last change),
+        with its artifacts. Returns (deleted ids, ids skipped because something drives them)."""
+        cutoff = time.time() - older_than_s
+        rows = await self.store.fetch("SELECT id FROM runs WHERE updated_at < ? ORDER BY created_at", (cutoff,))
+        deleted: list[str] = []
+        busy: list[str] = []
+        for (run_id,) in rows:
+            try:
+                await self.delete_run(run_id)
+            except RunInUse:
+                busy.append(run_id)
+            except StoreError:  # deleted meanwhile by someone else
+                continue
+            else:
+                deleted.append(run_id)
+        return deleted, busy
+
     async def set_run_state(self, run_id: str, state: str, *, log: bool = False) -> None:
         """The run's state (and this process as its driver); ``log`` also appends the change to
         the run's log lines, which is what ``smoltui logs`` and every other viewer tail."""
@@ -400,6 +458,18 @@ class RunStore:
         def update(conn: sqlite3.Connection) -> None:
             self._fence(conn, run_id)
             conn.execute("UPDATE task_runs SET rendered = ? WHERE run_id = ? AND task_id = ?", (text, run_id, task_id))
+
+        await self.store.write(update)
+
+    async def set_task_stats(self, run_id: str, task_id: str, stats: dict[str, Any]) -> None:
+        """Keep what an attempt measured (an LLM task's tokens, tok/s, seconds) beside what it ran
+        with: ``rendered["stats"]``, replaced with the next attempt's ``rendered``."""
+        text = json.dumps(stats, ensure_ascii=False, default=str)
+
+        def update(conn: sqlite3.Connection) -> None:
+            self._fence(conn, run_id)
+            conn.execute("UPDATE task_runs SET rendered = json_set(COALESCE(rendered, '{}'), '$.stats', json(?))"
+                         " WHERE run_id = ? AND task_id = ?", (text, run_id, task_id))
 
         await self.store.write(update)
 

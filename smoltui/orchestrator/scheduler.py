@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from smoltui.backends.base import (
     CancelToken,
     ChatMessage,
+    Finished,
     GenerationParams,
     TextDelta,
     ThinkingDelta,
@@ -75,6 +76,9 @@ class TaskInfo:
     artifacts_dir: Path
     paused: Callable[[], AbstractAsyncContextManager[None]] | None = None
     """Wrap a wait that must not count against the task's timeout (a user reading an approval)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    """What an executor measured of this attempt (an LLM task's tokens, tok/s, seconds); the
+    runner stores it with the task, succeeded or not."""
 
 
 class _Deadline:
@@ -207,6 +211,8 @@ class LLMTaskExecutor:
                     async for event in stream:
                         if isinstance(event, TextDelta):
                             parts.append(event.text)
+                        elif isinstance(event, Finished):
+                            info.stats.update(generation_stats(event.stats))
                         if self.bus is not None and isinstance(event, TextDelta | ThinkingDelta):
                             self.bus.publish(TaskToken(info.run_id, task.id, event.text, event.kind == "thinking"))
                 except BaseException:
@@ -225,6 +231,13 @@ class LLMTaskExecutor:
         if task.schema_ is not None:
             value = _parse_structured(task, text)
         return name_outputs(task, value)
+
+
+def generation_stats(stats: Any) -> dict[str, Any]:
+    """What the run view shows of an LLM task's generation (a GenerationStats, as JSON)."""
+    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+            "ttft_s": round(stats.ttft_s, 3), "decode_tok_s": round(stats.decode_tok_s, 2),
+            "total_s": round(stats.total_s, 3), "stop_reason": stats.stop_reason}
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
@@ -325,6 +338,8 @@ class WorkflowRunner:
             for job in running:
                 job.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+            # The tasks that never started are cancelled too, not left "pending" as if they would.
+            await despite_cancel(self._cancel_unstarted())
             await despite_cancel(self.store.set_run_state(self.run_id, RunState.CANCELLED, log=True))
             self._publish(RunStateChanged(self.run_id, RunState.CANCELLED))
             raise
@@ -423,8 +438,12 @@ class WorkflowRunner:
                                              "system": rendered.system})
                     deadline = _Deadline()
                     info = TaskInfo(self.run_id, task.id, attempt, self.artifacts_dir, deadline.paused)
-                    async with asyncio.timeout(task.timeout) as deadline.timeout:
-                        outputs = await executor.execute(task, rendered, info)
+                    try:
+                        async with asyncio.timeout(task.timeout) as deadline.timeout:
+                            outputs = await executor.execute(task, rendered, info)
+                    finally:
+                        if info.stats:  # kept with the attempt whatever its end
+                            await despite_cancel(self.store.set_task_stats(self.run_id, task.id, info.stats))
             except asyncio.CancelledError:
                 await despite_cancel(self.store.set_task_state(self.run_id, task.id, TaskState.CANCELLED,
                                                                 attempt=attempt, error="cancelled", log=True))
@@ -466,6 +485,16 @@ class WorkflowRunner:
     async def _set_run(self, state: str) -> None:
         await self.store.set_run_state(self.run_id, state, log=True)
         self._publish(RunStateChanged(self.run_id, state))
+
+    async def _cancel_unstarted(self) -> None:
+        for task_id in self.tasks:
+            state = self.states.get(task_id, TaskState.PENDING)
+            if not TaskState(state).finished:
+                await self.store.set_task_state(self.run_id, task_id, TaskState.CANCELLED,
+                                                error="not started: the run was cancelled", log=True)
+                self.states[task_id] = TaskState.CANCELLED
+                self._publish(TaskStateChanged(self.run_id, task_id, TaskState.CANCELLED, 0,
+                                               "not started: the run was cancelled"))
 
     async def _set_task(self, task: Task, state: str, *, attempt: int | None = None,
                         outputs: dict[str, Any] | None = None, error: str | None = None) -> None:

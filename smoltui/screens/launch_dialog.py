@@ -10,6 +10,7 @@ field's text as it is.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from textual.widgets import Button, Input, Label
 from smoltui.errors import SmoltuiError
 from smoltui.orchestrator.workflow_catalog import WorkflowEntry
 from smoltui.orchestrator.workflow_spec import coerce_value, load_workflow, show_value, type_of
+from smoltui.screens.form_input import FormInput
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,24 @@ def parse_field(raw: str, default: Any, kind: str | None = None, name: str = "va
     ``kind``: the variable's declared type (default: its default's type; none: any value).
     """
     kind = kind or type_of(default)
+    if looks_like_path(name, default):
+        # A space at either end of a file name is a slip, never meant: it would fail the run later
+        # with "no such file: notes.md " and only a double space as the clue.
+        raw = raw.strip()
     if kind is None:
         return raw  # no type to check against: the text as typed
     return coerce_value(name, raw, kind)
+
+
+_PATH_NAME = re.compile(r"(^|_)(file|path|dir|folder|directory|filename|out|output|input|target|source)s?$")
+
+
+def looks_like_path(name: str, default: Any) -> bool:
+    """A variable that holds a file or folder name: its name says so (``notes_file``, ``out_dir``,
+    ``target``), or its default looks like one (``data/sales.csv``, ``report.md``)."""
+    if _PATH_NAME.search(name.lower()):
+        return True
+    return isinstance(default, str) and bool(re.fullmatch(r"[\w./~-]*(/|\.[A-Za-z0-9]{1,5})", default.strip()))
 
 
 __all__ = ["LaunchDialog", "LaunchRequest", "parse_field", "show_value"]
@@ -74,8 +91,8 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
                 for name, default in entry.variables.items():
                     with Horizontal(classes="launch-row"):
                         yield Label(name, classes="launch-name", markup=False)
-                        yield Input(show_value(default), id=f"var-{name}", name=name, select_on_focus=False,
-                                    compact=True)
+                        yield FormInput(show_value(default), id=f"var-{name}", name=name, select_on_focus=False,
+                                        compact=True)
                     yield Label("", id=f"err-{name}", classes="launch-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Run (ctrl+s)", variant="primary", id="run", compact=True)

@@ -1,9 +1,13 @@
 """The planner dialog: describe a goal, the model drafts a workflow, review and edit it, save it.
 
-The draft streams in as the model writes it (JSON), then shows as YAML in an editor; every edit is
-checked again (debounced) and the problems are listed under it. ``ctrl+s`` saves a valid draft to the
-workflow folder under a fresh name (the workflow tree picks the file up by itself), ``ctrl+r`` drafts
-again, ``escape`` closes the dialog. The dialog answers with the saved file's path, or None.
+The draft streams in as the model writes it (JSON), with its progress (the try, tokens so far,
+tok/s, a clock that ticks even while the model reads the prompt); the focus moves into the draft,
+which then shows as YAML in an editor; every edit is checked again (debounced) and the problems are
+listed under it. ``ctrl+s`` saves a valid draft under a fresh name (the workflow tree picks the file
+up by itself) and says why it will not save one with problems; ``ctrl+o`` picks the folder: the
+project's ``workflows/`` when there is one (the default: the draft's relative paths then reach the
+project's files), else the user's workflow folder. ``ctrl+r`` drafts again, ``escape`` closes the
+dialog. The dialog answers with the saved file's path, or None.
 
 All the work is :class:`smoltui.orchestrator.planner.Planner`'s; this is only its face.
 """
@@ -11,6 +15,7 @@ All the work is :class:`smoltui.orchestrator.planner.Planner`'s; this is only it
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +28,19 @@ from textual.timer import Timer
 from textual.widgets import Input, Label, Static, TextArea
 
 from smoltui.errors import SmoltuiError
-from smoltui.orchestrator.planner import DRAFT_FILE, Planner, next_free_path, save_workflow, workflow_stem
+from smoltui.orchestrator.planner import (
+    DRAFT_FILE,
+    DraftProgress,
+    Planner,
+    next_free_path,
+    save_folders,
+    save_workflow,
+    workflow_stem,
+)
 from smoltui.orchestrator.workflow_spec import Problem
 from smoltui.orchestrator.workflow_validate import validate_text
+from smoltui.screens.form_input import FormInput
+from smoltui.screens.workflow_tree import short_path
 
 if TYPE_CHECKING:
     from smoltui.core import Core
@@ -33,6 +48,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VALIDATE_DELAY_S = 0.3
+CLOCK_S = 0.5
+"""How often the drafting line is redrawn: its clock must tick while the model reads a long prompt."""
 MAX_PROBLEMS_SHOWN = 50
 
 
@@ -43,6 +60,7 @@ class PlanDialog(ModalScreen[Path | None]):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save", id="plan.save", priority=True),
         Binding("ctrl+r", "redraft", "Redraft", id="plan.redraft", priority=True),
+        Binding("ctrl+o", "next_folder", "Save in", id="plan.folder", priority=True),
         Binding("escape", "cancel", "Cancel", id="plan.cancel"),
     ]
 
@@ -52,7 +70,9 @@ class PlanDialog(ModalScreen[Path | None]):
         super().__init__()
         self.core = core
         self.tools = {tool.name: tool for tool in core.offered_tools()}
-        self.folder = Path(folder)
+        # The project's workflows/ first when it has one: a draft's relative paths reach its files.
+        self.folders = save_folders(core.settings.project_dir, Path(folder))
+        self.folder = self.folders[0]
         self.initial_goal = goal
         self.planner: Planner | None = None
         self.drafting = False
@@ -60,14 +80,19 @@ class PlanDialog(ModalScreen[Path | None]):
         self.saved: Path | None = None
         self._streamed = 0
         self._validate_timer: Timer | None = None
+        self._clock: Timer | None = None
+        self._started = 0.0
+        self._waiting = False
+        self._progress: DraftProgress | None = None
+        self._fixing = ""
 
     # -- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label("Plan a workflow", classes="dialog-title")
-            yield Input(self.initial_goal, placeholder="What should the workflow do? (enter drafts it)",
-                        id="plan-goal", compact=True, select_on_focus=False)
+            yield FormInput(self.initial_goal, placeholder="What should the workflow do? (enter drafts it)",
+                            id="plan-goal", compact=True, select_on_focus=False)
             yield Label("Describe a goal and press enter.", id="plan-status", markup=False)
             editor = TextArea("", id="plan-yaml", read_only=True, show_line_numbers=True, soft_wrap=False)
             if "yaml" in editor.available_languages:
@@ -75,10 +100,13 @@ class PlanDialog(ModalScreen[Path | None]):
             yield editor
             with VerticalScroll(id="plan-problems-box"):
                 yield Static("", id="plan-problems", markup=False)
-            yield Label("enter draft · ctrl+s save · ctrl+r redraft · esc cancel", classes="dialog-help")
+            yield Label("", id="plan-folder", markup=False)
+            yield Label("enter draft · ctrl+s save · ctrl+o folder · ctrl+r redraft · esc cancel",
+                        classes="dialog-help")
 
     def on_mount(self) -> None:
         self.query_one("#plan-problems-box").display = False
+        self.show_folder()
         self.query_one("#plan-goal", Input).focus()
         if self.initial_goal.strip():
             self.start_draft()
@@ -98,11 +126,26 @@ class PlanDialog(ModalScreen[Path | None]):
         return not self.drafting and not self.problems and bool(self.editor.text.strip())
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "save":
-            return True if self.can_save else None
+        # ``save`` stays enabled whatever the draft's state: pressed on one that cannot be saved, it
+        # says why (a disabled binding would swallow the key and say nothing).
         if action == "redraft":
             return True if self.goal else None
+        if action == "next_folder":
+            return True if len(self.folders) > 1 else None
         return True
+
+    def why_not_saved(self) -> str | None:
+        """Why ``ctrl+s`` would not save now, in words; None when it would."""
+        if self.drafting:
+            return "Not saved: the model is still drafting (esc stops it)."
+        if not self.editor.text.strip():
+            return "Not saved: there is no draft yet. Describe a goal and press enter."
+        if self.problems:
+            first = self.problems[0]
+            more = len(self.problems) - 1
+            rest = f" (and {more} more below)" if more else ""
+            return f"Not saved: line {first.line}:{first.col}: {first.message}{rest}"
+        return None
 
     def set_status(self, text: str, *, error: bool = False) -> None:
         status = self.query_one("#plan-status", Label)
@@ -119,6 +162,19 @@ class PlanDialog(ModalScreen[Path | None]):
         self.query_one("#plan-problems", Static).update("\n".join(lines))
         self.editor.set_class(bool(problems), "-invalid")
         self.refresh_bindings()
+
+    def show_folder(self) -> None:
+        label = self.query_one("#plan-folder", Label)
+        project = self.core.settings.project_dir
+        where = "the project's workflows/" if self.folder.parent == Path(project).resolve() else "your workflow folder"
+        label.update(f"Saves in {where}: {short_path(self.folder, 60)}")
+
+    def action_next_folder(self) -> None:
+        index = self.folders.index(self.folder) if self.folder in self.folders else -1
+        self.folder = self.folders[(index + 1) % len(self.folders)]
+        self.show_folder()
+        if not self.drafting and self.editor.text.strip() and not self.problems:
+            self.set_status(f"Valid: ctrl+s saves to {next_free_path(self.folder, workflow_stem(self.editor.text))}")
 
     # -- drafting ------------------------------------------------------------------------------
 
@@ -148,23 +204,34 @@ class PlanDialog(ModalScreen[Path | None]):
         self.show_problems([])
         editor.read_only = True
         editor.load_text("")
-        self.set_status("Drafting… (loading the model)")
+        # The focus goes to the draft now: arrows scroll it while it streams and move the cursor after.
+        editor.focus()
+        self._started = time.monotonic()
+        self._progress = None
+        self._waiting = True
+        self._fixing = ""
+        self._tick()
+        self._clock = self.set_interval(CLOCK_S, self._tick)
         self.refresh_bindings()
         try:
             async with self.core.model.turn("the planner") as backend:
                 self.planner = planner = self.core.planner(backend)
                 self.tools = dict(planner.tools)
-                self.set_status("Drafting…")
-                draft = await planner.draft(goal, on_text=self._streamed_text, on_repair=self._repairing)
+                self._waiting = False
+                draft = await planner.draft(goal, on_text=self._streamed_text, on_repair=self._repairing,
+                                            on_progress=self._progressed)
         except Exception as error:  # the model failed to load or to generate: say so, stay open
             if not isinstance(error, SmoltuiError):
                 log.exception("drafting a workflow failed")
+            self._stop_clock()
             self.drafting = False
             self.set_status(f"Drafting failed: {error}", error=True)
             self.refresh_bindings()
+            self.query_one("#plan-goal", Input).focus()
             return
         finally:
             editor.read_only = False
+            self._stop_clock()
         self.drafting = False
         if draft.cancelled:
             self.set_status("Drafting stopped.")
@@ -172,6 +239,8 @@ class PlanDialog(ModalScreen[Path | None]):
             return
         editor.load_text(draft.yaml or draft.reply)
         editor.move_cursor((0, 0))
+        # Streaming scrolled it to the end, after a refresh: back to the top after that one too.
+        editor.call_after_refresh(editor.scroll_home, animate=False)
         self.show_problems(draft.problems if draft.yaml else self.check(editor.text) or draft.problems)
         tries = "" if draft.attempts == 1 else f" after {draft.attempts} tries"
         if self.problems:
@@ -187,11 +256,38 @@ class PlanDialog(ModalScreen[Path | None]):
         self._streamed += 1
         if self._streamed % 8 == 1:
             editor.scroll_end(animate=False)
-            self.set_status(f"Drafting… ({self._streamed} tokens)")
+
+    def _progressed(self, progress: DraftProgress) -> None:
+        phase_changed = self._progress is None or self._progress.phase != progress.phase
+        self._progress = progress
+        if phase_changed:  # tokens are drawn by the clock; a new phase shows at once
+            self._tick()
+
+    def _tick(self) -> None:
+        """Redraw the drafting line: what the model does, tokens so far, tok/s, time since enter."""
+        if not self.drafting:
+            return
+        elapsed = time.monotonic() - self._started
+        model = self.core.model
+        if self._waiting or self._progress is None:
+            if not model.ready.is_set():
+                phase = "loading the model"
+            elif self._waiting and model.holder:
+                phase = f"waiting for the model ({model.holder} has it)"
+            else:
+                phase = "starting"
+            self.set_status(f"Drafting… {phase} · {elapsed:.0f} s")
+        else:
+            self.set_status(f"Drafting… {self._fixing}{self._progress.describe(elapsed)}")
+
+    def _stop_clock(self) -> None:
+        if self._clock is not None:
+            self._clock.stop()
+            self._clock = None
 
     def _repairing(self, problems: list[Problem]) -> None:
         count = len(problems)
-        self.set_status(f"The draft had {count} problem{'s' if count != 1 else ''}: asking the model to fix it…")
+        self._fixing = f"the model fixes {count} problem{'s' if count != 1 else ''} · "
         self.editor.load_text("")
 
     # -- editing -------------------------------------------------------------------------------
@@ -226,7 +322,9 @@ class PlanDialog(ModalScreen[Path | None]):
         if self._validate_timer is not None:  # an edit not checked yet: check it now
             self._validate_timer.stop()
             self.revalidate()
-        if not self.can_save:
+        why = self.why_not_saved()
+        if why is not None:
+            self.set_status(why, error=True)
             self.app.bell()
             return
         try:

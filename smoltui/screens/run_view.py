@@ -87,6 +87,8 @@ class RunScreen(Screen[None]):
         Binding("r", "retry_task", "Retry task", id="run.retry"),
         Binding("u", "resume_run", "Resume", id="run.resume"),
         Binding("a", "next_approval", "Approval", id="run.approval"),
+        Binding("R", "rerun", "Rerun", id="run.rerun"),
+        Binding("D", "delete_run", "Delete", id="run.delete", show=False),
         Binding("f4", "toggle_logs", "Log", id="run.logs"),
         Binding("o", "preview_output", "Preview", id="run.preview"),
         Binding("O", "open_output", "Open", id="run.open"),
@@ -109,6 +111,8 @@ class RunScreen(Screen[None]):
         self.spec_problem: str | None = None
         self.selected: str | None = None
         self.live_text: dict[str, str] = {}
+        self.live_tokens: dict[str, tuple[int, float]] = {}
+        """task id -> (tokens streamed so far, when the first came): a running LLM task's pace."""
         self._detail_due: Timer | None = None
         self.cards: dict[str, ApprovalCard] = {}
         self._answered_edits: dict[str, tuple[Any, Any]] = {}
@@ -302,7 +306,15 @@ class RunScreen(Screen[None]):
         showing = bool(live) and (record is None or record.state == TaskState.RUNNING)
         self.live_view.display = showing
         if showing:
-            self.live_view.update(Group(_section("Reply so far"), Text(live or "")))
+            scroll = self.query_one("#detail-scroll", VerticalScroll)
+            # Follow the reply as it grows, unless the user scrolled up to read something.
+            following = scroll.max_scroll_y == 0 or scroll.scroll_y >= scroll.max_scroll_y - 1
+            title = "Reply so far"
+            if task_id in self.live_tokens:
+                title += "  " + live_pace(*self.live_tokens[task_id], clock())
+            self.live_view.update(Group(_section(title), Text(live or "")))
+            if following:
+                scroll.call_after_refresh(scroll.scroll_end, animate=False)
 
     def describe_task(self, task_id: str) -> RenderableType:
         """The selected task: what it ran with, what came out, and what went wrong."""
@@ -315,6 +327,9 @@ class RunScreen(Screen[None]):
         parts.append(Text.assemble((f"{icon} {task_id}", "bold"), (kind, "dim"), ("  " + state.replace("_", " "), style)))
         if record is not None and record.attempt > 1:
             parts.append(Text(f"attempt {record.attempt}", "yellow"))
+        stats = (record.rendered or {}).get("stats") if record is not None else None
+        if isinstance(stats, dict):
+            parts.append(Text(generation_line(stats), "cyan"))
         if record is not None and record.error:
             parts.append(_section("Error"))
             parts.append(Text(record.error, "red"))
@@ -384,7 +399,11 @@ class RunScreen(Screen[None]):
             if event.call.run_id == self.run_id:
                 self.reload()
             return
-        if isinstance(event, TaskToken) and event.run_id == self.run_id and not event.thinking:
+        if isinstance(event, TaskToken) and event.run_id == self.run_id:
+            count, first = self.live_tokens.get(event.task_id, (0, clock()))
+            self.live_tokens[event.task_id] = (count + 1, first)
+            if event.thinking:
+                return
             text = (self.live_text.get(event.task_id, "") + event.text)[-LIVE_TEXT_LIMIT:]
             self.live_text[event.task_id] = text
             if event.task_id == self.selected and self._detail_due is None:
@@ -399,6 +418,7 @@ class RunScreen(Screen[None]):
         if isinstance(event, TaskStateChanged | RunStateChanged | RunFinished) and event.run_id == self.run_id:
             if isinstance(event, TaskStateChanged) and event.state == TaskState.RUNNING:
                 self.live_text.pop(event.task_id, None)
+                self.live_tokens.pop(event.task_id, None)
                 self._answered_edits.pop(event.task_id, None)  # a new attempt: that edit is history
             self.reload()
             self.log_pane.nudge()
@@ -496,6 +516,10 @@ class RunScreen(Screen[None]):
             return bool(self.cards)
         if action in ("preview_output", "open_output"):
             return self.selected_output() is not None
+        if action == "rerun":
+            return self.loaded is not None and bool(self.loaded.record.file)
+        if action == "delete_run":
+            return not self.core.runs.is_running(self.run_id) and state is not None and not state.active
         return True
 
     def action_back(self) -> None:
@@ -534,6 +558,39 @@ class RunScreen(Screen[None]):
         self.notify(done)
         self.live_text.clear()
         self.reload()
+
+    def action_rerun(self) -> None:
+        self._rerun()
+
+    @work(group="run-command", exclusive=True)
+    async def _rerun(self) -> None:
+        """A new run of the same file with the same variables; the view moves to it."""
+        try:
+            new_id = await self.core.runs.rerun(self.run_id)
+        except SmoltuiError as error:
+            self.notify(str(error), title="Run", severity="error", timeout=10)
+            return
+        self.notify(f"run {new_id} started with the variables of {self.run_id}")
+        # Not awaited here: this worker belongs to the screen being replaced.
+        self.app.call_later(self.app.switch_screen, RunScreen(self.core, new_id))
+
+    def action_delete_run(self) -> None:
+        self._confirm_delete()
+
+    @work(group="run-command", exclusive=True)
+    async def _confirm_delete(self) -> None:
+        """Deleting cannot be undone: asked first (the focus starts on "keep")."""
+        question = f"Delete run {self.run_id} with its artifacts? This cannot be undone."
+        if not await self.app.push_screen_wait(ConfirmDialog(question, confirm_label="Delete run",
+                                                             cancel_label="Keep it")):
+            return
+        try:
+            await self.core.runs.delete(self.run_id)
+        except SmoltuiError as error:
+            self.notify(str(error), title="Run", severity="error", timeout=10)
+            return
+        self.notify(f"deleted run {self.run_id}")
+        self.dismiss()
 
     def action_next_approval(self) -> None:
         """To the call that has waited longest; from a card, to the one that has waited next longest."""
@@ -588,6 +645,31 @@ def edited_calls(rows: list[AuditEntry], tasks: dict[str, TaskRecord]) -> dict[s
         if row.original_arguments is not None and (started is None or row.created_at >= started):
             edited[task.task_id] = (row.arguments, row.original_arguments)
     return edited
+
+
+def generation_line(stats: dict[str, Any]) -> str:
+    """An LLM task's generation in one line: tokens, speed, time (and the prompt's share)."""
+    tokens = stats.get("completion_tokens", 0)
+    line = f"model: {tokens} token{'s' if tokens != 1 else ''}"
+    if stats.get("decode_tok_s"):
+        line += f" · {stats['decode_tok_s']:.1f} tok/s"
+    if stats.get("total_s") is not None:
+        line += f" · {stats['total_s']:.1f} s"
+    extra = []
+    if stats.get("prompt_tokens"):
+        extra.append(f"prompt {stats['prompt_tokens']} tokens")
+    if stats.get("ttft_s") is not None:
+        extra.append(f"first token after {stats['ttft_s']:.1f} s")
+    if stats.get("stop_reason") not in (None, "stop"):
+        extra.append(f"stopped: {stats['stop_reason']}")
+    return line + (f" ({', '.join(extra)})" if extra else "")
+
+
+def live_pace(tokens: int, first: float, now: float) -> str:
+    """A streaming reply's pace: ``37 tokens · 9.1 tok/s · 4 s``."""
+    seconds = max(0.0, now - first)
+    pace = f" · {tokens / seconds:.1f} tok/s" if tokens > 1 and seconds > 0 else ""
+    return f"{tokens} token{'s' if tokens != 1 else ''}{pace} · {seconds:.0f} s"
 
 
 def _section(title: str) -> Text:

@@ -9,6 +9,9 @@ picking a run :class:`WorkflowTree.RunPicked`; the screen decides what to do wit
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 from rich.style import NULL_STYLE, Style
 from rich.text import Text
 from textual import on, work
+from textual.app import SuspendNotSupported
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Tree
@@ -72,6 +76,7 @@ class WorkflowTree(Tree[Any]):
     BINDINGS = [
         Binding("n", "launch", "Run…", id="workflows.launch"),
         Binding("r", "refresh", "Refresh", id="workflows.refresh", show=False),
+        Binding("e", "edit", "Edit", id="workflows.edit"),
     ]
 
     class LaunchRequested(Message):
@@ -273,3 +278,46 @@ class WorkflowTree(Tree[Any]):
 
     def action_refresh(self) -> None:
         self.nudge()
+
+    def action_edit(self) -> None:
+        """Open the selected workflow in ``$VISUAL``/``$EDITOR`` (the app steps aside meanwhile),
+        then check it again and say what the check found."""
+        entry = self.selected_entry
+        if entry is None:
+            self.notify("move to a workflow first", severity="warning")
+            return
+        editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+        command = [*shlex.split(editor), str(entry.path)]
+        try:
+            try:
+                with self.app.suspend():
+                    subprocess.run(command, check=False)
+            except SuspendNotSupported:
+                if not self.app.is_headless:  # a terminal we cannot hand over: say so, run nothing
+                    self.notify("this terminal cannot hand over to an editor", severity="warning")
+                    return
+                subprocess.run(command, check=False, stdin=subprocess.DEVNULL)  # tests: no terminal
+        except OSError as error:
+            self.notify(f"cannot start the editor {editor!r}: {error}", severity="error", timeout=10)
+            return
+        self.catalog.revalidate()
+        self._checked_after_edit(entry.path)
+
+    @work(exclusive=True, group="workflow-tree")
+    async def _checked_after_edit(self, path: Path) -> None:
+        try:
+            snapshot = await self.catalog.scan()
+        except Exception:
+            log.exception("scanning workflows failed")
+            return
+        self.show_snapshot(snapshot)
+        entry = next((e for e in snapshot.entries if e.path == path), None)
+        if entry is None:
+            self.notify(f"{path.name} is gone", severity="warning")
+        elif entry.valid:
+            self.notify(f"{path.name} is valid", title="Workflow checked")
+        else:
+            count, first = len(entry.problems), entry.problems[0]
+            self.notify(f"{path.name}: {count} problem{'s' if count != 1 else ''}; line {first.line}:{first.col}: "
+                        f"{first.message}",
+                        title="Workflow checked", severity="warning", timeout=10)
