@@ -211,12 +211,21 @@ class ChatService:
                     return finished
                 after = stored
 
+    def artifacts_dir(self, session_id: int) -> Path:
+        """Where the chat's tools write what they make (a chart's PNG): beside the database."""
+        return Path(self.store.path).parent / "chat-artifacts" / str(session_id)
+
+    def file_roots(self, session_id: int) -> tuple[Path, ...]:
+        """Where a tool's result may name files a person wants to see: the chat's artifacts, then
+        the workspace."""
+        return self.artifacts_dir(session_id), Path(self.workspace)
+
     async def _call(self, session_id: int, message_id: int, call: ToolCallDelta) -> int | None:
         """Run one call of the reply ``message_id``, store its result as a tool message and settle
         the call's row; the tool message's id, or None to stop."""
         assert self.gate is not None
         self.bus.publish(ToolCallRequested(session_id, call.id, call.name, call.arguments, call.error))
-        artifacts = Path(self.store.path).parent / "chat-artifacts" / str(session_id)
+        artifacts = self.artifacts_dir(session_id)
         self._tool_job = asyncio.ensure_future(run_call(
             self.gate, call, session_id=session_id, workspace=self.workspace, artifacts_dir=artifacts))
         try:

@@ -831,10 +831,7 @@ class ChatScreen(WorkflowPanes, Screen[None]):
         self._restore_cards(calls, focus_call)
 
     def _tool_file_roots(self) -> tuple[Path, ...]:
-        """Where a tool's result may name files: this chat's artifacts (a chart's PNG; the folder
-        ChatService._call gives its tools), then the workspace."""
-        chat = self.core.chat
-        return (Path(chat.store.path).parent / "chat-artifacts" / str(self.session_id), Path(chat.workspace))
+        return self.core.chat.file_roots(self.session_id)
 
     def _restore_cards(self, calls: list[ToolCallView], focus_call: str | None = None) -> None:
         """A call of this chat that still waits for its answer (the user left the chat while it

@@ -437,6 +437,11 @@ class AttachedChat:
     def busy(self) -> bool:
         return self._replying is not None
 
+    def file_roots(self, session_id: int) -> tuple[Path, ...]:
+        """The server writes a chat's artifacts beside the database this client shares (its
+        workspace is the server's: not known here)."""
+        return (Path(self.store.path).parent / "chat-artifacts" / str(session_id),)
+
     def cancel(self) -> bool:
         """Stop the reply this client asked for (the server keeps what it wrote)."""
         session_id = self._replying
