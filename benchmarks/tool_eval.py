@@ -527,8 +527,8 @@ def select_cases(args: argparse.Namespace) -> list[Case]:
 
 def build_backend(args: argparse.Namespace) -> tuple[str, Any]:
     """The backend and model, chosen like the CLI does (flags over the config over the defaults)."""
-    from smoltui.core import resolve_and_build
     from smoltui.config import load_config
+    from smoltui.core import resolve_and_build
     from smoltui.paths import Paths
 
     paths = Paths.resolve(args.home)
