@@ -177,10 +177,18 @@ class ReadsSlowly(ScriptedBackend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.go = asyncio.Event()
+        # Cleared by a test that must catch the drafting line mid-stream: the stream pauses after its
+        # first few pieces until it is set again, however fast the machine is.
+        self.finish = asyncio.Event()
+        self.finish.set()
 
     async def stream(self, messages: Any, params: Any, cancel: Any) -> AsyncIterator[Any]:
         await self.go.wait()
+        pieces = 0
         async for event in super().stream(messages, params, cancel):
+            pieces += 1
+            if pieces == 4:
+                await self.finish.wait()
             yield event
 
 
@@ -190,6 +198,7 @@ def status_text(dialog: PlanDialog) -> str:
 
 async def test_drafting_shows_its_progress_and_the_focus_lands_in_the_draft(store: Store, tmp_path: Path) -> None:
     backend = ReadsSlowly([json.dumps(DRAFT)], delay_s=0.005)
+    backend.finish.clear()
     app = Host(build_core(store, backend, tmp_path), tmp_path / "mine")
     async with app.run_test(size=(80, 24)) as pilot:
         dialog = await planner_shown(pilot)
@@ -203,6 +212,7 @@ async def test_drafting_shows_its_progress_and_the_focus_lands_in_the_draft(stor
         backend.go.set()
         await wait_until(pilot, lambda: "tokens" in status_text(dialog) and "tok/s" in status_text(dialog),
                          "tokens and tok/s")
+        backend.finish.set()
         await wait_until(pilot, lambda: not dialog.drafting and "workflow:" in dialog.editor.text, "the draft")
         # Arrows move the cursor in the draft straight away (no shift+tab first).
         assert app.focused is dialog.editor
