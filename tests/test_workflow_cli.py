@@ -471,7 +471,7 @@ def test_logs_follow_streams_a_live_run_and_exits_when_it_ends(cli_env: dict[str
 
 
 STUBBORN_PLUGIN = """
-import time
+import os, time
 from smoltui.tools.base import tool
 
 @tool(risk="read")
@@ -481,6 +481,7 @@ def stubborn(seconds: float) -> str:
     Args:
         seconds: How long.
     '''
+    open(os.environ["STUBBORN_STARTED"], "w").close()  # the test's cue: the tool is running now
     time.sleep(seconds)
     return "done"
 """
@@ -497,7 +498,8 @@ def test_a_second_ctrl_c_quits_at_once(cli_env: dict[str, str], home: Path, tmp_
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stubborn-tool\nVersion: 1.0\n", encoding="utf-8")
     (dist / "entry_points.txt").write_text("[smoltui.tools]\nstubborn = stubborn_tool:stubborn\n", encoding="utf-8")
-    env = dict(cli_env, PYTHONPATH=f"{site}{os.pathsep}{cli_env['PYTHONPATH']}")
+    started_file = tmp_path / "stubborn-started"
+    env = dict(cli_env, PYTHONPATH=f"{site}{os.pathsep}{cli_env['PYTHONPATH']}", STUBBORN_STARTED=str(started_file))
     path = tmp_path / "stubborn.yaml"
     path.write_text(
         "workflow:\n  id: stubborn\n  tasks:\n    - id: wait\n      type: tool_call\n      tool: stubborn\n"
@@ -506,7 +508,8 @@ def test_a_second_ctrl_c_quits_at_once(cli_env: dict[str, str], home: Path, tmp_
     )
     database = Paths.resolve(str(home)).database
     started = time.monotonic()
-    proc = _start_run_until([str(path)], env, database, lambda states: states.get("wait") == "running")
+    # The task's row says "running" a moment before the tool's thread starts: wait for the tool itself.
+    proc = _start_run_until([str(path)], env, database, lambda states: started_file.exists())
     try:
         proc.send_signal(signal.SIGINT)
         time.sleep(1.0)
