@@ -116,6 +116,12 @@ async def test_second_turn_reuses_the_cache_and_replies_like_a_cold_backend(tiny
     assert second.cached_tokens >= first.prompt_tokens - 1  # at least the whole first prompt
     assert second.new_prompt_tokens < second.prompt_tokens / 2
     assert cold_stats.cached_tokens == 0
+    if "\ufffd" in text_of(first_deltas):
+        # A random model can write bytes that are not UTF-8 (with ChatML's template, where the
+        # SmolLM3 reference files are absent): the text holds U+FFFD, which re-tokenizes longer,
+        # while the warm backend keeps the tokens it generated (by design). Only the cold prompt grows.
+        assert second.prompt_tokens < cold_stats.prompt_tokens
+        return
     assert second.prompt_tokens == cold_stats.prompt_tokens
     assert warm_deltas == cold_deltas
     assert second.completion_tokens == cold_stats.completion_tokens
