@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PYTHON
-from tests.fixtures.tally import Tally
+from tests.fixtures.tally import Tally, install_tool_plugin
 from tests.test_cli import SCRIPTED_REPLY_START, run, run_with_stdout_closed
 
 PIPELINE = """\
@@ -491,13 +491,7 @@ def test_a_second_ctrl_c_quits_at_once(cli_env: dict[str, str], home: Path, tmp_
     """A tool that ignores cancellation keeps a graceful exit waiting; the second Ctrl+C does not wait."""
     from smoltui.paths import Paths
 
-    site = tmp_path / "site"
-    (site / "stubborn_tool").mkdir(parents=True)
-    (site / "stubborn_tool" / "__init__.py").write_text(STUBBORN_PLUGIN, encoding="utf-8")
-    dist = site / "stubborn_tool-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: stubborn-tool\nVersion: 1.0\n", encoding="utf-8")
-    (dist / "entry_points.txt").write_text("[smoltui.tools]\nstubborn = stubborn_tool:stubborn\n", encoding="utf-8")
+    site = install_tool_plugin(tmp_path / "site", "stubborn", STUBBORN_PLUGIN)
     started_file = tmp_path / "stubborn-started"
     env = dict(cli_env, PYTHONPATH=f"{site}{os.pathsep}{cli_env['PYTHONPATH']}", STUBBORN_STARTED=str(started_file))
     path = tmp_path / "stubborn.yaml"
