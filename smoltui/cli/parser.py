@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="save a valid draft even with no terminal to ask on")
     plan_save.add_argument("--no-save", dest="save", action="store_false", help="only print the draft")
     plan.add_argument("--yes", "-y", action="store_true", help="save a valid draft without asking")
-    plan.add_argument("--out", metavar="DIR", help="folder to save in (default: your workflow folder)")
+    plan.add_argument("--out", metavar="DIR", help="folder to save in (default: ./workflows when it exists, else your workflow folder)")
     plan.add_argument("--json", action="store_true", help="print {yaml, problems, path} as JSON")
     plan.add_argument("--max-tokens", type=_at_least(1), metavar="N", help="longest reply the model may write (1200)")
 

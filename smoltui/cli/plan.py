@@ -33,6 +33,7 @@ from smoltui.orchestrator.planner import (
     Draft,
     DraftProgress,
     next_free_path,
+    save_folders,
     save_workflow,
     workflow_stem,
 )
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if max_tokens < 64:
         raise SmoltuiError("--max-tokens must be at least 64")
     settings = settings_of(args)
-    folder = Path(args.out).expanduser() if args.out else settings.paths.workflows_dir
+    # As in the app: the project's workflows/ when it has one (relative paths reach its files).
+    folder = Path(args.out).expanduser() if args.out else save_folders(settings.project_dir, settings.paths.workflows_dir)[0]
     client = client_for(args)
     checker: Callable[[str], list[Problem]]
     if client is not None:
